@@ -1,0 +1,149 @@
+"""Every error story_fsm raises, in one tree, so callers can catch one base class.
+
+No lower-level exception (``transitions.MachineError``, ``sqlalchemy.exc.*``, the stages' own
+errors) reaches the caller unwrapped: each is translated here into something that says what
+happened and what to do next, and the original stays attached as ``__cause__``::
+
+    StoryFSMError
+    ├── InputValidationError (also ValueError)   bad arguments; nothing was written
+    ├── WorkflowNotFoundError (also LookupError) no workflow for this story_id
+    ├── WorkflowExistsError                      run_story_workflow on a known story_id
+    ├── ConcurrentAdvanceError                   another writer advanced the story first
+    ├── InvalidTransitionError                   a trigger the current state does not accept
+    ├── InvalidStageOutputError                  a reviewer/polisher answered in a bad shape
+    ├── StageTimeoutError (also TimeoutError)    a stage call took longer than allowed
+    ├── StageFailedError                         a stage failed after every retry
+    └── StoreError                               the database could not be used
+        ├── DatabaseBusyError                    SQLite's lock was held past the busy timeout
+        └── SchemaVersionError                   the database schema is unknown or newer
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from story_fsm.models import WorkflowResult
+    from story_fsm.states import Stage
+
+__all__ = [
+    "ConcurrentAdvanceError",
+    "DatabaseBusyError",
+    "InputValidationError",
+    "InvalidStageOutputError",
+    "InvalidTransitionError",
+    "SchemaVersionError",
+    "StageFailedError",
+    "StageTimeoutError",
+    "StoreError",
+    "StoryFSMError",
+    "WorkflowExistsError",
+    "WorkflowNotFoundError",
+]
+
+
+class StoryFSMError(Exception):
+    """Base of every error story_fsm raises; catch this to handle them all."""
+
+
+class InputValidationError(StoryFSMError, ValueError):
+    """An argument was rejected before anything was written.
+
+    It is also a ``ValueError`` so callers that already guard against bad values keep working.
+    """
+
+
+class WorkflowNotFoundError(StoryFSMError, LookupError):
+    """No workflow is stored for the story id: it was never started, or the URL is wrong."""
+
+    def __init__(self, story_id: str) -> None:
+        self.story_id = story_id
+        super().__init__(
+            f"no workflow for story {story_id!r}; start it with run_story_workflow() "
+            "or check the database URL"
+        )
+
+
+class WorkflowExistsError(StoryFSMError):
+    """A workflow for this story id exists already; starting it again would fork its history."""
+
+    def __init__(self, story_id: str) -> None:
+        self.story_id = story_id
+        super().__init__(f"story {story_id!r} already has a workflow; call resume({story_id!r})")
+
+
+class ConcurrentAdvanceError(StoryFSMError):
+    """Another process advanced (or took over) the workflow first; this writer lost the race.
+
+    The database decides the winner (a unique ``(story_id, seq)`` key and the lease token), so
+    the loser learns it before it spends a paid stage call, or at the latest before it records
+    the stage's result.
+    """
+
+    def __init__(self, story_id: str, detail: str = "") -> None:
+        self.story_id = story_id
+        message = f"story {story_id!r} was advanced by another writer"
+        if detail:
+            message += f" ({detail})"
+        super().__init__(message + "; reload its state before acting on it")
+
+
+class InvalidTransitionError(StoryFSMError):
+    """A trigger was fired in a state that has no edge for it (a bug, or a stale caller)."""
+
+
+class InvalidStageOutputError(StoryFSMError):
+    """A reviewer or polisher returned something the engine cannot use.
+
+    It counts as a failed attempt, so the engine retries the stage like any other failure.
+    """
+
+
+class StageTimeoutError(StoryFSMError, TimeoutError):
+    """A stage call took longer than ``stage_timeout_seconds``; its late answer is discarded."""
+
+
+class StageFailedError(StoryFSMError):
+    """A stage failed on every attempt; the workflow is persisted as FAILED.
+
+    Attributes:
+        story_id: The story whose workflow failed.
+        stage: The stage that failed (review or polish).
+        attempts: How many attempts were made.
+        result: The FAILED :class:`~story_fsm.WorkflowResult`, as stored.
+
+    The last attempt's error is ``__cause__``. Fix the cause, then ``resume(story_id)`` retries
+    the failed stage.
+    """
+
+    def __init__(
+        self, story_id: str, stage: Stage, attempts: int, result: WorkflowResult | None
+    ) -> None:
+        self.story_id = story_id
+        self.stage = stage
+        self.attempts = attempts
+        self.result = result
+        super().__init__(
+            f"story {story_id!r}: {stage.value} failed after {attempts} attempt(s); "
+            f"the workflow is FAILED; fix the cause and call resume({story_id!r})"
+        )
+
+
+class StoreError(StoryFSMError):
+    """The database could not be read or written; the original driver error is the cause."""
+
+
+class DatabaseBusyError(StoreError):
+    """SQLite's write lock stayed taken longer than the busy timeout.
+
+    Usually another process writes the same file; raise ``busy_timeout_seconds`` or move the
+    workers to PostgreSQL.
+    """
+
+
+class SchemaVersionError(StoreError):
+    """The database's schema revision is not one this version of story_fsm knows.
+
+    Raised instead of guessing: a newer story_fsm may have migrated it, or it belongs to
+    another application.
+    """

@@ -1,0 +1,51 @@
+"""Progress events: their names, and delivery that can never break a workflow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any
+
+from story_fsm._log import get_logger
+
+__all__ = ["Event", "ProgressCallback"]
+
+#: ``progress_callback(event, data)``; ``data`` always carries ``story_id``.
+ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+
+class Event(StrEnum):
+    """The names passed as the first argument of a progress callback.
+
+    ``Event`` members are strings, so a callback may compare with plain ``"review_complete"``.
+    """
+
+    WORKFLOW_STARTED = "workflow_started"
+    WORKFLOW_RESUMED = "workflow_resumed"
+    ITERATION_STARTED = "iteration_started"
+    STAGE_STARTED = "stage_started"
+    STAGE_RETRY = "stage_retry"
+    REVIEW_COMPLETE = "review_complete"
+    POLISH_COMPLETE = "polish_complete"
+    WORKFLOW_COMPLETE = "workflow_complete"
+    WORKFLOW_FAILED = "workflow_failed"
+
+
+class Emitter:
+    """Delivers events to one workflow's callback; a callback that raises is logged, not fatal."""
+
+    def __init__(self, story_id: str, callback: ProgressCallback | None) -> None:
+        self._story_id = story_id
+        self._callback = callback
+
+    def __call__(self, event: Event, **data: Any) -> None:
+        """Send *event* with *data* (plus ``story_id``) to the callback, if any."""
+        if self._callback is None:
+            return
+        payload = {"story_id": self._story_id, **data}
+        try:
+            self._callback(event.value, payload)
+        except Exception:  # a progress display must never fail a paid workflow
+            get_logger(story_id=self._story_id).exception(
+                "progress_callback_failed", progress_event=event.value
+            )

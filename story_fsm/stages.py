@@ -1,0 +1,239 @@
+"""The reviewer and polisher seams, and the one place their answers are normalized.
+
+The pipeline's stages answer in several shapes (a mapping, or an object with ``.to_dict()``);
+:func:`normalize_review` and :func:`normalize_polish` turn any of them into a small typed outcome
+or raise :class:`~story_fsm.errors.InvalidStageOutputError`, which the engine treats as a failed
+attempt and retries.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from story_fsm._log import get_logger
+from story_fsm.errors import InvalidStageOutputError
+from story_fsm.states import ReviewDecision
+
+__all__ = [
+    "PolishOutcome",
+    "ReviewOutcome",
+    "StoryPolisher",
+    "StoryReviewer",
+    "normalize_polish",
+    "normalize_review",
+]
+
+
+@runtime_checkable
+class StoryReviewer(Protocol):
+    """Grades a story 0–100 and decides publish or polish (the pipeline's Stage 21).
+
+    The engine calls it with keywords only. ``story_version`` is ``"v1"``, ``"v2"``, … per
+    iteration. When ``WorkflowConfig.review_model`` is set it is passed as ``model=``; when it
+    is None no ``model`` keyword is passed, so reviewers without one keep working.
+
+    The answer is a mapping ``{"decision": "publish"|"polish", "quality_score": 0..100, ...}``
+    (the score may also sit at ``overall_assessment.quality_score``) or an object with
+    ``.decision``, ``.overall_assessment.quality_score`` and ``.to_dict()``. A cost, if any,
+    is read from ``_meta.cost_estimate`` (or a top-level ``cost``).
+    """
+
+    def review_story(  # noqa: D102
+        self,
+        *,
+        title: str,
+        script: str,
+        audience_context: Mapping[str, Any],
+        original_idea: str,
+        story_id: str,
+        story_version: str,
+        local_review_summary: Any,
+    ) -> Any: ...
+
+
+@runtime_checkable
+class StoryPolisher(Protocol):
+    """Rewrites title and script from an expert review (the pipeline's Stage 22).
+
+    ``expert_review_data`` is the review as a dict, exactly as the reviewer returned it. The
+    answer is a mapping or an object with ``polished_title``, ``polished_script``,
+    ``change_log`` (and ``.to_dict()``).
+    """
+
+    def polish_story(  # noqa: D102
+        self,
+        *,
+        story_id: str,
+        current_title: str,
+        current_script: str,
+        expert_review_data: Mapping[str, Any],
+        iteration_number: int,
+        audience_context: Mapping[str, Any],
+        original_idea: str,
+    ) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewOutcome:
+    """A review, normalized.
+
+    Attributes:
+        decision: The review's recommendation.
+        quality_score: 0–100.
+        cost: What the call cost (0 when the stage did not say).
+        data: The whole answer as a JSON-serializable dict, kept in the audit trail.
+    """
+
+    decision: ReviewDecision
+    quality_score: float
+    cost: float
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PolishOutcome:
+    """A polish, normalized.
+
+    Attributes:
+        title: The new title (the old one when the polisher gave none).
+        script: The new script.
+        changes_count: Entries in the change log.
+        cost: What the call cost (0 when the stage did not say).
+        data: The whole answer as a JSON-serializable dict, kept in the audit trail.
+    """
+
+    title: str
+    script: str
+    changes_count: int
+    cost: float
+    data: dict[str, Any]
+
+
+def _as_dict(raw: object, stage: str) -> dict[str, Any]:
+    if raw is None:
+        raise InvalidStageOutputError(f"the {stage} stage returned None")
+    if isinstance(raw, Mapping):
+        data = dict(raw)
+    elif callable(getattr(raw, "to_dict", None)):
+        data = raw.to_dict()  # type: ignore[attr-defined]
+        if not isinstance(data, Mapping):
+            raise InvalidStageOutputError(f"the {stage} stage's to_dict() did not return a dict")
+        data = dict(data)
+    else:
+        raise InvalidStageOutputError(
+            f"the {stage} stage returned {type(raw).__name__}; expected a mapping or an object "
+            "with to_dict()"
+        )
+    try:
+        # Round-trip once here so the audit trail stores exactly what later reads return.
+        result: dict[str, Any] = json.loads(json.dumps(data, default=str, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidStageOutputError(f"the {stage} stage's answer is not JSON: {exc}") from exc
+    return result
+
+
+def _field(raw: object, data: Mapping[str, Any], name: str) -> Any:
+    """Read *name* from the object when it has it (typed), else from its dict form."""
+    value = getattr(raw, name, None) if not isinstance(raw, Mapping) else None
+    return data.get(name) if value is None else value
+
+
+def _score(raw: object, data: Mapping[str, Any]) -> float:
+    score = data.get("quality_score")
+    if score is None:
+        assessment = _field(raw, data, "overall_assessment")
+        if isinstance(assessment, Mapping):
+            score = assessment.get("quality_score")
+        else:
+            score = getattr(assessment, "quality_score", None)
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        raise InvalidStageOutputError(f"the review's quality_score is not a number: {score!r}")
+    if not math.isfinite(score) or not 0 <= score <= 100:
+        raise InvalidStageOutputError(f"the review's quality_score is not within 0-100: {score!r}")
+    return float(score)
+
+
+def _decision(raw: object, data: Mapping[str, Any]) -> ReviewDecision:
+    value = _field(raw, data, "decision")
+    if isinstance(value, ReviewDecision):
+        return value
+    text = getattr(value, "value", value)
+    if isinstance(text, str):
+        try:
+            return ReviewDecision(text.strip().lower())
+        except ValueError:
+            pass
+    raise InvalidStageOutputError(
+        f"the review's decision must be 'publish' or 'polish', got {value!r}"
+    )
+
+
+def _cost(data: Mapping[str, Any]) -> float:
+    meta = data.get("_meta")
+    cost = meta.get("cost_estimate") if isinstance(meta, Mapping) else None
+    if cost is None:
+        cost = data.get("cost")
+    if cost is None:
+        return 0.0
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost):
+        # A bad cost field must not throw away a paid answer; say so and count it as unknown.
+        get_logger().warning("stage_cost_unreadable", cost=repr(cost))
+        return 0.0
+    return max(float(cost), 0.0)
+
+
+def normalize_review(raw: object) -> ReviewOutcome:
+    """Turn a reviewer's answer into a :class:`ReviewOutcome`.
+
+    Raises:
+        InvalidStageOutputError: None, an unknown decision, or a score that is not a finite
+            number within 0–100.
+
+    >>> normalize_review({"decision": "polish", "quality_score": 72}).quality_score
+    72.0
+    """
+    data = _as_dict(raw, "review")
+    return ReviewOutcome(
+        decision=_decision(raw, data),
+        quality_score=_score(raw, data),
+        cost=_cost(data),
+        data=data,
+    )
+
+
+def _change_count(change_log: object) -> int:
+    if change_log is None:
+        return 0
+    if isinstance(change_log, str):
+        return 1 if change_log.strip() else 0
+    if isinstance(change_log, Mapping | list | tuple):
+        return len(change_log)
+    return 1
+
+
+def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
+    """Turn a polisher's answer into a :class:`PolishOutcome`.
+
+    Raises:
+        InvalidStageOutputError: None, or no non-empty ``polished_script``.
+    """
+    data = _as_dict(raw, "polish")
+    script = _field(raw, data, "polished_script")
+    if not isinstance(script, str) or not script.strip():
+        raise InvalidStageOutputError(
+            f"the polish has no polished_script (a non-empty string), got {script!r:.80}"
+        )
+    title = _field(raw, data, "polished_title")
+    if not isinstance(title, str) or not title.strip():
+        title = current_title
+    return PolishOutcome(
+        title=title,
+        script=script,
+        changes_count=_change_count(_field(raw, data, "change_log")),
+        cost=_cost(data),
+        data=data,
+    )

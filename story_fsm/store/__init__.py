@@ -1,0 +1,1 @@
+"""Persistence: the tables, the SQL store, and the migrations that own the schema."""

@@ -1,0 +1,74 @@
+"""Creating a SQLAlchemy engine from a URL, with each backend's settings for durable writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
+
+from story_fsm.errors import InputValidationError
+
+__all__ = ["make_engine"]
+
+_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -> sa.Engine:
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_seconds}}
+    database = url.database or ""
+    if database in ("", ":memory:"):
+        # One shared connection, or every pooled connection would see its own empty database.
+        kwargs["poolclass"] = StaticPool
+        kwargs["connect_args"]["check_same_thread"] = False
+    elif not Path(database).expanduser().resolve().parent.is_dir():
+        raise InputValidationError(f"the folder of the SQLite file {database!r} does not exist")
+    engine = sa.create_engine(url, **kwargs)
+    busy_ms = int(busy_timeout_seconds * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers run beside the one writer; the busy timeout makes a second writer
+        # wait for the lock instead of failing at once; FULL makes a commit survive power loss.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+def make_engine(
+    url: str, *, busy_timeout_seconds: float = 30.0, sqlite_synchronous: str = "FULL"
+) -> sa.Engine:
+    """Return an engine for *url*: a SQLite file (WAL, busy timeout, foreign keys) or PostgreSQL.
+
+    A plain ``postgresql://`` URL uses psycopg 3.
+
+    Raises:
+        InputValidationError: The URL cannot be parsed, or names an unsupported database.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
+        raise InputValidationError(f"not a database URL: {url!r}") from exc
+    synchronous = sqlite_synchronous.upper()
+    if synchronous not in _SYNCHRONOUS_LEVELS:
+        raise InputValidationError(f"sqlite_synchronous must be one of {_SYNCHRONOUS_LEVELS}")
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        try:
+            return sa.create_engine(parsed, pool_pre_ping=True)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise InputValidationError(f"cannot use database URL {url!r}: {exc}") from exc
+    raise InputValidationError(
+        f"unsupported database {backend!r} in {url!r}; use sqlite:///FILE or postgresql://..."
+    )

@@ -1,0 +1,156 @@
+"""Alembic, run from code: find the shipped migrations, upgrade, downgrade, check.
+
+The migrations live at the repository's top level (``migrations/``) and are shipped inside the
+wheel as ``story_fsm/_migrations``; :func:`script_location` finds whichever exists. Migrations
+are never retried: they fail fast with a clear message.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from story_fsm.errors import SchemaVersionError, StoreError
+from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
+
+__all__ = [
+    "current_revision",
+    "downgrade",
+    "ensure_schema",
+    "head_revision",
+    "migration_table_prefix",
+    "script_location",
+    "upgrade",
+]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def script_location() -> Path:
+    """Return the alembic script directory (installed wheel first, then the source tree)."""
+    for candidate in (_PACKAGE_DIR / "_migrations", _PACKAGE_DIR.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StoreError(f"story_fsm's migrations are missing (looked beside {_PACKAGE_DIR})")
+
+
+def migration_table_prefix() -> str:
+    """Return the table prefix of the migration being run (for env.py and revision files).
+
+    Set by :func:`alembic_config` when run from code, or ``alembic -x table_prefix=...``.
+    """
+    from alembic import context  # only importable meaningfully while alembic runs
+
+    prefix = context.config.attributes.get("table_prefix")
+    if not prefix:
+        prefix = context.get_x_argument(as_dictionary=True).get("table_prefix")
+    return str(prefix or DEFAULT_TABLE_PREFIX)
+
+
+def alembic_config(
+    connection: sa.Connection | None = None, prefix: str = DEFAULT_TABLE_PREFIX
+) -> Config:
+    """Return an alembic ``Config`` for story_fsm's migrations, bound to *connection*."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    cfg.attributes["connection"] = connection
+    cfg.attributes["table_prefix"] = prefix
+    return cfg
+
+
+@cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """Return the newest revision this story_fsm ships."""
+    head = _script().get_current_head()
+    assert head is not None  # a release always ships at least one migration
+    return head
+
+
+def _known(revision: str) -> bool:
+    try:
+        return _script().get_revision(revision) is not None
+    except Exception:  # alembic raises several types for an unknown id
+        return False
+
+
+def current_revision(engine: sa.Engine, prefix: str = DEFAULT_TABLE_PREFIX) -> str | None:
+    """Return the database's revision for *prefix* (None for a database never migrated)."""
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"version_table": build_schema(prefix).version_table}
+        )
+        return ctx.get_current_revision()
+
+
+@contextmanager
+def _migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connection]:
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Many workers may start on a fresh database at once; one migrates, the others wait
+            # and then find it at head. The lock ends with the transaction.
+            key = zlib.crc32(f"story_fsm:{prefix}".encode())
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        yield conn
+
+
+def upgrade(
+    engine: sa.Engine, revision: str = "head", *, prefix: str = DEFAULT_TABLE_PREFIX
+) -> None:
+    """Upgrade the database to *revision* (default: the newest)."""
+    with _migration_connection(engine, prefix) as conn:
+        command.upgrade(alembic_config(conn, prefix), revision)
+
+
+def downgrade(engine: sa.Engine, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+    """Downgrade the database to *revision* (``"base"`` drops story_fsm's tables)."""
+    with _migration_connection(engine, prefix) as conn:
+        command.downgrade(alembic_config(conn, prefix), revision)
+
+
+def _has_tables(engine: sa.Engine, prefix: str) -> bool:
+    schema = build_schema(prefix)
+    names = set(sa.inspect(engine).get_table_names())
+    return bool(names & {schema.workflows.name, schema.transitions.name})
+
+
+def ensure_schema(
+    engine: sa.Engine, *, prefix: str = DEFAULT_TABLE_PREFIX, auto_migrate: bool = True
+) -> None:
+    """Make sure the database is at this story_fsm's head revision.
+
+    A fresh database (no tables, no revision) or one at an older known revision is upgraded
+    when *auto_migrate* is true; a database at an unknown (newer) revision, or with story_fsm
+    tables but no revision, is refused with :class:`SchemaVersionError`.
+    """
+    current = current_revision(engine, prefix)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None and _has_tables(engine, prefix):
+        raise SchemaVersionError(
+            f"tables with prefix {prefix!r} exist but carry no story_fsm revision; "
+            "they belong to something else, or were created by hand"
+        )
+    if current is not None and not _known(current):
+        raise SchemaVersionError(
+            f"the database is at schema revision {current!r}, which this story_fsm does not "
+            f"know (it ships up to {head!r}); upgrade story_fsm"
+        )
+    if not auto_migrate:
+        raise SchemaVersionError(
+            f"the database is at revision {current!r}, not {head!r}; run 'story-fsm db upgrade'"
+        )
+    upgrade(engine, prefix=prefix)

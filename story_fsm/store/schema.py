@@ -1,0 +1,176 @@
+"""story_fsm's tables, as data: one ``MetaData`` per table-name prefix.
+
+Two tables: ``<prefix>workflows`` (one summary row per story, updated in place) and
+``<prefix>transitions`` (the append-only history, keyed by ``(story_id, seq)`` so that a second
+writer of the same step fails on the database's own constraint). Alembic migrations own the
+DDL; :func:`build_schema` is what they, ``alembic check`` and a host application's own alembic
+environment compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from story_fsm.states import Stage, Trigger, WorkflowState
+
+__all__ = ["DEFAULT_TABLE_PREFIX", "NAMING_CONVENTION", "Schema", "UTCDateTime", "build_schema"]
+
+DEFAULT_TABLE_PREFIX = "story_fsm_"
+
+#: Alembic needs every constraint named (and SQLite's batch mode needs it to rebuild tables).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend.
+
+    PostgreSQL keeps the zone (``timestamptz``); SQLite has no zone type, so the value is stored
+    as naive UTC and the zone is put back on read.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (naive on SQLite); naive input is a bug, so it is refused."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("story_fsm stores timezone-aware datetimes only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _values_check(column: str, enum: type[Stage | Trigger | WorkflowState]) -> str:
+    allowed = ", ".join(f"'{member.value}'" for member in enum)
+    return f"{column} IN ({allowed})"
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """The tables of one prefix.
+
+    Attributes:
+        prefix: The table-name prefix.
+        metadata: The ``MetaData`` holding both tables (include it in a host's alembic).
+        workflows: One row per story: state, counters, current title/script, lease.
+        transitions: The append-only history, one row per transition or failed attempt.
+        version_table: The alembic version table story_fsm keeps for this prefix.
+    """
+
+    prefix: str
+    metadata: sa.MetaData
+    workflows: sa.Table
+    transitions: sa.Table
+
+    @property
+    def version_table(self) -> str:
+        """Name of the alembic version table for this prefix."""
+        return f"{self.prefix}alembic_version"
+
+
+def _workflows_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    return sa.Table(
+        f"{prefix}workflows",
+        metadata,
+        sa.Column("story_id", sa.String(200), primary_key=True),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("iteration", sa.Integer, nullable=False),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("script", sa.Text, nullable=False),
+        sa.Column("initial_title", sa.Text, nullable=False),
+        sa.Column("initial_script", sa.Text, nullable=False),
+        sa.Column("audience_context", sa.Text, nullable=False),
+        sa.Column("original_idea", sa.Text, nullable=False),
+        sa.Column("local_review_summary", sa.Text, nullable=True),
+        sa.Column("config", sa.Text, nullable=False),
+        sa.Column("last_review_seq", sa.Integer, nullable=True),
+        sa.Column("initial_quality_score", sa.Float, nullable=True),
+        sa.Column("last_quality_score", sa.Float, nullable=True),
+        sa.Column("total_reviews", sa.Integer, nullable=False),
+        sa.Column("total_polishes", sa.Integer, nullable=False),
+        sa.Column("total_cost", sa.Float, nullable=False),
+        sa.Column("decision", sa.String(32), nullable=True),
+        sa.Column("failed_stage", sa.String(16), nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("started_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("completed_at", UTCDateTime, nullable=True),
+        sa.Column("lease_owner", sa.String(200), nullable=True),
+        sa.Column("lease_token", sa.String(64), nullable=True),
+        sa.Column("lease_expires_at", UTCDateTime, nullable=True),
+        sa.CheckConstraint(_values_check("state", WorkflowState), name="state"),
+        sa.CheckConstraint("seq >= 0", name="seq_non_negative"),
+        sa.Index(None, "state", "lease_expires_at"),
+    )
+
+
+def _transitions_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    return sa.Table(
+        f"{prefix}transitions",
+        metadata,
+        sa.Column(
+            "story_id",
+            sa.String(200),
+            sa.ForeignKey(f"{prefix}workflows.story_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("trigger", sa.String(32), nullable=False),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("dest", sa.String(16), nullable=False),
+        sa.Column("iteration", sa.Integer, nullable=False),
+        sa.Column("stage", sa.String(16), nullable=True),
+        sa.Column("attempt", sa.Integer, nullable=True),
+        sa.Column("duration_seconds", sa.Float, nullable=True),
+        sa.Column("cost", sa.Float, nullable=True),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+        sa.CheckConstraint(_values_check("trigger", Trigger), name="trigger"),
+        sa.CheckConstraint(_values_check("source", WorkflowState), name="source"),
+        sa.CheckConstraint(_values_check("dest", WorkflowState), name="dest"),
+    )
+
+
+@cache
+def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
+    """Return the tables for *prefix* (cached: one ``MetaData`` per prefix per process).
+
+    Example:
+        >>> build_schema("pipeline_").workflows.name
+        'pipeline_workflows'
+    """
+    if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha():
+        raise ValueError(f"table_prefix must be letters, digits and '_' (got {prefix!r})")
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    return Schema(
+        prefix=prefix,
+        metadata=metadata,
+        workflows=_workflows_table(metadata, prefix),
+        transitions=_transitions_table(metadata, prefix),
+    )
+
+
+def metadata_for(prefix: str = DEFAULT_TABLE_PREFIX) -> Any:
+    """Return the ``MetaData`` of *prefix*'s tables (for a host's ``target_metadata``)."""
+    return build_schema(prefix).metadata

@@ -1,0 +1,80 @@
+"""Input checks that run before anything is written (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from story_fsm.config import WorkflowConfig
+from story_fsm.errors import InputValidationError
+from story_fsm.models import NewWorkflow
+
+__all__ = ["validate_new_workflow", "validate_story_id"]
+
+MAX_STORY_ID_LENGTH = 200
+
+
+def validate_story_id(story_id: object) -> str:
+    """Return *story_id* if it is a usable id, else raise :class:`InputValidationError`.
+
+    A usable id is a non-empty string of at most 200 characters with no control characters.
+    """
+    if not isinstance(story_id, str):
+        raise InputValidationError(f"story_id must be a string, got {type(story_id).__name__}")
+    if not story_id.strip():
+        raise InputValidationError("story_id must not be empty")
+    if len(story_id) > MAX_STORY_ID_LENGTH:
+        raise InputValidationError(
+            f"story_id is {len(story_id)} characters; at most {MAX_STORY_ID_LENGTH} are allowed"
+        )
+    if any(unicodedata.category(ch) == "Cc" for ch in story_id):
+        raise InputValidationError(f"story_id must not contain control characters: {story_id!r}")
+    return story_id
+
+
+def _text(name: str, value: object, *, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InputValidationError(f"{name} must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise InputValidationError(f"{name} must not be empty")
+    return value
+
+
+def _json(name: str, value: object) -> Any:
+    try:
+        # allow_nan=False: NaN is not JSON, and PostgreSQL's json would refuse it later.
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InputValidationError(f"{name} must be JSON-serializable: {exc}") from exc
+
+
+def validate_new_workflow(
+    *,
+    story_id: object,
+    title: object,
+    script: object,
+    audience_context: object,
+    original_idea: object,
+    local_review_summary: object,
+    config: WorkflowConfig,
+) -> NewWorkflow:
+    """Check a submission and return it as a :class:`NewWorkflow`.
+
+    Raises:
+        InputValidationError: Naming the first field that is wrong.
+    """
+    if not isinstance(audience_context, Mapping):
+        raise InputValidationError(
+            f"audience_context must be a mapping, got {type(audience_context).__name__}"
+        )
+    return NewWorkflow(
+        story_id=validate_story_id(story_id),
+        title=_text("title", title),
+        script=_text("script", script),
+        audience_context=_json("audience_context", dict(audience_context)),
+        original_idea=_text("original_idea", original_idea, allow_empty=True),
+        local_review_summary=_json("local_review_summary", local_review_summary),
+        config=config.to_dict(),
+    )
