@@ -128,6 +128,10 @@ def _as_dict(raw: object, stage: str) -> dict[str, Any]:
             f"the {stage} stage returned {type(raw).__name__}; expected a mapping or an object "
             "with to_dict()"
         )
+    return data
+
+
+def _jsonable(data: dict[str, Any], stage: str) -> dict[str, Any]:
     try:
         # Round-trip once here so the audit trail stores exactly what later reads return.
         result: dict[str, Any] = json.loads(json.dumps(data, default=str, allow_nan=False))
@@ -197,12 +201,8 @@ def normalize_review(raw: object) -> ReviewOutcome:
     72.0
     """
     data = _as_dict(raw, "review")
-    return ReviewOutcome(
-        decision=_decision(raw, data),
-        quality_score=_score(raw, data),
-        cost=_cost(data),
-        data=data,
-    )
+    decision, score = _decision(raw, data), _score(raw, data)
+    return ReviewOutcome(decision, score, _cost(data), _jsonable(data, "review"))
 
 
 def _change_count(change_log: object) -> int:
@@ -235,5 +235,5 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
         script=script,
         changes_count=_change_count(_field(raw, data, "change_log")),
         cost=_cost(data),
-        data=data,
+        data=_jsonable(data, "polish"),
     )

@@ -1,0 +1,231 @@
+"""The plumbing the OpenAI-compatible stages share: the SDK client, the prompt, the call.
+
+Kept apart from :mod:`story_fsm.editors.openai_compat` so that module reads as the public
+surface (two classes and their contracts) and this one as the mechanics: one lazily built SDK
+client per stage object, versioned prompt templates loaded from the package, a JSON-mode chat
+completion, its cost, and the answer handed to a strict validator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from string import Template
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+
+from story_fsm._log import get_logger
+from story_fsm.editors._answers import parse_json_object
+from story_fsm.editors._pricing import Price, PriceTable
+from story_fsm.errors import InputValidationError, InvalidStageOutputError
+
+__all__ = ["NO_KEY_PLACEHOLDER", "OpenAIStage", "as_json", "as_text"]
+
+NO_KEY_PLACEHOLDER = "no-key-required"
+"""The key sent to a custom ``base_url`` when none is configured (local servers ignore it)."""
+
+_Validator = Callable[[Mapping[str, Any], str], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    version: str
+    system: str
+    user: Template
+
+    def messages(self, fields: Mapping[str, str]) -> list[ChatCompletionMessageParam]:
+        # substitute() inserts each value once and never expands "$" inside it again.
+        user = self.user.substitute(fields)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+
+@cache
+def _prompt(version: str) -> _Prompt:
+    """Load the templates of *version* ("review-v1" -> prompts/review_v1.{system,user}.txt)."""
+    folder = resources.files("story_fsm.editors").joinpath("prompts")
+    stem = version.replace("-", "_")
+    return _Prompt(
+        version=version,
+        system=folder.joinpath(f"{stem}.system.txt").read_text("utf-8"),
+        user=Template(folder.joinpath(f"{stem}.user.txt").read_text("utf-8")),
+    )
+
+
+def as_json(value: object) -> str:
+    """Render *value* as indented JSON for a prompt (unknown types via ``str``)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def as_text(value: object) -> str:
+    """Render *value* for a prompt: text as is, None or blank as "(none)", the rest as JSON."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return "(none)"
+    return value if isinstance(value, str) else as_json(value)
+
+
+def _resolve_api_key(api_key: str | None, base_url: str | None) -> str | None:
+    """Return the key to hand the SDK; None lets it read ``OPENAI_API_KEY`` (or complain)."""
+    if api_key is not None or os.environ.get("OPENAI_API_KEY"):
+        return api_key
+    if base_url is not None or os.environ.get("OPENAI_BASE_URL"):
+        return NO_KEY_PLACEHOLDER
+    return None
+
+
+def _check_settings(
+    model: str, temperature: float | None, timeout: float | None, max_retries: int
+) -> None:
+    if not isinstance(model, str) or not model.strip():
+        raise InputValidationError(f"model must be a non-empty string, got {model!r}")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise InputValidationError(f"temperature must be within 0-2 or None, got {temperature!r}")
+    if timeout is not None and not timeout > 0:
+        raise InputValidationError(f"timeout must be positive seconds or None, got {timeout!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise InputValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+
+
+def _content(response: ChatCompletion, where: str) -> str:
+    if not response.choices:
+        raise InvalidStageOutputError(f"{where}: the response has no choices")
+    choice = response.choices[0]
+    if choice.message.refusal:
+        raise InvalidStageOutputError(
+            f"{where}: the model refused: {choice.message.refusal!r:.200}"
+        )
+    if choice.finish_reason == "length":
+        raise InvalidStageOutputError(
+            f"{where}: the answer was cut off at the token limit (finish_reason='length')"
+        )
+    content = choice.message.content
+    if content is None or not content.strip():
+        raise InvalidStageOutputError(f"{where}: the answer is empty")
+    return content
+
+
+class OpenAIStage:
+    """The plumbing both stages share: one lazy SDK client, the call, the cost."""
+
+    _stage: ClassVar[str]
+    _prompt_version: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        model: str = "gpt-4o-mini",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        prices: Mapping[str, Price] | None = None,
+        temperature: float | None = 0.0,
+        timeout: float | None = None,
+        max_retries: int = 0,
+        client: openai.OpenAI | None = None,
+    ) -> None:
+        _check_settings(model, temperature, timeout, max_retries)
+        if client is not None and (base_url is not None or api_key is not None):
+            raise InputValidationError(
+                "pass either client= or base_url=/api_key=, not both: a client already "
+                "carries its endpoint and key"
+            )
+        self.model = model
+        self.temperature = temperature
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._base_url = base_url
+        self._api_key = api_key
+        self._prices = PriceTable(prices)
+        self._client = client
+        self._owns_client = client is None
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the SDK client this object created (a ``client=`` passed in stays open)."""
+        with self._lock:
+            client = self._client if self._owns_client else None
+            if self._owns_client:
+                self._client = None
+        if client is not None:
+            client.close()
+
+    def _sdk(self) -> openai.OpenAI:
+        # One client per stage object, made on first use: it owns the connection pool, so
+        # successive calls reuse connections, and merely building a stage touches no network.
+        with self._lock:
+            if self._client is None:
+                self._client = openai.OpenAI(
+                    api_key=_resolve_api_key(self._api_key, self._base_url),
+                    base_url=self._base_url,
+                    max_retries=self.max_retries,
+                )
+            return self._client
+
+    def _ask(
+        self, *, model: str | None, fields: Mapping[str, str], story_id: str, validate: _Validator
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Send the prompt; return the validated answer and its ``_meta``."""
+        model = model or self.model
+        prompt = _prompt(self._prompt_version)
+        log = get_logger(story_id=story_id, stage=self._stage, model=model)
+        response = self._sdk().chat.completions.create(
+            model=model,
+            messages=prompt.messages(fields),
+            response_format={"type": "json_object"},
+            **self._optional_params(),
+        )
+        meta = self._meta(response, model, prompt.version, log)
+        where = f"{self._stage} of story {story_id!r} by {model}"
+        try:
+            answer = validate(parse_json_object(_content(response, where), where), where)
+        except InvalidStageOutputError:
+            # The call was paid even though its answer is unusable: keep that visible.
+            log.warning("llm_answer_invalid", **meta)
+            raise
+        log.debug("llm_answer", **meta)
+        return answer, meta
+
+    def _optional_params(self) -> dict[str, Any]:
+        # Left out rather than sent as the SDK's omit/NOT_GIVEN sentinels, whose names changed
+        # across SDK majors: the request then carries exactly what the caller configured.
+        params: dict[str, Any] = {}
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        if self.timeout is not None:
+            params["timeout"] = self.timeout  # per request, so it also applies to client=
+        return params
+
+    def _meta(
+        self, response: ChatCompletion, model: str, prompt_version: str, log: Any
+    ) -> dict[str, Any]:
+        usage = response.usage
+        if usage is None:
+            log.warning("llm_usage_missing", response_id=response.id)
+        prompt_tokens = usage.prompt_tokens if usage else 0
+        completion_tokens = usage.completion_tokens if usage else 0
+        return {
+            "cost_estimate": self._prices.cost(
+                (model, response.model), prompt_tokens, completion_tokens
+            ),
+            "model": response.model or model,
+            "prompt_version": prompt_version,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
+            "response_id": response.id,
+        }

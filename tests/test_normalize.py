@@ -1,0 +1,137 @@
+"""Normalizing the stages' answers: every accepted shape, every bad one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from story_fsm import InvalidStageOutputError, ReviewDecision
+from story_fsm.stages import normalize_polish, normalize_review
+
+
+class Assessment:
+    def __init__(self, score: Any) -> None:
+        self.quality_score = score
+
+
+class ReviewObject:
+    """The pipeline's review object: .decision, .overall_assessment, .to_dict()."""
+
+    def __init__(self, decision: Any, score: Any) -> None:
+        self.decision = decision
+        self.overall_assessment = Assessment(score)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": str(self.decision), "overall_assessment": {"quality_score": 1}}
+
+
+class PolishObject:
+    def __init__(self, script: Any) -> None:
+        self.polished_title = "New"
+        self.polished_script = script
+        self.change_log = ["a", "b", "c"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"polished_title": self.polished_title, "note": "object"}
+
+
+class TestReview:
+    def test_mapping_with_top_level_score(self) -> None:
+        """A mapping with decision and quality_score is read as is."""
+        out = normalize_review({"decision": "publish", "quality_score": 97, "x": [1]})
+        assert (out.decision, out.quality_score, out.data["x"]) == (
+            ReviewDecision.PUBLISH,
+            97.0,
+            [1],
+        )
+
+    def test_mapping_with_nested_score(self) -> None:
+        """The score may sit at overall_assessment.quality_score."""
+        out = normalize_review(
+            {"decision": "POLISH ", "overall_assessment": {"quality_score": 61.5}}
+        )
+        assert (out.decision, out.quality_score) == (ReviewDecision.POLISH, 61.5)
+
+    def test_object_shape_prefers_typed_attributes(self) -> None:
+        """An object's .decision and .overall_assessment win over its dict form."""
+        out = normalize_review(ReviewObject(ReviewDecision.POLISH, 42))
+        assert (out.decision, out.quality_score) == (ReviewDecision.POLISH, 42.0)
+        assert out.data["decision"] == "polish"
+
+    @pytest.mark.parametrize(
+        ("data", "cost"),
+        [
+            ({"_meta": {"cost_estimate": 0.125}}, 0.125),
+            ({"cost": 2}, 2.0),
+            ({}, 0.0),
+            ({"_meta": {"cost_estimate": 0.5}, "cost": 9}, 0.5),
+        ],
+    )
+    def test_cost_is_read_from_meta_or_top_level(self, data: dict[str, Any], cost: float) -> None:
+        """Cost comes from _meta.cost_estimate, else a top-level cost, else 0."""
+        assert normalize_review({"decision": "polish", "quality_score": 5, **data}).cost == cost
+
+    def test_unreadable_cost_is_logged_and_counted_as_zero(self) -> None:
+        """A paid answer is not thrown away over a bad cost field; the problem is logged."""
+        with capture_logs() as logs:
+            out = normalize_review({"decision": "polish", "quality_score": 5, "cost": "lots"})
+        assert out.cost == 0.0
+        assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
+
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            (None, "returned None"),
+            ("publish", "expected a mapping"),
+            ({"decision": "ship it", "quality_score": 90}, "decision"),
+            ({"quality_score": 90}, "decision"),
+            ({"decision": "publish"}, "not a number"),
+            ({"decision": "publish", "quality_score": "90"}, "not a number"),
+            ({"decision": "publish", "quality_score": True}, "not a number"),
+            ({"decision": "publish", "quality_score": math.nan}, "0-100"),
+            ({"decision": "publish", "quality_score": 101}, "0-100"),
+            ({"decision": "publish", "quality_score": -1}, "0-100"),
+            ({"decision": "publish", "quality_score": math.inf}, "0-100"),
+        ],
+    )
+    def test_bad_review_is_invalid_output(self, raw: Any, message: str) -> None:
+        """Each malformed review raises InvalidStageOutputError with the reason."""
+        with pytest.raises(InvalidStageOutputError, match=message):
+            normalize_review(raw)
+
+
+class TestPolish:
+    def test_mapping_shape(self) -> None:
+        """A mapping gives title, script and the change count."""
+        out = normalize_polish(
+            {"polished_title": "T2", "polished_script": "S2", "change_log": ["x", "y"]}, "T1"
+        )
+        assert (out.title, out.script, out.changes_count) == ("T2", "S2", 2)
+
+    def test_object_shape(self) -> None:
+        """An object's attributes are read; its to_dict() is what the audit trail keeps."""
+        out = normalize_polish(PolishObject("new script"), "old")
+        assert (out.title, out.script, out.changes_count) == ("New", "new script", 3)
+        assert out.data == {"polished_title": "New", "note": "object"}
+
+    def test_missing_title_keeps_the_current_one(self) -> None:
+        """A polish without a title keeps the story's title."""
+        assert normalize_polish({"polished_script": "S"}, "Kept").title == "Kept"
+
+    @pytest.mark.parametrize(
+        ("raw", "message"),
+        [
+            (None, "returned None"),
+            ({"polished_title": "T"}, "polished_script"),
+            ({"polished_script": "   "}, "polished_script"),
+            ({"polished_script": 7}, "polished_script"),
+            (PolishObject(None), "polished_script"),
+        ],
+    )
+    def test_bad_polish_is_invalid_output(self, raw: Any, message: str) -> None:
+        """A polish with no usable script raises InvalidStageOutputError."""
+        with pytest.raises(InvalidStageOutputError, match=message):
+            normalize_polish(raw, "T")

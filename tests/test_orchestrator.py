@@ -1,0 +1,486 @@
+"""The orchestrator over real stores (a SQLite file and a PostgreSQL schema)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from story_fsm import (
+    InputValidationError,
+    InvalidStageOutputError,
+    StageFailedError,
+    StageTimeoutError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    WorkflowConfig,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowResult,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+AUDIENCE = {"age_range": "8-12", "tone": "warm"}
+
+
+def run(
+    store: WorkflowStateManager,
+    reviewer: Any,
+    polisher: Any,
+    config: WorkflowConfig,
+    story_id: str = "s-1",
+    **kwargs: Any,
+) -> WorkflowResult:
+    orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)
+    return orchestrator.run_story_workflow(
+        story_id, "The Lighthouse", "Once upon a time.", AUDIENCE, "an idea", **kwargs
+    )
+
+
+class TestDesignScenarios:
+    def test_publishable_first_draft(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A first review that says publish completes at once, with no polish."""
+        reviewer, polisher = ScriptedReviewer(review(97, "publish")), ScriptedPolisher()
+        result = run(store, reviewer, polisher, fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        assert result.decision == "publish"
+        assert (result.total_reviews, result.total_polishes) == (1, 0)
+        assert result.quality_scores == [97.0]
+        assert result.final_script == result.initial_script == "Once upon a time."
+        assert polisher.calls == []
+
+    def test_improves_then_publishes(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Review 70 → polish → review 85 → polish → review 96 (above threshold) → publish."""
+        reviewer = ScriptedReviewer(review(70), review(85), review(96))
+        polisher = ScriptedPolisher()
+        result = run(store, reviewer, polisher, fast_config)
+        assert result.decision == "publish"
+        assert result.quality_scores == [70.0, 85.0, 96.0]
+        assert (result.initial_quality_score, result.final_quality_score) == (70.0, 96.0)
+        assert result.quality_improvement == 26.0
+        assert (result.total_reviews, result.total_polishes) == (3, 2)
+        assert result.final_title == "The Lighthouse (v2) (v3)"
+        assert result.final_script.endswith("[polish 1]\n[polish 2]")
+        assert [c["story_version"] for c in reviewer.calls] == ["v1", "v2", "v3"]
+        assert reviewer.calls[1]["script"] == "Once upon a time.\n[polish 1]"
+        assert [it.iteration_number for it in result.iterations] == [1, 2, 3]
+        assert result.iterations[0].polished_title == "The Lighthouse (v2)"
+        assert result.iterations[2].polish_data is None
+
+    def test_max_iterations_reached(self, store: WorkflowStateManager) -> None:
+        """max_iterations=2 with a reviewer that never publishes: 2 reviews, 2 polishes."""
+        config = WorkflowConfig(max_iterations=2, retry_backoff_seconds=0)
+        reviewer, polisher = ScriptedReviewer(review(50), review(60)), ScriptedPolisher()
+        result = run(store, reviewer, polisher, config)
+        assert result.decision == "max_iterations_reached"
+        assert (result.total_reviews, result.total_polishes) == (2, 2)
+        assert len(reviewer.calls) == 2 and len(polisher.calls) == 2
+        assert result.final_script.endswith("[polish 2]")
+
+
+class TestStageCalls:
+    def test_reviewer_gets_the_pipeline_keywords(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """The reviewer is called with exactly the pipeline's keyword arguments."""
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        run(store, reviewer, ScriptedPolisher(), fast_config, local_review_summary={"ok": 1})
+        assert reviewer.calls == [
+            {
+                "title": "The Lighthouse",
+                "script": "Once upon a time.",
+                "audience_context": AUDIENCE,
+                "original_idea": "an idea",
+                "story_id": "s-1",
+                "story_version": "v1",
+                "local_review_summary": {"ok": 1},
+            }
+        ]
+
+    def test_polisher_gets_the_review_as_dict(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """The polisher receives the review dict and the iteration number."""
+        first = {**review(40), "notes": ["too long"]}
+        polisher = ScriptedPolisher()
+        run(store, ScriptedReviewer(first, review(99, "publish")), polisher, fast_config)
+        call = polisher.calls[0]
+        assert call["expert_review_data"] == first
+        assert call["iteration_number"] == 1
+        assert set(call) == {
+            "story_id",
+            "current_title",
+            "current_script",
+            "expert_review_data",
+            "iteration_number",
+            "audience_context",
+            "original_idea",
+        }
+
+    def test_models_are_passed_only_when_set(self, store: WorkflowStateManager) -> None:
+        """review_model/polish_model reach the stages as model=; unset, no model is passed."""
+        config = WorkflowConfig(review_model="judge-1", polish_model="writer-2", max_iterations=1)
+        reviewer, polisher = ScriptedReviewer(review(10)), ScriptedPolisher()
+        run(store, reviewer, polisher, config)
+        assert reviewer.calls[0]["model"] == "judge-1"
+        assert polisher.calls[0]["model"] == "writer-2"
+        plain = ScriptedReviewer(review(99, "publish"))
+        run(store, plain, ScriptedPolisher(), WorkflowConfig(), story_id="s-2")
+        assert "model" not in plain.calls[0]
+
+    def test_costs_and_durations_are_recorded(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """total_cost sums every stage's cost; each stage row carries its duration."""
+        reviewer = ScriptedReviewer(
+            review(50, cost=0.25), review(99, "publish", cost=0.5), delay=0.01
+        )
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.total_cost == pytest.approx(0.25 + 0.5 + 0.5)
+        stage_rows = [r for r in store.history("s-1") if r.stage is not None]
+        assert [r.trigger for r in stage_rows] == [
+            Trigger.REVIEWED,
+            Trigger.POLISHED,
+            Trigger.REVIEWED,
+        ]
+        assert all(r.duration_seconds is not None and r.duration_seconds > 0 for r in stage_rows)
+        assert stage_rows[0].duration_seconds >= 0.01
+        assert result.total_duration_seconds >= 0.02
+
+
+class TestHistory:
+    def test_one_row_per_transition_in_order(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """The history is one linear chain: seq 0..n, each row's source is the last dest."""
+        run(
+            store,
+            ScriptedReviewer(review(50), review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+        )
+        records = store.history("s-1")
+        assert [r.seq for r in records] == list(range(len(records)))
+        assert [(r.trigger, r.source, r.dest) for r in records] == [
+            (Trigger.SUBMIT, WorkflowState.INITIAL, WorkflowState.INITIAL),
+            (Trigger.START, WorkflowState.INITIAL, WorkflowState.REVIEWING),
+            (Trigger.REVIEWED, WorkflowState.REVIEWING, WorkflowState.POLISHING),
+            (Trigger.POLISHED, WorkflowState.POLISHING, WorkflowState.REVIEWING),
+            (Trigger.REVIEWED, WorkflowState.REVIEWING, WorkflowState.COMPLETE),
+        ]
+        assert all(a.dest == b.source for a, b in zip(records[1:], records[2:], strict=False))
+        assert records[2].payload["review"]["quality_score"] == 50
+
+    def test_unchanged_script_is_not_stored_again(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A polish that returns the same script does not store a second copy."""
+        same = {"polished_title": "T", "polished_script": "Once upon a time.", "change_log": []}
+        run(
+            store,
+            ScriptedReviewer(review(50), review(99, "publish")),
+            ScriptedPolisher(same),
+            fast_config,
+        )
+        polish_row = next(r for r in store.history("s-1") if r.trigger is Trigger.POLISHED)
+        assert polish_row.payload["script_unchanged"] is True
+        assert "polished_script" not in polish_row.payload["polish"]
+
+    def test_result_round_trips_through_json(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """to_dict() is JSON-serializable and from_dict() rebuilds an equal result."""
+        result = run(
+            store,
+            ScriptedReviewer(review(50), review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+        )
+        assert WorkflowResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+        assert store.load_state("s-1") == result
+
+    def test_list_workflows_filters_by_state(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """list_workflows returns summaries, optionally of one state."""
+        run(
+            store,
+            ScriptedReviewer(review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+            story_id="a",
+        )
+        with pytest.raises(StageFailedError):
+            run(
+                store,
+                ScriptedReviewer(RuntimeError("x")),
+                ScriptedPolisher(),
+                fast_config,
+                story_id="b",
+            )
+        assert [(s.story_id, s.state) for s in store.list_workflows()] == [
+            ("a", WorkflowState.COMPLETE),
+            ("b", WorkflowState.FAILED),
+        ]
+        assert [s.story_id for s in store.list_workflows(WorkflowState.FAILED)] == ["b"]
+        assert [s.story_id for s in store.list_workflows("complete")] == ["a"]
+
+
+class BadObject:
+    def to_dict(self) -> str:
+        return "not a dict"
+
+
+FAILURES = [
+    pytest.param(RuntimeError("API down"), "RuntimeError: API down", id="exception"),
+    pytest.param({"decision": "maybe", "quality_score": 50}, "decision", id="unknown-decision"),
+    pytest.param({"decision": "polish", "quality_score": 150}, "0-100", id="score-out-of-range"),
+    pytest.param({"decision": "polish", "quality_score": float("nan")}, "0-100", id="nan-score"),
+    pytest.param(
+        {"decision": "polish", "quality_score": "high"}, "not a number", id="score-not-number"
+    ),
+    pytest.param(None, "returned None", id="none"),
+    pytest.param(BadObject(), "did not return a dict", id="bad-to-dict"),
+]
+
+
+class TestFailures:
+    @pytest.mark.parametrize(("answer", "error"), FAILURES)
+    def test_every_failure_kind_retries_then_fails(
+        self, store: WorkflowStateManager, answer: Any, error: str
+    ) -> None:
+        """Each failure kind is retried max_stage_retries times, recorded, then FAILED."""
+        config = WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0)
+        reviewer = ScriptedReviewer(answer)
+        events: list[tuple[str, dict[str, Any]]] = []
+        with pytest.raises(StageFailedError) as caught:
+            run(
+                store,
+                reviewer,
+                ScriptedPolisher(),
+                config,
+                progress_callback=lambda e, d: events.append((e, d)),
+            )
+        exc = caught.value
+        assert (exc.stage.value, exc.attempts) == ("review", 3)
+        assert exc.result is not None and exc.result.state is WorkflowState.FAILED
+        assert error in (exc.result.error or "")
+        assert exc.__cause__ is not None
+        assert len(reviewer.calls) == 3
+        records = store.history("s-1")
+        failed = [r for r in records if r.trigger is Trigger.ATTEMPT_FAILED]
+        assert [(r.attempt, r.source, r.dest) for r in failed] == [
+            (1, WorkflowState.REVIEWING, WorkflowState.REVIEWING),
+            (2, WorkflowState.REVIEWING, WorkflowState.REVIEWING),
+        ]
+        assert all(error in (r.error or "") and r.duration_seconds is not None for r in failed)
+        last = records[-1]
+        assert (last.trigger, last.dest, last.attempt) == (Trigger.FAIL, WorkflowState.FAILED, 3)
+        names = [e for e, _ in events]
+        assert names.count("stage_retry") == 2 and names[-1] == "workflow_failed"
+
+    def test_polish_without_script_fails_the_polish(self, store: WorkflowStateManager) -> None:
+        """A polish missing polished_script fails the POLISH stage after its retries."""
+        config = WorkflowConfig(max_stage_retries=2, retry_backoff_seconds=0)
+        with pytest.raises(StageFailedError) as caught:
+            run(
+                store,
+                ScriptedReviewer(review(40)),
+                ScriptedPolisher({"polished_title": "x"}),
+                config,
+            )
+        assert caught.value.stage.value == "polish"
+        assert store.history("s-1")[-1].source is WorkflowState.POLISHING
+
+    def test_a_later_attempt_can_succeed(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Two failures then a good answer: the workflow goes on, failures stay in history."""
+        reviewer = ScriptedReviewer(
+            RuntimeError("1"), InvalidStageOutputError("2"), review(99, "publish")
+        )
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.decision == "publish"
+        assert result.metadata["failed_attempts"] == 2
+        reviewed = next(r for r in store.history("s-1") if r.trigger is Trigger.REVIEWED)
+        assert reviewed.attempt == 3
+
+    def test_backoff_doubles_between_attempts(self, store: WorkflowStateManager) -> None:
+        """The wait before attempt n+1 is backoff × 2^(n-1)."""
+        config = WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0.05)
+        reviewer = ScriptedReviewer(RuntimeError("a"), RuntimeError("b"), review(99, "publish"))
+        run(store, reviewer, ScriptedPolisher(), config)
+        waits = [
+            r.payload["next_wait_seconds"]
+            for r in store.history("s-1")
+            if r.trigger is Trigger.ATTEMPT_FAILED
+        ]
+        assert waits == [pytest.approx(0.05), pytest.approx(0.10)]
+
+    def test_timeout_discards_a_late_answer(self, store: WorkflowStateManager) -> None:
+        """A stage slower than stage_timeout_seconds is a failed attempt; its answer is dropped."""
+        config = WorkflowConfig(
+            stage_timeout_seconds=0.2, max_stage_retries=2, retry_backoff_seconds=0
+        )
+        release = threading.Event()
+
+        def slow() -> dict[str, Any]:
+            release.wait(5)
+            return review(99, "publish")
+
+        reviewer = ScriptedReviewer(slow, review(60), review(99, "publish"))
+        started = time.monotonic()
+        result = run(store, reviewer, ScriptedPolisher(), config)
+        release.set()
+        assert time.monotonic() - started < 4
+        failed = [r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED]
+        assert len(failed) == 1 and StageTimeoutError.__name__ in (failed[0].error or "")
+        assert result.quality_scores == [60.0, 99.0]
+
+    def test_callback_errors_are_logged_and_ignored(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A progress callback that raises does not fail the workflow; it is logged."""
+
+        def broken(event: str, data: dict[str, Any]) -> None:
+            raise ValueError("display crashed")
+
+        with capture_logs() as logs:
+            result = run(
+                store,
+                ScriptedReviewer(review(99, "publish")),
+                ScriptedPolisher(),
+                fast_config,
+                progress_callback=broken,
+            )
+        assert result.decision == "publish"
+        failures = [e for e in logs if e["event"] == "progress_callback_failed"]
+        assert failures and all(e["story_id"] == "s-1" for e in failures)
+
+
+class TestEvents:
+    def test_event_sequence_and_data(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Events arrive in order with their documented keys, each carrying story_id."""
+        events: list[tuple[str, dict[str, Any]]] = []
+        run(
+            store,
+            ScriptedReviewer(review(50), review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+            progress_callback=lambda e, d: events.append((e, d)),
+        )
+        assert [e for e, _ in events] == [
+            "workflow_started",
+            "iteration_started",
+            "stage_started",
+            "review_complete",
+            "stage_started",
+            "polish_complete",
+            "iteration_started",
+            "stage_started",
+            "review_complete",
+            "workflow_complete",
+        ]
+        assert all(d["story_id"] == "s-1" for _, d in events)
+        reviews = [d for e, d in events if e == "review_complete"]
+        assert [(d["iteration"], d["quality_score"], d["decision"]) for d in reviews] == [
+            (1, 50.0, "polish"),
+            (2, 99.0, "publish"),
+        ]
+        polish = next(d for e, d in events if e == "polish_complete")
+        assert (polish["iteration"], polish["changes_count"]) == (1, 1)
+
+    def test_logs_bind_story_id(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Every log line of a run carries the story id; retries carry iteration and stage."""
+        with capture_logs() as logs:
+            run(
+                store,
+                ScriptedReviewer(RuntimeError("x"), review(99, "publish")),
+                ScriptedPolisher(),
+                fast_config,
+            )
+        assert logs and all(e.get("story_id") == "s-1" for e in logs)
+        retry = next(e for e in logs if e["event"] == "stage_retry")
+        assert (retry["iteration"], retry["stage"]) == (1, "review")
+
+
+BAD_INPUT = [
+    pytest.param({"story_id": ""}, "story_id", id="empty-id"),
+    pytest.param({"story_id": "   "}, "story_id", id="blank-id"),
+    pytest.param({"story_id": "x" * 201}, "200", id="long-id"),
+    pytest.param({"story_id": "a\nb"}, "control", id="control-char"),
+    pytest.param({"story_id": 42}, "story_id", id="id-not-string"),
+    pytest.param({"title": ""}, "title", id="empty-title"),
+    pytest.param({"title": None}, "title", id="title-none"),
+    pytest.param({"script": "  \n"}, "script", id="blank-script"),
+    pytest.param({"script": b"bytes"}, "script", id="script-bytes"),
+    pytest.param(
+        {"audience_context": ["not", "a", "mapping"]}, "audience_context", id="audience-list"
+    ),
+    pytest.param({"audience_context": {"when": object()}}, "JSON", id="audience-not-json"),
+    pytest.param({"audience_context": {"x": float("nan")}}, "JSON", id="audience-nan"),
+    pytest.param({"original_idea": None}, "original_idea", id="idea-none"),
+]
+
+
+class TestInputValidation:
+    @pytest.mark.parametrize(("override", "message"), BAD_INPUT)
+    def test_bad_input_is_refused_and_nothing_written(
+        self,
+        store: WorkflowStateManager,
+        fast_config: WorkflowConfig,
+        override: dict[str, Any],
+        message: str,
+    ) -> None:
+        """Bad input raises InputValidationError (a ValueError); the database is unchanged."""
+        args = {
+            "story_id": "s-1",
+            "title": "T",
+            "script": "S",
+            "audience_context": {},
+            "original_idea": "",
+        }
+        args.update(override)
+        reviewer = ScriptedReviewer()
+        orchestrator = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, fast_config)
+        with pytest.raises(InputValidationError, match=message) as caught:
+            orchestrator.run_story_workflow(**args)
+        assert isinstance(caught.value, ValueError)
+        assert store.list_workflows() == []
+        assert reviewer.calls == []
+
+    def test_existing_story_is_refused_with_a_hint(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A second run of the same story raises WorkflowExistsError naming resume; nothing changes."""
+        run(store, ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), fast_config)
+        before = store.history("s-1")
+        reviewer = ScriptedReviewer()
+        with pytest.raises(WorkflowExistsError, match=r"call resume\('s-1'\)"):
+            run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert store.history("s-1") == before and reviewer.calls == []
+
+    def test_unknown_story(self, store: WorkflowStateManager, fast_config: WorkflowConfig) -> None:
+        """resume and history of an unknown story raise WorkflowNotFoundError."""
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(), ScriptedPolisher(), store, fast_config
+        )
+        with pytest.raises(WorkflowNotFoundError):
+            orchestrator.resume("nope")
+        with pytest.raises(WorkflowNotFoundError):
+            store.history("nope")
+        assert store.load_state("nope") is None
