@@ -28,13 +28,13 @@ from story_fsm.events import Event, ProgressCallback
 from story_fsm.models import TransitionRecord, WorkflowIteration, WorkflowResult, WorkflowSummary
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
-from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema, metadata_for
+from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 from story_fsm.store.sql import WorkflowStateManager
 
 __version__ = "0.1.0"
 
 #: The tables' ``MetaData`` with the default prefix (add it to a host's alembic target).
-metadata = metadata_for(DEFAULT_TABLE_PREFIX)
+metadata = build_schema(DEFAULT_TABLE_PREFIX).metadata
 
 __all__ = [
     "DEFAULT_TABLE_PREFIX",

@@ -42,7 +42,7 @@ class StoryReviewer(Protocol):
     is read from ``_meta.cost_estimate`` (or a top-level ``cost``).
     """
 
-    def review_story(  # noqa: D102
+    def review_story(
         self,
         *,
         title: str,
@@ -52,7 +52,9 @@ class StoryReviewer(Protocol):
         story_id: str,
         story_version: str,
         local_review_summary: Any,
-    ) -> Any: ...
+    ) -> Any:
+        """Return the review of one version of the story (see the class docstring)."""
+        ...
 
 
 @runtime_checkable
@@ -64,7 +66,7 @@ class StoryPolisher(Protocol):
     ``change_log`` (and ``.to_dict()``).
     """
 
-    def polish_story(  # noqa: D102
+    def polish_story(
         self,
         *,
         story_id: str,
@@ -74,7 +76,9 @@ class StoryPolisher(Protocol):
         iteration_number: int,
         audience_context: Mapping[str, Any],
         original_idea: str,
-    ) -> Any: ...
+    ) -> Any:
+        """Return the polished title and script (see the class docstring)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

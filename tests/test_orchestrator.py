@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -178,7 +179,7 @@ class TestHistory:
             (Trigger.POLISHED, WorkflowState.POLISHING, WorkflowState.REVIEWING),
             (Trigger.REVIEWED, WorkflowState.REVIEWING, WorkflowState.COMPLETE),
         ]
-        assert all(a.dest == b.source for a, b in zip(records[1:], records[2:], strict=False))
+        assert all(a.dest == b.source for a, b in itertools.pairwise(records))
         assert records[2].payload["review"]["quality_score"] == 50
 
     def test_unchanged_script_is_not_stored_again(

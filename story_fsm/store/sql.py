@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
+    InputValidationError,
     StoreError,
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -441,7 +442,12 @@ class WorkflowStateManager:
         wf = self.schema.workflows
         query = sa.select(wf).order_by(wf.c.started_at, wf.c.story_id)
         if state is not None:
-            query = query.where(wf.c.state == WorkflowState(state).value)
+            try:
+                wanted = WorkflowState(state)
+            except ValueError:
+                names = ", ".join(s.value for s in WorkflowState)
+                raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
+            query = query.where(wf.c.state == wanted.value)
         with _translated(), self._engine.connect() as conn:
             return [_summary(r) for r in conn.execute(query)]
 

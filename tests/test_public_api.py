@@ -1,0 +1,104 @@
+"""The public surface: __all__, docstrings, the error tree, quiet logging."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import story_fsm
+import story_fsm.errors
+from story_fsm import StoryFSMError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TestExports:
+    def test_all_is_sorted_and_complete(self) -> None:
+        """__all__ is sorted (constants, classes, functions), and names every public attribute."""
+        exported = story_fsm.__all__
+
+        def group(name: str) -> tuple[int, str]:
+            return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+        assert exported == sorted(exported, key=group)
+        public = {
+            n
+            for n in vars(story_fsm)
+            if not n.startswith("_") and not inspect.ismodule(getattr(story_fsm, n))
+        }
+        public -= {"annotations"}
+        assert public <= set(exported) | {"__version__"}
+        assert all(hasattr(story_fsm, n) for n in exported)
+
+    def test_every_public_name_has_a_docstring(self) -> None:
+        """Each exported class and function, and their public methods, are documented."""
+        missing = []
+        for name in story_fsm.__all__:
+            obj = getattr(story_fsm, name)
+            if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+                continue
+            if not inspect.getdoc(obj):
+                missing.append(name)
+            if inspect.isclass(obj):
+                for attr, member in vars(obj).items():
+                    if (
+                        not attr.startswith("_")
+                        and inspect.isfunction(member)
+                        and not member.__doc__
+                    ):
+                        missing.append(f"{name}.{attr}")
+        assert missing == []
+
+    def test_every_error_is_under_the_base(self) -> None:
+        """Every exception story_fsm defines derives from StoryFSMError."""
+        errors = [
+            obj
+            for obj in vars(story_fsm.errors).values()
+            if inspect.isclass(obj) and issubclass(obj, BaseException)
+        ]
+        assert len(errors) >= 10
+        assert all(issubclass(e, StoryFSMError) for e in errors)
+
+
+class TestLogging:
+    def test_unconfigured_host_sees_nothing_on_stdout(self, tmp_path: Path) -> None:
+        """With no logging configured, a run with retries prints nothing at all."""
+        script = textwrap.dedent(
+            f"""
+            from story_fsm import StoryWorkflowOrchestrator, WorkflowConfig, WorkflowStateManager
+            from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+            store = WorkflowStateManager("sqlite:///{tmp_path}/q.db")
+            reviewer = ScriptedReviewer(RuntimeError("flaky"), review(99, "publish"))
+            config = WorkflowConfig(retry_backoff_seconds=0)
+            StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config).run_story_workflow(
+                "q", "T", "S", {{}}
+            )
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        assert (done.stdout, done.stderr) == ("", "")
+
+    def test_stdlib_logging_receives_bound_context(self, tmp_path: Path) -> None:
+        """A host that configures only stdlib logging gets lines carrying story_id and stage."""
+        script = textwrap.dedent(
+            f"""
+            import logging, sys
+            logging.basicConfig(stream=sys.stdout, level=logging.WARNING, format="%(name)s %(message)s")
+            from story_fsm import StoryWorkflowOrchestrator, WorkflowConfig, WorkflowStateManager
+            from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+            store = WorkflowStateManager("sqlite:///{tmp_path}/q.db")
+            reviewer = ScriptedReviewer(RuntimeError("flaky"), review(99, "publish"))
+            StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, WorkflowConfig(retry_backoff_seconds=0)).run_story_workflow("q", "T", "S", {{}})
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        line = next(ln for ln in done.stdout.splitlines() if "stage_retry" in ln)
+        assert line.startswith("story_fsm ")
+        assert "story_id='q'" in line and "stage='review'" in line and "iteration=1" in line

@@ -1,0 +1,162 @@
+"""Resuming from every stored state, over real stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import story_fsm
+from story_fsm import (
+    StageFailedError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    WorkflowConfig,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+
+class Crash(BaseException):
+    """Stands for the process dying inside a stage: not an Exception, so never retried."""
+
+
+def start(
+    store: WorkflowStateManager, reviewer: Any, polisher: Any, config: WorkflowConfig
+) -> None:
+    orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)
+    with pytest.raises(Crash):
+        orchestrator.run_story_workflow("s-1", "Title", "Script.", {"a": 1}, "idea", {"local": 2})
+
+
+class TestResumeFromEachState:
+    def test_complete_returns_the_stored_result_without_calls(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Resuming a COMPLETE workflow calls no stage and returns what is stored."""
+        first = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+        )
+        done = first.run_story_workflow("s-1", "T", "S", {})
+        reviewer, polisher = ScriptedReviewer(), ScriptedPolisher()
+        again = StoryWorkflowOrchestrator(reviewer, polisher, store, fast_config).resume("s-1")
+        assert again == done
+        assert reviewer.calls == [] and polisher.calls == []
+
+    def test_reviewing_reruns_only_the_uncommitted_review(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A crash during review 2 re-runs review 2 only; review 1 and polish 1 stay done."""
+        start(store, ScriptedReviewer(review(60), Crash()), ScriptedPolisher(), fast_config)
+        assert store.load_row("s-1").summary.state is WorkflowState.REVIEWING  # type: ignore[union-attr]
+        reviewer, polisher = ScriptedReviewer(review(99, "publish")), ScriptedPolisher()
+        events: list[str] = []
+        result = StoryWorkflowOrchestrator(reviewer, polisher, store, fast_config).resume(
+            "s-1", progress_callback=lambda e, d: events.append(e)
+        )
+        assert result.decision == "publish"
+        assert result.quality_scores == [60.0, 99.0]
+        assert [c["story_version"] for c in reviewer.calls] == ["v2"]
+        assert reviewer.calls[0]["script"] == "Script.\n[polish 1]"
+        assert reviewer.calls[0]["audience_context"] == {"a": 1}
+        assert reviewer.calls[0]["local_review_summary"] == {"local": 2}
+        assert polisher.calls == []
+        assert events[0] == "workflow_resumed"
+
+    def test_polishing_reruns_the_polish_with_the_stored_review(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A crash during polish re-runs the polish with the committed review's data."""
+        first_review = {**review(55), "notes": ["pace"]}
+        start(store, ScriptedReviewer(first_review), ScriptedPolisher(Crash()), fast_config)
+        reviewer, polisher = ScriptedReviewer(review(99, "publish")), ScriptedPolisher()
+        result = StoryWorkflowOrchestrator(reviewer, polisher, store, fast_config).resume("s-1")
+        assert polisher.calls[0]["expert_review_data"] == first_review
+        assert polisher.calls[0]["original_idea"] == "idea"
+        assert [c["story_version"] for c in reviewer.calls] == ["v2"]
+        assert (result.total_reviews, result.total_polishes) == (2, 1)
+
+    def test_resume_writes_its_claim_before_the_stage(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """The resume row lands before the re-run stage's result row."""
+        start(store, ScriptedReviewer(Crash()), ScriptedPolisher(), fast_config)
+        StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+        ).resume("s-1")
+        triggers = [r.trigger for r in store.history("s-1")]
+        assert triggers == [Trigger.SUBMIT, Trigger.START, Trigger.RESUME, Trigger.REVIEWED]
+
+    def test_failed_retries_the_failed_stage(self, store: WorkflowStateManager) -> None:
+        """A FAILED workflow's resume retries the stage that failed, along the retry edge."""
+        config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(40)), ScriptedPolisher(RuntimeError("down")), store, config
+        )
+        with pytest.raises(StageFailedError):
+            orchestrator.run_story_workflow("s-1", "T", "S", {})
+        reviewer, polisher = ScriptedReviewer(review(99, "publish")), ScriptedPolisher()
+        result = StoryWorkflowOrchestrator(reviewer, polisher, store, config).resume("s-1")
+        assert result.state is WorkflowState.COMPLETE and result.error is None
+        assert len(polisher.calls) == 1 and len(reviewer.calls) == 1
+        retry = next(r for r in store.history("s-1") if r.trigger is Trigger.RETRY)
+        assert (retry.source, retry.dest) == (WorkflowState.FAILED, WorkflowState.POLISHING)
+
+    def test_submitted_workflow_starts_on_resume(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A workflow only submitted (INITIAL) starts from the first review on resume."""
+        StoryWorkflowOrchestrator(
+            ScriptedReviewer(), ScriptedPolisher(), store, fast_config
+        ).submit("s-1", "T", "S", {})
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        result = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, fast_config).resume(
+            "s-1"
+        )
+        assert result.decision == "publish" and len(reviewer.calls) == 1
+
+    def test_resume_uses_the_stored_config_when_none_given(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Without a config, resume keeps the one the workflow started with."""
+        config = WorkflowConfig(max_iterations=1, retry_backoff_seconds=0)
+        start(store, ScriptedReviewer(Crash()), ScriptedPolisher(), config)
+        reviewer, polisher = ScriptedReviewer(review(10)), ScriptedPolisher()
+        result = StoryWorkflowOrchestrator(reviewer, polisher, store).resume("s-1")
+        assert result.decision == "max_iterations_reached"
+        assert (len(reviewer.calls), len(polisher.calls)) == (1, 1)
+
+    def test_total_duration_spans_resumes(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """total_duration_seconds runs from the first start to completion, across resumes."""
+        start(store, ScriptedReviewer(Crash()), ScriptedPolisher(), fast_config)
+        result = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish"), delay=0.05),
+            ScriptedPolisher(),
+            store,
+            fast_config,
+        ).resume("s-1")
+        assert result.completed_at is not None and result.started_at is not None
+        assert result.total_duration_seconds == pytest.approx(
+            (result.completed_at - result.started_at).total_seconds()
+        )
+        assert result.total_duration_seconds >= 0.05
+
+
+class TestOneCallResume:
+    def test_module_level_resume(self, database_url: str, fast_config: WorkflowConfig) -> None:
+        """story_fsm.resume() opens the store, resumes and returns the result."""
+        with WorkflowStateManager(database_url) as store:
+            start(store, ScriptedReviewer(review(50), Crash()), ScriptedPolisher(), fast_config)
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        result = story_fsm.resume(
+            "s-1",
+            reviewer=reviewer,
+            polisher=ScriptedPolisher(),
+            database_url=database_url,
+            config=fast_config,
+        )
+        assert result.decision == "publish"
+        assert [c["story_version"] for c in reviewer.calls] == ["v2"]

@@ -1,0 +1,223 @@
+"""The SQL store's contract, run against every backend."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from story_fsm import (
+    ConcurrentAdvanceError,
+    DatabaseBusyError,
+    InputValidationError,
+    StoreError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    WorkflowConfig,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from story_fsm.models import Lease, NewWorkflow, TransitionWrite
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+S = WorkflowState
+
+
+def new(story_id: str = "s") -> NewWorkflow:
+    return NewWorkflow(story_id, "T", "S", {"a": 1}, "", None, WorkflowConfig().to_dict())
+
+
+def lease(owner: str = "me") -> Lease:
+    return Lease(owner, uuid.uuid4().hex, 30)
+
+
+START = TransitionWrite(Trigger.START, S.INITIAL, S.REVIEWING, 1, 1)
+
+
+class TestWrites:
+    def test_create_writes_initial_row_and_submit_record(self, store: WorkflowStateManager) -> None:
+        """create() stores the workflow in INITIAL with one submit record at seq 0."""
+        row = store.create(new(), lease())
+        assert (row.summary.state, row.summary.seq, row.summary.iteration) == (S.INITIAL, 0, 1)
+        [record] = store.history("s")
+        assert (record.seq, record.trigger, record.source, record.dest) == (
+            0,
+            Trigger.SUBMIT,
+            S.INITIAL,
+            S.INITIAL,
+        )
+        assert record.created_at.tzinfo is not None
+
+    def test_duplicate_create_is_refused(self, store: WorkflowStateManager) -> None:
+        """A second create of the same story raises WorkflowExistsError and writes nothing."""
+        store.create(new(), lease())
+        with pytest.raises(WorkflowExistsError):
+            store.create(new(), lease())
+        assert len(store.history("s")) == 1
+
+    def test_append_is_fenced_on_seq(self, store: WorkflowStateManager) -> None:
+        """A write that expects an old seq loses with ConcurrentAdvanceError; nothing lands."""
+        held = lease()
+        store.create(new(), held)
+        store.append("s", 0, START, held)
+        with pytest.raises(ConcurrentAdvanceError, match="expected step 0"):
+            store.append("s", 0, START, held)
+        assert [r.seq for r in store.history("s")] == [0, 1]
+
+    def test_append_is_fenced_on_the_lease(self, store: WorkflowStateManager) -> None:
+        """A writer whose lease was taken over cannot write, even at the right seq."""
+        mine = lease("a")
+        store.create(new(), mine)
+        thief = lease("b")
+        store.append(
+            "s",
+            0,
+            TransitionWrite(Trigger.START, S.INITIAL, S.REVIEWING, 1, 1, takeover=True),
+            thief,
+        )
+        with pytest.raises(ConcurrentAdvanceError, match="held by b"):
+            store.append(
+                "s",
+                1,
+                TransitionWrite(Trigger.ATTEMPT_FAILED, S.REVIEWING, S.REVIEWING, 1, 1),
+                mine,
+            )
+        assert store.load_row("s").summary.lease_owner == "b"  # type: ignore[union-attr]
+
+    def test_heartbeat_extends_only_the_holders_lease(self, store: WorkflowStateManager) -> None:
+        """heartbeat() is True for the holder and False once the lease was taken over."""
+        mine = lease("a")
+        store.create(new(), mine)
+        assert store.heartbeat("s", mine) is True
+        store.append(
+            "s",
+            0,
+            TransitionWrite(Trigger.START, S.INITIAL, S.REVIEWING, 1, 1, takeover=True),
+            lease("b"),
+        )
+        assert store.heartbeat("s", mine) is False
+
+    def test_append_to_unknown_story(self, store: WorkflowStateManager) -> None:
+        """Appending to a story with no workflow raises WorkflowNotFoundError."""
+        with pytest.raises(WorkflowNotFoundError):
+            store.append("ghost", 0, START, lease())
+
+    def test_terminal_state_releases_the_lease(self, store: WorkflowStateManager) -> None:
+        """Reaching COMPLETE clears the lease so nothing holds a finished workflow."""
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store
+        )
+        orchestrator.run_story_workflow("s", "T", "S", {})
+        summary = store.load_row("s").summary  # type: ignore[union-attr]
+        assert (summary.lease_owner, summary.lease_expires_at) == (None, None)
+
+
+class TestReads:
+    def test_timestamps_are_aware_utc(self, store: WorkflowStateManager) -> None:
+        """Every timestamp read back is timezone-aware UTC, on every backend."""
+        before = datetime.now(UTC)
+        store.create(new(), lease())
+        summary = store.list_workflows()[0]
+        assert summary.started_at.tzinfo is not None
+        assert abs((summary.started_at - before).total_seconds()) < 5
+
+    def test_resume_reads_a_constant_number_of_rows(self, store: WorkflowStateManager) -> None:
+        """The statements resume runs before its first stage call don't grow with history."""
+        config = WorkflowConfig(max_iterations=60, retry_backoff_seconds=0)
+
+        class Crash(BaseException):
+            pass
+
+        def statements_before_first_call(story_id: str, reviews: int) -> list[str]:
+            answers: list[Any] = [review(10)] * (reviews - 1) + [Crash()]
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(*answers), ScriptedPolisher(), store, config
+            )
+            with pytest.raises(Crash):
+                orchestrator.run_story_workflow(story_id, "T", "S", {})
+            seen: list[str] = []
+            first_call: list[int] = []
+
+            def listener(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+                if not first_call:
+                    seen.append(statement.split(maxsplit=1)[0].upper())
+
+            def reviewer_call(**kw: Any) -> dict[str, Any]:
+                first_call.append(1)
+                return review(99, "publish")
+
+            reviewer = ScriptedReviewer(reviewer_call)
+            sa.event.listen(store.engine, "before_cursor_execute", listener)
+            try:
+                StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config).resume(
+                    story_id
+                )
+            finally:
+                sa.event.remove(store.engine, "before_cursor_execute", listener)
+            return seen
+
+        short = statements_before_first_call("short", 1)
+        long = statements_before_first_call("long", 40)
+        assert len(store.history("long")) > 80
+        assert short == long
+        assert short.count("SELECT") == 1
+
+    def test_list_workflows_rejects_unknown_state(self, store: WorkflowStateManager) -> None:
+        """An unknown state name is an input error, not a database error."""
+        with pytest.raises(InputValidationError, match="sleeping"):
+            store.list_workflows("sleeping")
+
+
+class TestEngines:
+    @pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "oracle://x"])
+    def test_bad_url_is_an_input_error(self, url: str) -> None:
+        """A URL that cannot be parsed or names another database is refused clearly."""
+        with pytest.raises(InputValidationError):
+            WorkflowStateManager(url)
+
+    def test_sqlite_folder_must_exist(self, tmp_path: Path) -> None:
+        """A SQLite path in a missing folder is refused before anything is created."""
+        with pytest.raises(InputValidationError, match="does not exist"):
+            WorkflowStateManager(f"sqlite:///{tmp_path}/missing/x.db")
+
+    def test_sqlite_pragmas(self, sqlite_url: str) -> None:
+        """SQLite runs in WAL mode with foreign keys on, synchronous FULL and a busy timeout."""
+        with (
+            WorkflowStateManager(sqlite_url, busy_timeout_seconds=7) as store,
+            store.engine.connect() as conn,
+        ):
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+
+    def test_locked_sqlite_is_a_typed_error(self, sqlite_url: str, tmp_path: Path) -> None:
+        """A write lock held past the busy timeout surfaces as DatabaseBusyError, not a driver error."""
+        store = WorkflowStateManager(sqlite_url, busy_timeout_seconds=0.2)
+        blocker = sqlite3.connect(str(tmp_path / "story_fsm.db"), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(DatabaseBusyError, match="busy timeout") as caught:
+                store.create(new(), lease())
+            assert isinstance(caught.value, StoreError)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            store.close()
+        with WorkflowStateManager(sqlite_url) as again:
+            assert again.list_workflows() == []
+
+    def test_caller_owned_engine_is_not_disposed(self, sqlite_url: str) -> None:
+        """A store built on the caller's engine leaves that engine usable after close()."""
+        engine = sa.create_engine(sqlite_url)
+        WorkflowStateManager(engine).close()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+        engine.dispose()
