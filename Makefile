@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 DEMO_DB := story_fsm_demo.db
-SAMPLE := examples/stories/lighthouse.txt
+SAMPLE := examples/stories/lighthouse_cat.txt
 PYTEST_ARGS ?=
 
 .PHONY: help venv run test lint typecheck diagrams graphviz bench bench-quick clean
