@@ -13,6 +13,7 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
+from story_fsm.store.engine import make_engine
 from story_fsm.store.migrate import migration_table_prefix
 from story_fsm.store.schema import build_schema
 
@@ -54,7 +55,7 @@ else:
     if connection is not None:
         _run(connection)
     else:
-        engine = sa.create_engine(_url())
+        engine = make_engine(_url())  # a plain postgresql:// URL gets psycopg 3, as elsewhere
         with engine.begin() as conn:
             _run(conn)
         engine.dispose()

@@ -1,0 +1,69 @@
+"""Writing the workflow's diagram files, and the command that regenerates them.
+
+``python -m story_fsm.diagrams [OUTDIR]`` (default ``diagrams/``) rewrites
+``story_workflow.mmd``, ``.dot`` and, where Graphviz's ``dot`` is installed, ``.svg``. The
+files are never edited by hand: a test compares the committed ones with what the code draws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from story_fsm._log import get_logger
+from story_fsm.diagrams._common import SVG_SKIPPED_HINT
+from story_fsm.diagrams._workflow import render_workflow_diagram
+
+__all__ = ["DEFAULT_OUTDIR", "DIAGRAM_NAME", "main", "write_diagrams"]
+
+#: Where the committed diagrams live, relative to the repository's top.
+DEFAULT_OUTDIR = Path("diagrams")
+
+#: The files' name without the extension: ``story_workflow.mmd`` / ``.dot`` / ``.svg``.
+DIAGRAM_NAME = "story_workflow"
+
+
+def _write(path: Path, text: str) -> Path:
+    # newline="\n": the same bytes on every platform, or the drift test would flag Windows.
+    path.write_text(text, encoding="utf-8", newline="\n")
+    return path
+
+
+def write_diagrams(outdir: str | Path = DEFAULT_OUTDIR) -> list[Path]:
+    """Write the workflow's diagram into *outdir* and return the files written.
+
+    The ``.mmd`` and ``.dot`` files are always written; the ``.svg`` only when Graphviz's
+    ``dot`` program is on PATH (otherwise a warning is logged and the SVG is left as it was).
+    """
+    folder = Path(outdir)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [
+        _write(folder / f"{DIAGRAM_NAME}.{fmt}", render_workflow_diagram(fmt))
+        for fmt in ("mmd", "dot")
+    ]
+    if shutil.which("dot") is None:
+        get_logger().warning("diagram_svg_skipped", reason=SVG_SKIPPED_HINT)
+    else:
+        written.append(_write(folder / f"{DIAGRAM_NAME}.svg", render_workflow_diagram("svg")))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Regenerate the diagram files (``python -m story_fsm.diagrams [OUTDIR]``); return 0."""
+    parser = argparse.ArgumentParser(
+        prog="python -m story_fsm.diagrams",
+        description="Regenerate the workflow's state diagram (.mmd, .dot, .svg).",
+    )
+    parser.add_argument(
+        "outdir", nargs="?", default=str(DEFAULT_OUTDIR), help="folder (default: diagrams/)"
+    )
+    outdir = Path(parser.parse_args(argv).outdir)
+    written = write_diagrams(outdir)
+    for path in written:
+        print(f"wrote {path}")
+    if not any(path.suffix == ".svg" for path in written):
+        print(f"skipped {outdir / DIAGRAM_NAME}.svg: {SVG_SKIPPED_HINT}", file=sys.stderr)
+    return 0
