@@ -30,6 +30,7 @@ from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 from story_fsm.store.sql import WorkflowStateManager
+from story_fsm.worker import Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,8 @@ __all__ = [
     "StoryWorkflowOrchestrator",
     "TransitionRecord",
     "Trigger",
+    "Worker",
+    "WorkerStats",
     "WorkflowConfig",
     "WorkflowExistsError",
     "WorkflowIteration",

@@ -379,6 +379,8 @@ class TransitionWrite:
         decision: The workflow's decision, on reaching COMPLETE.
         failed_stage: The failed stage, on reaching FAILED.
         takeover: Take the lease over regardless of its holder (explicit resume).
+        release_lease: Leave the workflow unheld after this row (an operator's re-queue), so
+            any worker may claim it at once.
     """
 
     trigger: Trigger
@@ -398,3 +400,4 @@ class TransitionWrite:
     decision: str | None = None
     failed_stage: Stage | None = None
     takeover: bool = False
+    release_lease: bool = False

@@ -92,8 +92,10 @@ class StageRunner:
         executor: StageExecutor | None = None,
         sleep: Callable[[float], None] = time.sleep,
         heartbeat_seconds: float = 10.0,
+        throttle: Callable[[Stage], None] | None = None,
     ) -> None:
         self._config = config
+        self._throttle = throttle
         self._executor = executor or default_executor()
         self._sleep = sleep
         self._heartbeat_seconds = heartbeat_seconds
@@ -158,6 +160,8 @@ class StageRunner:
             for attempt in self._retrying(on_retry, failures):
                 with attempt:
                     number = attempt.retry_state.attempt_number
+                    if self._throttle is not None:
+                        self._throttle(stage)
                     started = time.monotonic()
                     try:
                         value = normalize(self._await(stage, self._executor.submit(call), on_wait))

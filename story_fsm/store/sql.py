@@ -70,6 +70,15 @@ def _translated(story_id: str | None = None) -> Iterator[None]:
         raise StoreError(f"database error: {exc}") from exc
 
 
+#: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
+#: operator's ``retry``, which re-queues it in the failed stage's state).
+RUNNABLE_STATES = (
+    WorkflowState.INITIAL.value,
+    WorkflowState.REVIEWING.value,
+    WorkflowState.POLISHING.value,
+)
+
+
 class _Statements:
     """The hot path's statements, built once per schema so each write only binds values."""
 
@@ -116,6 +125,27 @@ class _Statements:
             sa.update(wf)
             .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
             .values(lease_expires_at=p("p_expires"))
+        )
+        self.release = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
+            .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+        )
+        runnable = sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now"))
+        self.candidates = (
+            sa.select(wf.c.story_id, wf.c.state)
+            .where(wf.c.state.in_(RUNNABLE_STATES), runnable)
+            .order_by(wf.c.updated_at, wf.c.story_id)
+            .limit(p("p_limit"))
+        )
+        self.claim = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.state.in_(RUNNABLE_STATES), runnable)
+            .values(
+                lease_owner=p("p_owner"),
+                lease_token=p("p_token"),
+                lease_expires_at=p("p_expires"),
+            )
         )
         review = tr.alias("last_review")
         self.snapshot = (
@@ -215,6 +245,7 @@ def _advance_params(
     story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease, now: datetime
 ) -> dict[str, Any]:
     terminal = write.dest.is_terminal
+    unheld = terminal or write.release_lease
     return {
         "p_story_id": story_id,
         "p_expected_seq": expected_seq,
@@ -235,9 +266,9 @@ def _advance_params(
         "p_error": write.error if write.dest is WorkflowState.FAILED else None,
         "p_completed_at": now if terminal else None,
         # A terminal state releases the lease: nothing runs until someone resumes or retries.
-        "p_lease_owner": None if terminal else lease.owner,
-        "p_lease_token": None if terminal else lease.token,
-        "p_lease_expires_at": None if terminal else now + timedelta(seconds=lease.seconds),
+        "p_lease_owner": None if unheld else lease.owner,
+        "p_lease_token": None if unheld else lease.token,
+        "p_lease_expires_at": None if unheld else now + timedelta(seconds=lease.seconds),
     }
 
 
@@ -409,6 +440,45 @@ class WorkflowStateManager:
         }
         with _translated(story_id), self._engine.begin() as conn:
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
+
+    def release(self, story_id: str, lease: Lease) -> bool:
+        """Give up *lease* so another worker can claim the story at once (False if not held)."""
+        with _translated(story_id), self._engine.begin() as conn:
+            params = {"p_story_id": story_id, "p_token": lease.token}
+            return bool(conn.execute(self._sql.release, params).rowcount == 1)
+
+    def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
+        """Take *lease* on the oldest runnable workflow whose lease is free or expired.
+
+        On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent
+        workers never wait on each other's picks; on SQLite the single writer serializes the
+        claims. Either way the claiming UPDATE re-checks the lease, so a workflow is held by one
+        worker at a time. Returns the claimed workflow's row, or None when nothing is runnable.
+        """
+        now = utcnow()
+        query = self._sql.candidates
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        params = {
+            "p_owner": lease.owner,
+            "p_token": lease.token,
+            "p_expires": now + timedelta(seconds=lease.seconds),
+            "p_now": now,
+        }
+        with _translated(), self._engine.begin() as conn:
+            for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
+                if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
+                    break
+            else:
+                return None
+        return self.load_row(story_id)
+
+    def has_unfinished(self) -> bool:
+        """Return True while any workflow is submitted or mid-loop (held or not)."""
+        wf = self.schema.workflows
+        query = sa.select(wf.c.story_id).where(wf.c.state.in_(RUNNABLE_STATES)).limit(1)
+        with _translated(), self._engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     # -- reads --------------------------------------------------------------------------------
 

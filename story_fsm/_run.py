@@ -1,0 +1,334 @@
+"""One workflow being advanced by this process: the ``transitions`` model and its callbacks.
+
+:class:`WorkflowRun` is the model of a machine built by ``machine.build_machine``. Its
+``record`` callback persists each edge before the state changes (so a failed write leaves the
+machine where it was); its on-enter callbacks run the reviewer and the polisher through the
+:class:`~story_fsm.runner.StageRunner` and fire the next trigger, queued. The ``*_write``
+functions turn an edge and its outcome into the row to store: pure data, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from transitions import EventData
+
+from story_fsm._log import get_logger
+from story_fsm.config import WorkflowConfig
+from story_fsm.events import Emitter, Event
+from story_fsm.machine import MachineModel
+from story_fsm.models import (
+    DECISION_MAX_ITERATIONS,
+    DECISION_PUBLISH,
+    Lease,
+    TransitionWrite,
+    WorkflowRow,
+)
+from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
+from story_fsm.stages import (
+    PolishOutcome,
+    ReviewOutcome,
+    StoryPolisher,
+    StoryReviewer,
+    normalize_polish,
+    normalize_review,
+)
+from story_fsm.states import Stage, Trigger, WorkflowState
+from story_fsm.store.sql import WorkflowStateManager
+
+__all__ = ["Drained", "RunDeps", "WorkflowRun"]
+
+
+class Drained(Exception):
+    """The host asked to stop: no new stage is started (internal; the caller releases)."""
+
+
+def _never() -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class RunDeps:
+    """What one run needs from its orchestrator."""
+
+    store: WorkflowStateManager
+    reviewer: StoryReviewer
+    polisher: StoryPolisher
+    config: WorkflowConfig
+    runner: StageRunner
+    lease: Lease
+    should_stop: Callable[[], bool] = _never
+
+    def with_stop(self, should_stop: Callable[[], bool]) -> RunDeps:
+        """Return a copy whose runs stop before their next stage when *should_stop* is true."""
+        return replace(self, should_stop=should_stop)
+
+
+def _review_write(
+    src: WorkflowState, dst: WorkflowState, it: int, kw: dict[str, Any]
+) -> TransitionWrite:
+    review: ReviewOutcome = kw["outcome"]
+    payload = {
+        "story_version": f"v{it}",
+        "quality_score": review.quality_score,
+        "decision": review.decision.value,
+        "review": review.data,
+    }
+    return TransitionWrite(
+        Trigger.REVIEWED,
+        src,
+        dst,
+        it,
+        it,
+        payload_json=json.dumps(payload),
+        stage=Stage.REVIEW,
+        attempt=kw["attempt"],
+        duration_seconds=kw["duration"],
+        cost=review.cost,
+        quality_score=review.quality_score,
+        decision=DECISION_PUBLISH if dst is WorkflowState.COMPLETE else None,
+    )
+
+
+def _polish_write(
+    src: WorkflowState, dst: WorkflowState, it: int, kw: dict[str, Any], script: str
+) -> TransitionWrite:
+    polish: PolishOutcome = kw["outcome"]
+    data = dict(polish.data)
+    unchanged = polish.script == script
+    if unchanged:
+        # The script is already stored; keeping a second copy would only cost space.
+        data.pop("polished_script", None)
+    payload = {"title": polish.title, "changes_count": polish.changes_count, "polish": data}
+    if unchanged:
+        payload["script_unchanged"] = True
+    return TransitionWrite(
+        Trigger.POLISHED,
+        src,
+        dst,
+        it,
+        it + 1 if dst is WorkflowState.REVIEWING else it,
+        payload_json=json.dumps(payload),
+        stage=Stage.POLISH,
+        attempt=kw["attempt"],
+        duration_seconds=kw["duration"],
+        cost=polish.cost,
+        title=polish.title,
+        script=None if unchanged else polish.script,
+        decision=DECISION_MAX_ITERATIONS if dst is WorkflowState.COMPLETE else None,
+    )
+
+
+def _failure_write(
+    trigger: Trigger, src: WorkflowState, dst: WorkflowState, it: int, failure: AttemptFailure
+) -> TransitionWrite:
+    payload: dict[str, Any] = {
+        "stage": failure.stage.value,
+        "attempt": failure.attempt,
+        "error": failure.error_text,
+    }
+    if trigger is Trigger.ATTEMPT_FAILED:
+        payload["next_wait_seconds"] = failure.next_wait_seconds
+    return TransitionWrite(
+        trigger,
+        src,
+        dst,
+        it,
+        it,
+        payload_json=json.dumps(payload),
+        stage=failure.stage,
+        attempt=failure.attempt,
+        duration_seconds=failure.duration_seconds,
+        error=failure.error_text,
+        failed_stage=failure.stage if dst is WorkflowState.FAILED else None,
+    )
+
+
+class WorkflowRun(MachineModel):
+    """One workflow being advanced by this process: the ``transitions`` model."""
+
+    def __init__(self, row: WorkflowRow, deps: RunDeps, emit: Emitter) -> None:
+        summary = row.summary
+        self.story_id = summary.story_id
+        self.seq = summary.seq
+        self.iteration = summary.iteration
+        self.title = summary.title
+        self.script = row.script
+        self.row = row
+        self.last_review: dict[str, Any] | None = (
+            row.last_review.get("review") if row.last_review else None
+        )
+        self.failed_stage = row.failed_stage
+        self.max_iterations = deps.config.max_iterations
+        self.quality_threshold = deps.config.quality_threshold
+        self.deps = deps
+        self.emit = emit
+        self.failure: AttemptFailure | None = None
+        self.log = get_logger(story_id=self.story_id)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def record(self, event: EventData) -> None:
+        """Persist the edge about to be taken (the machine's ``before_state_change``)."""
+        assert event.transition is not None  # always set for before_state_change
+        trigger = Trigger(event.event.name)
+        source = WorkflowState[event.transition.source]
+        dest = WorkflowState[event.transition.dest] if event.transition.dest else source
+        write = self._plan(trigger, source, dest, event.kwargs)
+        self._append(write)
+        self._announce(trigger, write.iteration, event.kwargs)
+
+    def _plan(
+        self, trigger: Trigger, src: WorkflowState, dst: WorkflowState, kw: dict[str, Any]
+    ) -> TransitionWrite:
+        if trigger is Trigger.REVIEWED:
+            return _review_write(src, dst, self.iteration, kw)
+        if trigger is Trigger.POLISHED:
+            return _polish_write(src, dst, self.iteration, kw, self.script)
+        if trigger is Trigger.FAIL:
+            return _failure_write(trigger, src, dst, self.iteration, kw["failure"])
+        payload = json.dumps({"owner": self.deps.lease.owner})
+        return TransitionWrite(
+            trigger,
+            src,
+            dst,
+            self.iteration,
+            self.iteration,
+            payload_json=payload,
+            takeover=bool(kw.get("takeover")),
+        )
+
+    def _append(self, write: TransitionWrite) -> None:
+        self.deps.store.append(self.story_id, self.seq, write, self.deps.lease)
+        self.seq += 1
+        self.iteration = write.next_iteration
+        self.title = write.title or self.title
+        self.script = write.script or self.script
+        self.log.debug(
+            "transition_recorded",
+            seq=self.seq,
+            trigger=write.trigger.value,
+            source=write.source.value,
+            dest=write.dest.value,
+            iteration=write.iteration,
+        )
+
+    def _announce(self, trigger: Trigger, iteration: int, kw: dict[str, Any]) -> None:
+        """Emit the progress event a just-committed row stands for."""
+        if trigger is Trigger.REVIEWED:
+            review: ReviewOutcome = kw["outcome"]
+            self.last_review = review.data
+            self.emit(
+                Event.REVIEW_COMPLETE,
+                iteration=iteration,
+                quality_score=review.quality_score,
+                decision=review.decision.value,
+            )
+        elif trigger is Trigger.POLISHED:
+            polish: PolishOutcome = kw["outcome"]
+            self.emit(
+                Event.POLISH_COMPLETE, iteration=iteration, changes_count=polish.changes_count
+            )
+
+    # -- stages -------------------------------------------------------------------------------
+
+    def on_enter_REVIEWING(self, event: EventData) -> None:
+        """Run the reviewer; fire ``reviewed`` or ``fail`` (queued) with its outcome."""
+        self.emit(
+            Event.ITERATION_STARTED, iteration=self.iteration, story_version=f"v{self.iteration}"
+        )
+        self._run_stage(Stage.REVIEW, self._review_call(), normalize_review, Trigger.REVIEWED)
+
+    def on_enter_POLISHING(self, event: EventData) -> None:
+        """Run the polisher; fire ``polished`` or ``fail`` (queued) with its outcome."""
+        title = self.title
+
+        def normalize(raw: object) -> PolishOutcome:
+            return normalize_polish(raw, title)
+
+        self._run_stage(Stage.POLISH, self._polish_call(), normalize, Trigger.POLISHED)
+
+    def _review_call(self) -> Callable[[], object]:
+        kwargs: dict[str, Any] = {
+            "title": self.title,
+            "script": self.script,
+            "audience_context": dict(self.row.audience_context),
+            "original_idea": self.row.original_idea,
+            "story_id": self.story_id,
+            "story_version": f"v{self.iteration}",
+            "local_review_summary": self.row.local_review_summary,
+        }
+        if self.deps.config.review_model is not None:
+            kwargs["model"] = self.deps.config.review_model
+        reviewer = self.deps.reviewer
+        return lambda: reviewer.review_story(**kwargs)
+
+    def _polish_call(self) -> Callable[[], object]:
+        kwargs: dict[str, Any] = {
+            "story_id": self.story_id,
+            "current_title": self.title,
+            "current_script": self.script,
+            "expert_review_data": dict(self.last_review or {}),
+            "iteration_number": self.iteration,
+            "audience_context": dict(self.row.audience_context),
+            "original_idea": self.row.original_idea,
+        }
+        if self.deps.config.polish_model is not None:
+            kwargs["model"] = self.deps.config.polish_model
+        polisher = self.deps.polisher
+        return lambda: polisher.polish_story(**kwargs)
+
+    def _run_stage(
+        self,
+        stage: Stage,
+        call: Callable[[], object],
+        normalize: Callable[[object], Any],
+        done: Trigger,
+    ) -> None:
+        if self.deps.should_stop():
+            raise Drained  # before the paid call: the state stays, committed, for the next holder
+        self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
+        try:
+            success: StageSuccess[Any] = self.deps.runner.run(
+                stage, call, normalize, on_retry=self._attempt_failed, on_wait=self._heartbeat
+            )
+        except StageExhausted as exc:
+            self.failure = exc.failure
+            self.fire(Trigger.FAIL, failure=exc.failure)
+            return
+        self.fire(
+            done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
+        )
+
+    def _attempt_failed(self, failure: AttemptFailure) -> None:
+        # Recorded directly, not fired: inside an on-enter callback a queued trigger would
+        # only run after the stage, and the record must land before the next attempt.
+        self._append(
+            _failure_write(Trigger.ATTEMPT_FAILED, self.state, self.state, self.iteration, failure)
+        )
+        self.log.warning(
+            "stage_retry",
+            stage=failure.stage.value,
+            iteration=self.iteration,
+            attempt=failure.attempt,
+            error=failure.error_text,
+            wait_seconds=failure.next_wait_seconds,
+        )
+        self.emit(
+            Event.STAGE_RETRY,
+            stage=failure.stage.value,
+            iteration=self.iteration,
+            attempt=failure.attempt,
+            error=failure.error_text,
+            wait_seconds=failure.next_wait_seconds,
+        )
+
+    def _heartbeat(self) -> None:
+        try:
+            if not self.deps.store.heartbeat(self.story_id, self.deps.lease):
+                self.log.warning("lease_lost", owner=self.deps.lease.owner)
+        except Exception:  # the next fenced write reports a real problem; keep the call alive
+            self.log.exception("heartbeat_failed")

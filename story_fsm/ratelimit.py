@@ -1,0 +1,51 @@
+"""Per-stage request caps (LLM APIs limit requests per minute), on the `limits` library."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+
+from limits import RateLimitItemPerMinute, storage, strategies
+
+from story_fsm.errors import InputValidationError
+from story_fsm.states import Stage
+
+__all__ = ["StageRateLimiter"]
+
+
+class StageRateLimiter:
+    """Blocks a stage call until its per-minute budget allows it (a moving window).
+
+    The budget is per process: N worker processes may together make N × the limit, so size
+    the limit for one process.
+
+    Args:
+        per_minute: Requests per minute for each stage that has a cap, e.g.
+            ``{"review": 60}``; stages not named are not limited.
+
+    Example:
+        >>> limiter = StageRateLimiter({"review": 120})
+        >>> limiter(Stage.REVIEW)  # returns at once while under the cap
+    """
+
+    def __init__(self, per_minute: Mapping[Stage | str, int]) -> None:
+        self._items = {}
+        for stage, limit in per_minute.items():
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise InputValidationError(f"rate limit for {stage} must be an integer >= 1")
+            self._items[Stage(stage)] = RateLimitItemPerMinute(limit)
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._lock = threading.Lock()
+
+    def __call__(self, stage: Stage) -> None:
+        """Wait until *stage* may make one more call, then count it."""
+        item = self._items.get(stage)
+        if item is None:
+            return
+        while True:
+            with self._lock:
+                if self._limiter.hit(item, stage.value):
+                    return
+                reset_at = self._limiter.get_window_stats(item, stage.value).reset_time
+            time.sleep(min(max(reset_at - time.time(), 0.01), 1.0))

@@ -1,0 +1,213 @@
+"""Worker: many processes on many machines finish stories through one PostgreSQL database.
+
+Each worker runs ``concurrency`` threads; each thread claims one runnable workflow at a time
+(``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL), holds its lease with a heartbeat while a
+stage runs, and advances it. A crashed worker's leases expire and other workers take those
+stories over; a worker whose lease was taken over is fenced off its next write. There is no
+coordinator: the database is the only shared thing.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from story_fsm._log import get_logger
+from story_fsm.config import WorkflowConfig
+from story_fsm.engine import StoryWorkflowOrchestrator, default_owner
+from story_fsm.errors import (
+    ConcurrentAdvanceError,
+    InputValidationError,
+    StageFailedError,
+    StoreError,
+)
+from story_fsm.events import ProgressCallback
+from story_fsm.models import Lease
+from story_fsm.stages import StoryPolisher, StoryReviewer
+from story_fsm.states import Stage
+from story_fsm.store.sql import WorkflowStateManager
+
+__all__ = ["Worker", "WorkerStats"]
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, returned by :meth:`Worker.run`.
+
+    Attributes:
+        claimed: Workflows it claimed.
+        completed: Claimed workflows it took to COMPLETE.
+        failed: Claimed workflows that went to FAILED.
+        lost: Claims another process took over (fenced writes).
+        released: Claims it handed back while draining.
+    """
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    lost: int = 0
+    released: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, name: str) -> None:
+        """Count one more *name* (thread-safe)."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class Worker:
+    """Claims runnable workflows from the store and advances them, ``concurrency`` at a time.
+
+    Runnable means: submitted (INITIAL), interrupted in REVIEWING/POLISHING with an expired
+    (or no) lease, or FAILED and re-queued by an operator (``story-fsm retry``). Several
+    workers, in one or many processes and machines, may share one PostgreSQL database.
+
+    Args:
+        reviewer: Implements :class:`~story_fsm.StoryReviewer` (shared by the threads).
+        polisher: Implements :class:`~story_fsm.StoryPolisher` (shared by the threads).
+        state_manager: The store to claim from.
+        config: Overrides each workflow's stored config when given.
+        concurrency: Workflows advanced at once (threads); stages are I/O-bound.
+        lease_seconds: How long a claim lasts without a heartbeat or a write.
+        worker_id: Name recorded as lease owner (default ``host:pid``).
+        poll_seconds: Wait between claims when nothing is runnable.
+        rate_limits: Optional per-stage caps in calls per minute, e.g. ``{"review": 60}``.
+        progress_callback: Receives every workflow's progress events.
+
+    Example::
+
+        worker = Worker(reviewer, polisher, WorkflowStateManager(url), concurrency=8)
+        worker.install_signal_handlers()  # SIGTERM/SIGINT drain, then run() returns
+        worker.run()
+    """
+
+    def __init__(
+        self,
+        reviewer: StoryReviewer,
+        polisher: StoryPolisher,
+        state_manager: WorkflowStateManager,
+        config: WorkflowConfig | None = None,
+        *,
+        concurrency: int = 4,
+        lease_seconds: float = 30.0,
+        worker_id: str | None = None,
+        poll_seconds: float = 1.0,
+        rate_limits: Mapping[Stage | str, int] | None = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InputValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if lease_seconds <= 0 or poll_seconds <= 0:
+            raise InputValidationError("lease_seconds and poll_seconds must be > 0")
+        self.worker_id = worker_id or default_owner()
+        self.concurrency = concurrency
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.state_manager = state_manager
+        self.stats = WorkerStats()
+        self._orchestrator = StoryWorkflowOrchestrator(
+            reviewer,
+            polisher,
+            state_manager,
+            config,
+            owner=self.worker_id,
+            lease_seconds=lease_seconds,
+            rate_limits=rate_limits,
+        )
+        self._progress = progress_callback
+        self._stopping = threading.Event()
+        self._fatal: StoreError | None = None
+        self._log = get_logger(worker_id=self.worker_id)
+
+    def stop(self) -> None:
+        """Ask the worker to drain and return from :meth:`run`.
+
+        Stages in flight finish and are recorded; no new stage starts; claims are released.
+        """
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called (or a fatal database error happened)."""
+        return self._stopping.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """Make SIGTERM and SIGINT drain the worker (call from the main thread)."""
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self._log.info("worker_draining", signal=signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, stop_when_idle: bool = False) -> WorkerStats:
+        """Claim and advance workflows until stopped.
+
+        With *stop_when_idle*, also return once no unfinished workflow is left in the database.
+
+        Raises:
+            StoreError: The database was lost; the message says what failed.
+        """
+        self._log.info("worker_started", concurrency=self.concurrency)
+        threads = [
+            threading.Thread(
+                target=self._loop, args=(stop_when_idle,), name=f"story-fsm-worker-{i}"
+            )
+            for i in range(self.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # a timed join keeps the main thread responsive to signals
+                thread.join(0.2)
+        self._log.info("worker_stopped", **self._stats_dict())
+        if self._fatal is not None:
+            raise self._fatal
+        return self.stats
+
+    def _stats_dict(self) -> dict[str, Any]:
+        s = self.stats
+        return {"claimed": s.claimed, "completed": s.completed, "failed": s.failed, "lost": s.lost}
+
+    def _loop(self, stop_when_idle: bool) -> None:
+        try:
+            while not self._stopping.is_set():
+                lease = Lease(self.worker_id, uuid.uuid4().hex, self.lease_seconds)
+                row = self.state_manager.claim_next(lease)
+                if row is not None:
+                    self.stats.add("claimed")
+                    self._advance(row, lease)
+                elif stop_when_idle and not self.state_manager.has_unfinished():
+                    return
+                else:
+                    self._stopping.wait(self.poll_seconds)
+        except StoreError as exc:
+            # A lost database stops the whole worker: its claims will expire and be taken over.
+            self._fatal = exc
+            self._log.error("worker_database_lost", error=str(exc))
+            self._stopping.set()
+
+    def _advance(self, row: Any, lease: Lease) -> None:
+        log = self._log.bind(story_id=row.summary.story_id)
+        try:
+            result = self._orchestrator.advance_claimed(
+                row, lease, progress_callback=self._progress, should_stop=self._stopping.is_set
+            )
+        except StageFailedError:
+            self.stats.add("failed")
+        except ConcurrentAdvanceError as exc:
+            self.stats.add("lost")
+            log.warning("workflow_taken_over", error=str(exc))
+        except StoreError:
+            raise
+        except Exception as exc:  # a bug or bad data in one workflow must not stop the rest
+            log.exception("workflow_error", error=str(exc))
+            self.state_manager.release(row.summary.story_id, lease)
+        else:
+            self.stats.add("released" if result is None else "completed")

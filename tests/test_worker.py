@@ -1,0 +1,343 @@
+"""Workers: claims, leases, draining, re-queue, and many processes sharing one database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from story_fsm import (
+    InputValidationError,
+    InvalidTransitionError,
+    Stage,
+    StageFailedError,
+    StoreError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    Worker,
+    WorkflowConfig,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from story_fsm.models import TransitionRecord
+from story_fsm.ratelimit import StageRateLimiter
+from story_fsm.store.engine import make_engine
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+from tests.worker_entry import LoggedStages, create_calls_table
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = WorkflowConfig(retry_backoff_seconds=0)
+
+
+def submit(store: WorkflowStateManager, n: int, prefix: str = "s") -> list[str]:
+    orchestrator = StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store, CONFIG)
+    ids = [f"{prefix}{i:04d}" for i in range(n)]
+    for story_id in ids:
+        orchestrator.submit(story_id, "Title", "Script.", {"n": story_id})
+    return ids
+
+
+def worker(
+    store: WorkflowStateManager, reviewer: Any = None, polisher: Any = None, **kw: Any
+) -> Worker:
+    kw.setdefault("poll_seconds", 0.05)
+    return Worker(
+        reviewer or ScriptedReviewer(review(99, "publish")),
+        polisher or ScriptedPolisher(),
+        store,
+        CONFIG,
+        **kw,
+    )
+
+
+class TestClaims:
+    def test_worker_finishes_submitted_workflows(self, store: WorkflowStateManager) -> None:
+        """Submitted workflows are claimed and completed; stop_when_idle then returns."""
+        submit(store, 6)
+        stats = worker(store, concurrency=3).run(stop_when_idle=True)
+        assert (stats.claimed, stats.completed) == (6, 6)
+        assert {s.state for s in store.list_workflows()} == {WorkflowState.COMPLETE}
+        assert all(s.lease_owner is None for s in store.list_workflows())
+
+    def test_submit_runs_no_stage(self, store: WorkflowStateManager) -> None:
+        """submit() records the workflow in INITIAL, unheld, without calling a stage."""
+        reviewer = ScriptedReviewer()
+        StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store).submit("x", "T", "S", {})
+        [summary] = store.list_workflows()
+        assert (summary.state, summary.lease_owner) == (WorkflowState.INITIAL, None)
+        assert reviewer.calls == []
+
+    def test_held_workflow_is_not_claimed(self, store: WorkflowStateManager) -> None:
+        """A workflow whose lease is live is skipped; an expired lease makes it claimable."""
+        from story_fsm.models import Lease
+
+        submit(store, 1)
+        held = Lease("other", "tok", 0.3)
+        assert store.claim_next(held) is not None
+        assert store.claim_next(Lease("me", "tok2", 30)) is None
+        time.sleep(0.4)
+        row = store.claim_next(Lease("me", "tok3", 30))
+        assert row is not None and row.summary.lease_owner == "me"
+
+    def test_requeue_makes_a_failed_workflow_runnable(self, store: WorkflowStateManager) -> None:
+        """retry re-queues a FAILED workflow in its failed stage; a worker then finishes it."""
+        config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(40)), ScriptedPolisher(RuntimeError("x")), store, config
+        )
+        with pytest.raises(StageFailedError):
+            orchestrator.run_story_workflow("f", "T", "S", {})
+        assert worker(store).run(stop_when_idle=True).claimed == 0  # FAILED waits for an operator
+        summary = orchestrator.requeue("f")
+        assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
+        polisher = ScriptedPolisher()
+        stats = worker(store, polisher=polisher).run(stop_when_idle=True)
+        assert stats.completed == 1 and len(polisher.calls) == 1
+        triggers = [r.trigger for r in store.history("f")][-4:]
+        assert triggers[:2] == [Trigger.RETRY, Trigger.RESUME]
+
+    def test_requeue_refuses_a_workflow_that_is_not_failed(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Only FAILED workflows can be re-queued; the message names the state."""
+        submit(store, 1)
+        orchestrator = StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store)
+        with pytest.raises(InvalidTransitionError, match="can't retry when in INITIAL"):
+            orchestrator.requeue("s0000")
+
+    @pytest.mark.parametrize(
+        "bad", [{"concurrency": 0}, {"concurrency": 2.5}, {"lease_seconds": 0}]
+    )
+    def test_bad_worker_settings(self, store: WorkflowStateManager, bad: dict[str, Any]) -> None:
+        """Nonsense worker settings are refused up front."""
+        with pytest.raises(InputValidationError):
+            worker(store, **bad)
+
+
+class TestDrainAndLoss:
+    def test_stop_finishes_the_stage_then_releases(self, store: WorkflowStateManager) -> None:
+        """On stop the stage in flight is recorded, no new stage starts, the claim is released."""
+        submit(store, 1)
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_review() -> dict[str, Any]:
+            entered.set()
+            release.wait(10)
+            return review(50)
+
+        polisher = ScriptedPolisher()
+        w = worker(store, ScriptedReviewer(slow_review), polisher)
+        runner = threading.Thread(target=w.run)
+        runner.start()
+        assert entered.wait(10)
+        w.stop()
+        release.set()
+        runner.join(10)
+        assert not runner.is_alive()
+        assert w.stats.released == 1 and polisher.calls == []
+        summary = store.list_workflows()[0]
+        assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
+        assert worker(store).run(stop_when_idle=True).completed == 1
+
+    def test_lost_database_stops_the_worker_with_store_error(self, pg_url: str) -> None:
+        """When the tables vanish under it, run() raises StoreError instead of spinning."""
+        with WorkflowStateManager(pg_url) as store:
+            submit(store, 3)
+            started = threading.Event()
+
+            def review_then_sabotage() -> dict[str, Any]:
+                if not started.is_set():
+                    started.set()
+                    with store.engine.begin() as conn:
+                        conn.execute(sa.text("ALTER TABLE story_fsm_transitions RENAME TO gone"))
+                return review(50)
+
+            w = worker(store, ScriptedReviewer(review_then_sabotage), concurrency=1)
+            with pytest.raises(StoreError, match=r"gone|story_fsm_transitions|relation"):
+                w.run()
+
+
+class TestRateLimit:
+    def test_limiter_blocks_past_the_budget(self) -> None:
+        """Within a minute, calls past the per-stage cap wait; other stages are free."""
+        limiter = StageRateLimiter({"review": 2})
+        limiter(Stage.REVIEW)
+        limiter(Stage.REVIEW)
+        limiter(Stage.POLISH)  # not capped
+        third = threading.Thread(target=limiter, args=(Stage.REVIEW,), daemon=True)
+        third.start()
+        third.join(0.5)
+        assert third.is_alive()
+
+    @pytest.mark.parametrize("bad", [{"review": 0}, {"review": 1.5}, {"reviewing": 3}])
+    def test_bad_limits_are_refused(self, bad: dict[str, Any]) -> None:
+        """Limits must be whole numbers >= 1 for known stages."""
+        with pytest.raises((InputValidationError, ValueError)):
+            StageRateLimiter(bad)
+
+
+def start_worker(
+    url: str, worker_id: str, concurrency: int, lease: float, **env: str
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.worker_entry", url, worker_id, str(concurrency), str(lease)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def await_ready(proc: subprocess.Popen[str]) -> subprocess.Popen[str]:
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "READY", proc.stderr.read() if proc.stderr else ""
+    return proc
+
+
+def spawn_worker(
+    url: str, worker_id: str, concurrency: int, lease: float, **env: str
+) -> subprocess.Popen[str]:
+    return await_ready(start_worker(url, worker_id, concurrency, lease, **env))
+
+
+def stage_entries(records: list[TransitionRecord]) -> Counter[tuple[str, int]]:
+    """Per (stage, iteration): rows that entered the stage, i.e. licensed one stage call."""
+    entries: Counter[tuple[str, int]] = Counter()
+    for r in records:
+        if r.trigger is Trigger.ATTEMPT_FAILED or r.dest not in (
+            WorkflowState.REVIEWING,
+            WorkflowState.POLISHING,
+        ):
+            continue
+        iteration = r.iteration + 1 if r.trigger is Trigger.POLISHED else r.iteration
+        entries[("review" if r.dest is WorkflowState.REVIEWING else "polish", iteration)] += 1
+    return entries
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+class TestManyWorkerProcesses:
+    def test_three_workers_one_killed_every_story_completes_once(self, database_url: str) -> None:
+        """Three worker processes, one SIGKILLed midway: all stories COMPLETE exactly once."""
+        n = 200 if database_url.startswith("postgresql") else 60
+        engine = make_engine(database_url)
+        create_calls_table(engine)
+        with WorkflowStateManager(database_url) as store:
+            ids = submit(store, n)
+            # Started together, so no worker gets a head start on the queue.
+            workers = [
+                await_ready(p)
+                for p in [start_worker(database_url, f"w{i}", 4, 2.0) for i in range(3)]
+            ]
+
+            def completed() -> int:
+                return sum(s.state is WorkflowState.COMPLETE for s in store.list_workflows())
+
+            wait_until(lambda: completed() >= n // 3, 120, "a third of the stories")
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].communicate(timeout=10)
+            wait_until(lambda: completed() == n, 180, "every story to complete")
+            for proc in workers[1:]:
+                proc.send_signal(signal.SIGTERM)
+            outputs = [proc.communicate(timeout=60) for proc in workers[1:]]
+            assert [proc.returncode for proc in workers[1:]] == [0, 0], outputs
+            histories = {story_id: store.history(story_id) for story_id in ids}
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT story_id, stage, iteration FROM test_calls")).all()
+        engine.dispose()
+        calls: dict[str, Counter[tuple[str, int]]] = {}
+        for story_id, stage, iteration in rows:
+            calls.setdefault(story_id, Counter())[(stage, iteration)] += 1
+        for story_id, records in histories.items():
+            assert [r.seq for r in records] == list(range(len(records))), story_id
+            assert sum(r.dest is WorkflowState.COMPLETE for r in records) == 1, story_id
+            # Stage calls only follow a committed entry into the stage (at most one call per
+            # entry; a process killed right after committing an entry never called it). A
+            # committed result is never re-run: the only second entries are resume claims of a
+            # stage that was in flight on the killed worker.
+            entries, made = stage_entries(records), calls[story_id]
+            assert all(made[key] <= entries[key] for key in made), (story_id, made, entries)
+            results = Counter(
+                (r.trigger, r.iteration)
+                for r in records
+                if r.trigger in (Trigger.REVIEWED, Trigger.POLISHED)
+            )
+            assert set(results.values()) == {1}, story_id
+            assert sum(results.values()) == len(made), (story_id, made)
+            extra = sum(entries.values()) - len(entries)
+            assert extra == sum(r.trigger is Trigger.RESUME for r in records), story_id
+        starters = Counter(
+            r.payload["owner"]
+            for recs in histories.values()
+            for r in recs
+            if r.trigger is Trigger.START
+        )
+        assert set(starters) == {"w0", "w1", "w2"}, starters
+        stats = [out.split("STATS")[1].split() for out, _ in outputs]
+        assert all(int(s[1]) > n // 10 for s in stats), stats
+
+    def test_paused_worker_cannot_write_after_takeover(self, pg_url: str) -> None:
+        """A worker frozen past its lease is fenced: the new holder finishes, its write is refused."""
+        engine = make_engine(pg_url)
+        create_calls_table(engine)
+        with WorkflowStateManager(pg_url) as store:
+            submit(store, 1, prefix="p")
+            frozen = spawn_worker(pg_url, "frozen", 1, 1.0, STAGE_SLEEP="0.6")
+
+            def calls() -> list[tuple[Any, ...]]:
+                with engine.connect() as conn:
+                    return [
+                        tuple(r)
+                        for r in conn.execute(
+                            sa.text("SELECT stage, iteration, worker_id FROM test_calls")
+                        )
+                    ]
+
+            wait_until(
+                lambda: ("review", 1, "frozen") in calls(), 30, "the frozen worker's first call"
+            )
+            frozen.send_signal(signal.SIGSTOP)
+            time.sleep(1.5)  # past the 1 s lease, with no heartbeat
+            stages = LoggedStages(engine, "rescuer")
+            rescuer = Worker(
+                stages,
+                stages,
+                store,
+                CONFIG,
+                lease_seconds=5,
+                worker_id="rescuer",
+                poll_seconds=0.05,
+            )
+            assert rescuer.run(stop_when_idle=True).completed == 1
+            frozen.send_signal(signal.SIGCONT)
+            time.sleep(1.0)  # its stage returns; its write must be refused
+            frozen.send_signal(signal.SIGTERM)
+            out, err = frozen.communicate(timeout=30)
+            records = store.history("p0000")
+        engine.dispose()
+        assert frozen.returncode == 0, err
+        claimed, completed, _failed, lost, _released = map(int, out.split("STATS")[1].split())
+        assert (claimed, completed, lost) == (1, 0, 1)
+        assert sum(r.trigger is Trigger.REVIEWED and r.iteration == 1 for r in records) == 1
+        assert records[-1].dest is WorkflowState.COMPLETE
+        resume = next(r for r in records if r.trigger is Trigger.RESUME)
+        assert resume.payload["owner"] == "rescuer"
+        assert calls().count(("review", 1, "frozen")) == 1
