@@ -17,16 +17,11 @@ from typing import Any
 from transitions import EventData
 
 from story_fsm._log import get_logger
+from story_fsm._records import Lease, TransitionWrite, WorkflowRow
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel
-from story_fsm.models import (
-    DECISION_MAX_ITERATIONS,
-    DECISION_PUBLISH,
-    Lease,
-    TransitionWrite,
-    WorkflowRow,
-)
+from story_fsm.models import DECISION_MAX_ITERATIONS, DECISION_PUBLISH
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 from story_fsm.stages import (
     PolishOutcome,

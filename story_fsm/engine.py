@@ -19,12 +19,13 @@ from transitions import EventData
 
 from story_fsm._executor import StageExecutor
 from story_fsm._log import get_logger
+from story_fsm._records import Lease, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidTransitionError, StageFailedError, WorkflowNotFoundError
 from story_fsm.events import Emitter, Event, ProgressCallback
 from story_fsm.machine import MachineModel, build_machine
-from story_fsm.models import Lease, TransitionWrite, WorkflowResult, WorkflowRow, WorkflowSummary
+from story_fsm.models import WorkflowResult, WorkflowSummary
 from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.runner import StageRunner
 from story_fsm.stages import StoryPolisher, StoryReviewer

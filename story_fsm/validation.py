@@ -7,9 +7,9 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from story_fsm._records import NewWorkflow
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
-from story_fsm.models import NewWorkflow
 
 __all__ = ["validate_new_workflow", "validate_story_id"]
 

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from story_fsm._log import get_logger
+from story_fsm._records import Lease
 from story_fsm.config import WorkflowConfig
 from story_fsm.engine import StoryWorkflowOrchestrator, default_owner
 from story_fsm.errors import (
@@ -27,7 +28,6 @@ from story_fsm.errors import (
     StoreError,
 )
 from story_fsm.events import ProgressCallback
-from story_fsm.models import Lease
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager

@@ -24,7 +24,7 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
-from story_fsm.models import Lease, NewWorkflow, TransitionWrite
+from story_fsm._records import Lease, NewWorkflow, TransitionWrite
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 S = WorkflowState

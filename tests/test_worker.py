@@ -78,7 +78,7 @@ class TestClaims:
 
     def test_held_workflow_is_not_claimed(self, store: WorkflowStateManager) -> None:
         """A workflow whose lease is live is skipped; an expired lease makes it claimable."""
-        from story_fsm.models import Lease
+        from story_fsm._records import Lease
 
         submit(store, 1)
         held = Lease("other", "tok", 0.3)

@@ -12,11 +12,11 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
@@ -25,20 +25,19 @@ from story_fsm.errors import (
     WorkflowExistsError,
     WorkflowNotFoundError,
 )
-from story_fsm.models import (
-    Lease,
-    NewWorkflow,
-    TransitionRecord,
-    TransitionWrite,
-    WorkflowResult,
-    WorkflowRow,
-    WorkflowSummary,
-    build_result,
+from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
+from story_fsm.states import Trigger, WorkflowState
+from story_fsm.store._rows import (
+    advance_params,
+    record_from_row,
+    summary_from_row,
+    transition_values,
+    workflow_from_row,
 )
-from story_fsm.states import Stage, Trigger, WorkflowState
+from story_fsm.store._statements import RUNNABLE_STATES, Statements
 from story_fsm.store.engine import make_engine
 from story_fsm.store.migrate import ensure_schema
-from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, Schema, build_schema
+from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 
 __all__ = ["WorkflowStateManager"]
 
@@ -68,208 +67,6 @@ def _translated(story_id: str | None = None) -> Iterator[None]:
         raise StoreError(f"database error: {exc.orig}") from exc
     except sa_exc.SQLAlchemyError as exc:
         raise StoreError(f"database error: {exc}") from exc
-
-
-#: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
-#: operator's ``retry``, which re-queues it in the failed stage's state).
-RUNNABLE_STATES = (
-    WorkflowState.INITIAL.value,
-    WorkflowState.REVIEWING.value,
-    WorkflowState.POLISHING.value,
-)
-
-
-class _Statements:
-    """The hot path's statements, built once per schema so each write only binds values."""
-
-    def __init__(self, schema: Schema) -> None:
-        wf, tr = schema.workflows, schema.transitions
-        p = sa.bindparam
-        advance = (
-            sa.update(wf)
-            .where(wf.c.story_id == p("p_story_id"), wf.c.seq == p("p_expected_seq"))
-            .values(
-                state=p("p_state"),
-                seq=p("p_seq"),
-                iteration=p("p_iteration"),
-                updated_at=p("p_now"),
-                total_cost=wf.c.total_cost + p("p_cost", type_=sa.Float),
-                total_reviews=wf.c.total_reviews + p("p_reviews", type_=sa.Integer),
-                total_polishes=wf.c.total_polishes + p("p_polishes", type_=sa.Integer),
-                title=sa.func.coalesce(p("p_title", type_=sa.Text), wf.c.title),
-                script=sa.func.coalesce(p("p_script", type_=sa.Text), wf.c.script),
-                last_review_seq=sa.func.coalesce(
-                    p("p_review_seq", type_=sa.Integer), wf.c.last_review_seq
-                ),
-                last_quality_score=sa.func.coalesce(
-                    p("p_score", type_=sa.Float), wf.c.last_quality_score
-                ),
-                initial_quality_score=sa.func.coalesce(
-                    wf.c.initial_quality_score, p("p_score", type_=sa.Float)
-                ),
-                decision=p("p_decision"),
-                failed_stage=p("p_failed_stage"),
-                error=p("p_error"),
-                completed_at=p("p_completed_at"),
-                lease_owner=p("p_lease_owner"),
-                lease_token=p("p_lease_token"),
-                lease_expires_at=p("p_lease_expires_at"),
-            )
-        )
-        #: An explicit resume takes the lease over; every other write must hold it.
-        self.takeover = advance
-        self.advance = advance.where(wf.c.lease_token == p("p_held_token"))
-        self.insert_transition = sa.insert(tr)
-        self.insert_workflow = sa.insert(wf)
-        self.heartbeat = (
-            sa.update(wf)
-            .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
-            .values(lease_expires_at=p("p_expires"))
-        )
-        self.release = (
-            sa.update(wf)
-            .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
-            .values(lease_owner=None, lease_token=None, lease_expires_at=None)
-        )
-        runnable = sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now"))
-        self.candidates = (
-            sa.select(wf.c.story_id, wf.c.state)
-            .where(wf.c.state.in_(RUNNABLE_STATES), runnable)
-            .order_by(wf.c.updated_at, wf.c.story_id)
-            .limit(p("p_limit"))
-        )
-        self.claim = (
-            sa.update(wf)
-            .where(wf.c.story_id == p("p_story_id"), wf.c.state.in_(RUNNABLE_STATES), runnable)
-            .values(
-                lease_owner=p("p_owner"),
-                lease_token=p("p_token"),
-                lease_expires_at=p("p_expires"),
-            )
-        )
-        review = tr.alias("last_review")
-        self.snapshot = (
-            sa.select(wf, review.c.payload.label("last_review_payload"))
-            .select_from(
-                wf.outerjoin(
-                    review,
-                    sa.and_(
-                        review.c.story_id == wf.c.story_id, review.c.seq == wf.c.last_review_seq
-                    ),
-                )
-            )
-            .where(wf.c.story_id == p("p_story_id"))
-        )
-        self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
-
-
-def _summary(row: Any) -> WorkflowSummary:
-    return WorkflowSummary(
-        story_id=row.story_id,
-        state=WorkflowState(row.state),
-        iteration=row.iteration,
-        seq=row.seq,
-        title=row.title,
-        last_quality_score=row.last_quality_score,
-        total_cost=row.total_cost,
-        decision=row.decision,
-        error=row.error,
-        started_at=row.started_at,
-        updated_at=row.updated_at,
-        lease_owner=row.lease_owner,
-        lease_expires_at=row.lease_expires_at,
-    )
-
-
-def _workflow_row(row: Any) -> WorkflowRow:
-    review_payload = getattr(row, "last_review_payload", None)
-    return WorkflowRow(
-        summary=_summary(row),
-        initial_title=row.initial_title,
-        initial_script=row.initial_script,
-        script=row.script,
-        audience_context=json.loads(row.audience_context),
-        original_idea=row.original_idea,
-        local_review_summary=(
-            json.loads(row.local_review_summary) if row.local_review_summary else None
-        ),
-        config=json.loads(row.config),
-        initial_quality_score=row.initial_quality_score,
-        total_reviews=row.total_reviews,
-        total_polishes=row.total_polishes,
-        failed_stage=Stage(row.failed_stage) if row.failed_stage else None,
-        completed_at=row.completed_at,
-        last_review=json.loads(review_payload) if review_payload else None,
-        lease_token=row.lease_token,
-    )
-
-
-def _record(row: Any) -> TransitionRecord:
-    return TransitionRecord(
-        seq=row.seq,
-        trigger=Trigger(row.trigger),
-        source=WorkflowState(row.source),
-        dest=WorkflowState(row.dest),
-        iteration=row.iteration,
-        created_at=row.created_at,
-        payload=json.loads(row.payload),
-        stage=Stage(row.stage) if row.stage else None,
-        attempt=row.attempt,
-        duration_seconds=row.duration_seconds,
-        cost=row.cost,
-        error=row.error,
-    )
-
-
-def _transition_values(
-    story_id: str, seq: int, write: TransitionWrite, now: datetime
-) -> dict[str, Any]:
-    return {
-        "story_id": story_id,
-        "seq": seq,
-        "trigger": write.trigger.value,
-        "source": write.source.value,
-        "dest": write.dest.value,
-        "iteration": write.iteration,
-        "stage": write.stage.value if write.stage else None,
-        "attempt": write.attempt,
-        "duration_seconds": write.duration_seconds,
-        "cost": write.cost,
-        "error": write.error,
-        "created_at": now,
-        "payload": write.payload_json,
-    }
-
-
-def _advance_params(
-    story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease, now: datetime
-) -> dict[str, Any]:
-    terminal = write.dest.is_terminal
-    unheld = terminal or write.release_lease
-    return {
-        "p_story_id": story_id,
-        "p_expected_seq": expected_seq,
-        "p_held_token": lease.token,
-        "p_state": write.dest.value,
-        "p_seq": expected_seq + 1,
-        "p_iteration": write.next_iteration,
-        "p_now": now,
-        "p_cost": write.cost or 0.0,
-        "p_reviews": int(write.trigger is Trigger.REVIEWED),
-        "p_polishes": int(write.trigger is Trigger.POLISHED),
-        "p_title": write.title,
-        "p_script": write.script,
-        "p_review_seq": expected_seq + 1 if write.trigger is Trigger.REVIEWED else None,
-        "p_score": write.quality_score,
-        "p_decision": write.decision,
-        "p_failed_stage": write.failed_stage.value if write.failed_stage else None,
-        "p_error": write.error if write.dest is WorkflowState.FAILED else None,
-        "p_completed_at": now if terminal else None,
-        # A terminal state releases the lease: nothing runs until someone resumes or retries.
-        "p_lease_owner": None if unheld else lease.owner,
-        "p_lease_token": None if unheld else lease.token,
-        "p_lease_expires_at": None if unheld else now + timedelta(seconds=lease.seconds),
-    }
 
 
 class WorkflowStateManager:
@@ -313,7 +110,7 @@ class WorkflowStateManager:
             )
             self._owns_engine = True
         self.schema = build_schema(table_prefix)
-        self._sql = _Statements(self.schema)
+        self._sql = Statements(self.schema)
         with _translated():
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
@@ -380,7 +177,7 @@ class WorkflowStateManager:
             with _translated(new.story_id), self._engine.begin() as conn:
                 conn.execute(self._sql.insert_workflow, values)
                 conn.execute(
-                    self._sql.insert_transition, _transition_values(new.story_id, 0, submit, now)
+                    self._sql.insert_transition, transition_values(new.story_id, 0, submit, now)
                 )
         except StoreError as exc:
             if isinstance(exc.__cause__, sa_exc.IntegrityError):
@@ -401,7 +198,7 @@ class WorkflowStateManager:
             WorkflowNotFoundError: The story has no workflow.
         """
         now = utcnow()
-        params = _advance_params(story_id, expected_seq, write, lease, now)
+        params = advance_params(story_id, expected_seq, write, lease, now)
         stmt = self._sql.takeover if write.takeover else self._sql.advance
         try:
             with _translated(story_id), self._engine.begin() as conn:
@@ -409,7 +206,7 @@ class WorkflowStateManager:
                     raise _LostRace
                 conn.execute(
                     self._sql.insert_transition,
-                    _transition_values(story_id, expected_seq + 1, write, now),
+                    transition_values(story_id, expected_seq + 1, write, now),
                 )
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
@@ -486,7 +283,7 @@ class WorkflowStateManager:
         """Return the workflow's summary row and its last review: one query, any history."""
         with _translated(story_id), self._engine.connect() as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
-        return _workflow_row(row) if row is not None else None
+        return workflow_from_row(row) if row is not None else None
 
     def history(self, story_id: str) -> list[TransitionRecord]:
         """Return every record of the story's workflow, in order (seq 0 first).
@@ -498,7 +295,7 @@ class WorkflowStateManager:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
         if not rows:
             raise WorkflowNotFoundError(story_id)
-        return [_record(r) for r in rows]
+        return [record_from_row(r) for r in rows]
 
     def load_state(self, story_id: str) -> WorkflowResult | None:
         """Return the workflow's result as stored (COMPLETE, FAILED or mid-run), or None."""
@@ -519,7 +316,7 @@ class WorkflowStateManager:
                 raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
             query = query.where(wf.c.state == wanted.value)
         with _translated(), self._engine.connect() as conn:
-            return [_summary(r) for r in conn.execute(query)]
+            return [summary_from_row(r) for r in conn.execute(query)]
 
 
 class _LostRace(Exception):

@@ -1,0 +1,128 @@
+"""Mapping between database rows and story_fsm's records (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from story_fsm._records import Lease, TransitionWrite, WorkflowRow
+from story_fsm.models import TransitionRecord, WorkflowSummary
+from story_fsm.states import Stage, Trigger, WorkflowState
+
+__all__ = [
+    "advance_params",
+    "record_from_row",
+    "summary_from_row",
+    "transition_values",
+    "workflow_from_row",
+]
+
+
+def summary_from_row(row: Any) -> WorkflowSummary:
+    return WorkflowSummary(
+        story_id=row.story_id,
+        state=WorkflowState(row.state),
+        iteration=row.iteration,
+        seq=row.seq,
+        title=row.title,
+        last_quality_score=row.last_quality_score,
+        total_cost=row.total_cost,
+        decision=row.decision,
+        error=row.error,
+        started_at=row.started_at,
+        updated_at=row.updated_at,
+        lease_owner=row.lease_owner,
+        lease_expires_at=row.lease_expires_at,
+    )
+
+
+def workflow_from_row(row: Any) -> WorkflowRow:
+    review_payload = getattr(row, "last_review_payload", None)
+    return WorkflowRow(
+        summary=summary_from_row(row),
+        initial_title=row.initial_title,
+        initial_script=row.initial_script,
+        script=row.script,
+        audience_context=json.loads(row.audience_context),
+        original_idea=row.original_idea,
+        local_review_summary=(
+            json.loads(row.local_review_summary) if row.local_review_summary else None
+        ),
+        config=json.loads(row.config),
+        initial_quality_score=row.initial_quality_score,
+        total_reviews=row.total_reviews,
+        total_polishes=row.total_polishes,
+        failed_stage=Stage(row.failed_stage) if row.failed_stage else None,
+        completed_at=row.completed_at,
+        last_review=json.loads(review_payload) if review_payload else None,
+        lease_token=row.lease_token,
+    )
+
+
+def record_from_row(row: Any) -> TransitionRecord:
+    return TransitionRecord(
+        seq=row.seq,
+        trigger=Trigger(row.trigger),
+        source=WorkflowState(row.source),
+        dest=WorkflowState(row.dest),
+        iteration=row.iteration,
+        created_at=row.created_at,
+        payload=json.loads(row.payload),
+        stage=Stage(row.stage) if row.stage else None,
+        attempt=row.attempt,
+        duration_seconds=row.duration_seconds,
+        cost=row.cost,
+        error=row.error,
+    )
+
+
+def transition_values(
+    story_id: str, seq: int, write: TransitionWrite, now: datetime
+) -> dict[str, Any]:
+    return {
+        "story_id": story_id,
+        "seq": seq,
+        "trigger": write.trigger.value,
+        "source": write.source.value,
+        "dest": write.dest.value,
+        "iteration": write.iteration,
+        "stage": write.stage.value if write.stage else None,
+        "attempt": write.attempt,
+        "duration_seconds": write.duration_seconds,
+        "cost": write.cost,
+        "error": write.error,
+        "created_at": now,
+        "payload": write.payload_json,
+    }
+
+
+def advance_params(
+    story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease, now: datetime
+) -> dict[str, Any]:
+    terminal = write.dest.is_terminal
+    unheld = terminal or write.release_lease
+    return {
+        "p_story_id": story_id,
+        "p_expected_seq": expected_seq,
+        "p_held_token": lease.token,
+        "p_state": write.dest.value,
+        "p_seq": expected_seq + 1,
+        "p_iteration": write.next_iteration,
+        "p_now": now,
+        "p_cost": write.cost or 0.0,
+        "p_reviews": int(write.trigger is Trigger.REVIEWED),
+        "p_polishes": int(write.trigger is Trigger.POLISHED),
+        "p_title": write.title,
+        "p_script": write.script,
+        "p_review_seq": expected_seq + 1 if write.trigger is Trigger.REVIEWED else None,
+        "p_score": write.quality_score,
+        "p_decision": write.decision,
+        "p_failed_stage": write.failed_stage.value if write.failed_stage else None,
+        "p_error": write.error if write.dest is WorkflowState.FAILED else None,
+        "p_completed_at": now if terminal else None,
+        # A terminal state releases the lease: nothing runs until someone resumes or retries.
+        "p_lease_owner": None if unheld else lease.owner,
+        "p_lease_token": None if unheld else lease.token,
+        "p_lease_expires_at": None if unheld else now + timedelta(seconds=lease.seconds),
+    }

@@ -1,0 +1,102 @@
+"""The store's SQL statements, built once per schema so each write only binds values."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from story_fsm.states import WorkflowState
+from story_fsm.store.schema import Schema
+
+__all__ = ["RUNNABLE_STATES", "Statements"]
+
+#: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
+#: operator's ``retry``, which re-queues it in the failed stage's state).
+RUNNABLE_STATES = (
+    WorkflowState.INITIAL.value,
+    WorkflowState.REVIEWING.value,
+    WorkflowState.POLISHING.value,
+)
+
+
+class Statements:
+    """The hot path's statements, built once per schema so each write only binds values."""
+
+    def __init__(self, schema: Schema) -> None:
+        wf, tr = schema.workflows, schema.transitions
+        p = sa.bindparam
+        advance = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.seq == p("p_expected_seq"))
+            .values(
+                state=p("p_state"),
+                seq=p("p_seq"),
+                iteration=p("p_iteration"),
+                updated_at=p("p_now"),
+                total_cost=wf.c.total_cost + p("p_cost", type_=sa.Float),
+                total_reviews=wf.c.total_reviews + p("p_reviews", type_=sa.Integer),
+                total_polishes=wf.c.total_polishes + p("p_polishes", type_=sa.Integer),
+                title=sa.func.coalesce(p("p_title", type_=sa.Text), wf.c.title),
+                script=sa.func.coalesce(p("p_script", type_=sa.Text), wf.c.script),
+                last_review_seq=sa.func.coalesce(
+                    p("p_review_seq", type_=sa.Integer), wf.c.last_review_seq
+                ),
+                last_quality_score=sa.func.coalesce(
+                    p("p_score", type_=sa.Float), wf.c.last_quality_score
+                ),
+                initial_quality_score=sa.func.coalesce(
+                    wf.c.initial_quality_score, p("p_score", type_=sa.Float)
+                ),
+                decision=p("p_decision"),
+                failed_stage=p("p_failed_stage"),
+                error=p("p_error"),
+                completed_at=p("p_completed_at"),
+                lease_owner=p("p_lease_owner"),
+                lease_token=p("p_lease_token"),
+                lease_expires_at=p("p_lease_expires_at"),
+            )
+        )
+        #: An explicit resume takes the lease over; every other write must hold it.
+        self.takeover = advance
+        self.advance = advance.where(wf.c.lease_token == p("p_held_token"))
+        self.insert_transition = sa.insert(tr)
+        self.insert_workflow = sa.insert(wf)
+        self.heartbeat = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
+            .values(lease_expires_at=p("p_expires"))
+        )
+        self.release = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
+            .values(lease_owner=None, lease_token=None, lease_expires_at=None)
+        )
+        runnable = sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now"))
+        self.candidates = (
+            sa.select(wf.c.story_id, wf.c.state)
+            .where(wf.c.state.in_(RUNNABLE_STATES), runnable)
+            .order_by(wf.c.updated_at, wf.c.story_id)
+            .limit(p("p_limit"))
+        )
+        self.claim = (
+            sa.update(wf)
+            .where(wf.c.story_id == p("p_story_id"), wf.c.state.in_(RUNNABLE_STATES), runnable)
+            .values(
+                lease_owner=p("p_owner"),
+                lease_token=p("p_token"),
+                lease_expires_at=p("p_expires"),
+            )
+        )
+        review = tr.alias("last_review")
+        self.snapshot = (
+            sa.select(wf, review.c.payload.label("last_review_payload"))
+            .select_from(
+                wf.outerjoin(
+                    review,
+                    sa.and_(
+                        review.c.story_id == wf.c.story_id, review.c.seq == wf.c.last_review_seq
+                    ),
+                )
+            )
+            .where(wf.c.story_id == p("p_story_id"))
+        )
+        self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
