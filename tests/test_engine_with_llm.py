@@ -1,0 +1,84 @@
+"""The engine driving the OpenAI-compatible stages against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from story_fsm import (
+    StageFailedError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    WorkflowConfig,
+    WorkflowStateManager,
+)
+from story_fsm.editors import OpenAIPolisher, OpenAIReviewer
+from tests.fake_llm_server import FakeLLMServer
+
+REVIEW_POLISH = {
+    "decision": "polish",
+    "quality_score": 70,
+    "criteria": {"pace": 60},
+    "feedback": "tighten",
+}
+REVIEW_PUBLISH = {
+    "decision": "publish",
+    "quality_score": 96,
+    "criteria": {"pace": 95},
+    "feedback": "ship",
+}
+POLISH = {"polished_title": "Better", "polished_script": "A tighter script.", "change_log": ["cut"]}
+
+
+def orchestrator(
+    store: WorkflowStateManager, server: FakeLLMServer, **config: float
+) -> StoryWorkflowOrchestrator:
+    reviewer = OpenAIReviewer(model="gpt-4o-mini", base_url=server.url, api_key="k", timeout=5)
+    polisher = OpenAIPolisher(model="gpt-4o-mini", base_url=server.url, api_key="k", timeout=5)
+    return StoryWorkflowOrchestrator(
+        reviewer, polisher, store, WorkflowConfig(retry_backoff_seconds=0, **config)
+    )
+
+
+class TestEngineOverHttp:
+    def test_429_then_success_is_retried_and_recorded(self, store: WorkflowStateManager) -> None:
+        """A rate-limited review is one recorded failed attempt; the retry goes on to publish."""
+        with FakeLLMServer() as server:
+            server.enqueue_error(429, "slow down")
+            server.enqueue_completion(REVIEW_POLISH, prompt_tokens=1000, completion_tokens=200)
+            server.enqueue_completion(POLISH, prompt_tokens=1000, completion_tokens=500)
+            server.enqueue_completion(REVIEW_PUBLISH, prompt_tokens=1000, completion_tokens=200)
+            result = orchestrator(store, server).run_story_workflow("llm", "Title", "A script.", {})
+            assert server.pending == 0
+        assert result.decision == "publish" and result.final_title == "Better"
+        assert result.total_cost > 0
+        failed = [r for r in store.history("llm") if r.trigger is Trigger.ATTEMPT_FAILED]
+        assert len(failed) == 1 and "RateLimitError" in (failed[0].error or "")
+
+    def test_malformed_answer_and_slow_answer_count_as_failures(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Malformed JSON, then an answer slower than the stage timeout: both retried, then FAILED."""
+        with FakeLLMServer() as server:
+            server.enqueue_completion("{not json")
+            server.enqueue_completion(REVIEW_PUBLISH, delay=1.5)
+            with pytest.raises(StageFailedError) as caught:
+                orchestrator(
+                    store, server, stage_timeout_seconds=0.5, max_stage_retries=2
+                ).run_story_workflow("slow", "Title", "A script.", {})
+        errors = [
+            r.error or ""
+            for r in store.history("slow")
+            if r.trigger in (Trigger.ATTEMPT_FAILED, Trigger.FAIL)
+        ]
+        assert "InvalidStageOutputError" in errors[0]
+        assert "StageTimeoutError" in errors[1]
+        assert caught.value.attempts == 2
+
+    def test_server_error_exhausts_retries(self, store: WorkflowStateManager) -> None:
+        """Persistent 500s end in FAILED with the SDK's error as the cause."""
+        with FakeLLMServer() as server:
+            for _ in range(3):
+                server.enqueue_error(500, "boom")
+            with pytest.raises(StageFailedError) as caught:
+                orchestrator(store, server).run_story_workflow("err", "Title", "A script.", {})
+        assert type(caught.value.__cause__).__name__ == "InternalServerError"
