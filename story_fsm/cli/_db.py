@@ -1,0 +1,95 @@
+"""``story-fsm db upgrade|current|downgrade``: the schema's alembic revisions, run from code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+import typer
+from alembic.util import CommandError
+
+from story_fsm.cli._app import db_app
+from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
+from story_fsm.cli._output import print_json, stdout_console
+from story_fsm.cli._store import display_url, missing_sqlite_file
+from story_fsm.errors import InputValidationError, StoreError, StoryFSMError
+from story_fsm.store import migrate
+from story_fsm.store.engine import make_engine
+
+__all__ = ["current", "downgrade", "upgrade"]
+
+
+@contextmanager
+def _engine(url: str) -> Iterator[sa.Engine]:
+    """An engine on *url* whose alembic and driver errors come out as story_fsm's."""
+    engine = make_engine(url)
+    try:
+        yield engine
+    except StoryFSMError:
+        raise
+    except CommandError as exc:
+        raise InputValidationError(f"migration refused: {exc}") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise StoreError(f"database error: {getattr(exc, 'orig', None) or exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _revision_info(url: str, current: str | None) -> dict[str, Any]:
+    head = migrate.head_revision()
+    return {
+        "database": display_url(url),
+        "current": current,
+        "head": head,
+        "up_to_date": current == head,
+    }
+
+
+@db_app.command()
+def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) -> None:
+    """Show the database's schema revision and the newest one this story_fsm ships."""
+    if missing_sqlite_file(db) is not None:
+        revision = None  # asking must not create the file
+    else:
+        with _engine(db) as engine:
+            revision = migrate.current_revision(engine)
+    info = _revision_info(db, revision)
+    if as_json:
+        print_json(info)
+        return
+    state = "up to date" if info["up_to_date"] else "run 'story-fsm db upgrade'"
+    stdout_console().print(
+        f"{info['database']}: revision {revision or 'none'} (head {info['head']}; {state})"
+    )
+
+
+@db_app.command()
+def upgrade(
+    db: DbOption = DEFAULT_DATABASE_URL,
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Create or upgrade the schema (to the newest revision by default)."""
+    with _engine(db) as engine:
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine, revision)
+        after = migrate.current_revision(engine)
+    stdout_console().print(f"{display_url(db)}: revision {before or 'none'} → {after or 'none'}")
+
+
+@db_app.command()
+def downgrade(
+    revision: Annotated[
+        str, typer.Argument(help="Target revision; 'base' drops story_fsm's tables.")
+    ],
+    db: DbOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Downgrade the schema to REVISION ('base' removes every story_fsm table and its data)."""
+    if (path := missing_sqlite_file(db)) is not None:
+        raise InputValidationError(f"no database file at {str(path)!r}; nothing to downgrade")
+    with _engine(db) as engine:
+        before = migrate.current_revision(engine)
+        migrate.downgrade(engine, revision)
+        after = migrate.current_revision(engine)
+    stdout_console().print(f"{display_url(db)}: revision {before or 'none'} → {after or 'none'}")

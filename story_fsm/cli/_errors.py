@@ -1,0 +1,123 @@
+"""Exit codes, and the one place where an error becomes a line on stderr and a code.
+
+The commands raise; :func:`report` (called by the app's group, see ``_app.py``) decides what
+the user reads and which code the process exits with. The table is ordered most specific
+first, because several errors share a base class (``SchemaVersionError`` is a ``StoreError``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import traceback
+from enum import IntEnum
+
+from story_fsm.errors import (
+    ConcurrentAdvanceError,
+    InputValidationError,
+    SchemaVersionError,
+    StageFailedError,
+    StoreError,
+    StoryFSMError,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+)
+
+__all__ = ["EXIT_CODES_HELP", "ExitCode", "Interrupted", "exit_code_for", "message_for", "report"]
+
+
+class ExitCode(IntEnum):
+    """What the ``story-fsm`` process exits with."""
+
+    OK = 0
+    WORKFLOW_FAILED = 1
+    USAGE = 2
+    LOST_RACE = 3
+    DATABASE = 4
+    INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped a running workflow mid-stage; its last committed row is intact."""
+
+    def __init__(self, story_id: str) -> None:
+        self.story_id = story_id
+        super().__init__(
+            f"interrupted; story {story_id!r} stopped mid-stage and keeps its committed steps; "
+            f"run 'story-fsm resume {shlex.quote(story_id)}' to continue"
+        )
+
+
+_CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
+    (Interrupted, ExitCode.INTERRUPTED),
+    (StageFailedError, ExitCode.WORKFLOW_FAILED),
+    (ConcurrentAdvanceError, ExitCode.LOST_RACE),
+    (InputValidationError, ExitCode.USAGE),
+    (WorkflowNotFoundError, ExitCode.USAGE),
+    (WorkflowExistsError, ExitCode.USAGE),
+    (SchemaVersionError, ExitCode.USAGE),
+    (StoreError, ExitCode.DATABASE),
+    (StoryFSMError, ExitCode.WORKFLOW_FAILED),
+)
+
+#: The exit-code table as the ``--help`` epilog shows it.
+EXIT_CODES_HELP = (
+    "Exit codes: 0 success; "
+    "1 the workflow failed (a stage failed on every attempt; resume it once fixed); "
+    "2 usage or input error (bad option, missing or empty story file, unknown story id, "
+    "story id already started, bad database URL, schema version); "
+    "3 another process advanced the workflow first (lost race); "
+    "4 the database could not be used (unreachable, locked); "
+    "130 interrupted (resume the story to continue)."
+)
+
+
+def exit_code_for(error: BaseException) -> ExitCode:
+    """Return the exit code for *error* (``WORKFLOW_FAILED`` for any other story_fsm error)."""
+    for kind, code in _CODES:
+        if isinstance(error, kind):
+            return code
+    return ExitCode.WORKFLOW_FAILED
+
+
+def _resume_hint(story_id: str) -> str:
+    return f"run 'story-fsm resume {shlex.quote(story_id)}'"
+
+
+def message_for(error: BaseException) -> str:
+    """Return the one line the user reads for *error*, with CLI commands as the next step.
+
+    The library's messages name Python calls (``resume('x')``); here they name commands.
+    Line breaks inside a message (a server's multi-line answer) are folded into spaces.
+    """
+    return " ".join(_message(error).split()) or type(error).__name__
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, WorkflowExistsError):
+        return (
+            f"story {error.story_id!r} already has a workflow; {_resume_hint(error.story_id)} "
+            "to continue it, or choose another --story-id"
+        )
+    if isinstance(error, WorkflowNotFoundError):
+        return (
+            f"no workflow for story {error.story_id!r}; start one with 'story-fsm run FILE "
+            f"--story-id {shlex.quote(error.story_id)}', or check --db / STORY_FSM_DATABASE_URL"
+        )
+    if isinstance(error, StageFailedError):
+        cause = error.__cause__ or (error.result.error if error.result else None)
+        because = f" ({cause})" if cause else ""
+        return (
+            f"story {error.story_id!r}: {error.stage.value} failed after {error.attempts} "
+            f"attempt(s){because}; the workflow is FAILED; fix the cause, then "
+            f"{_resume_hint(error.story_id)}"
+        )
+    return str(error)
+
+
+def report(error: BaseException, *, debug: bool) -> ExitCode:
+    """Print *error* to stderr (its traceback first when *debug*) and return its exit code."""
+    if debug:
+        traceback.print_exception(error, file=sys.stderr)
+    print(f"error: {message_for(error)}", file=sys.stderr, flush=True)
+    return exit_code_for(error)

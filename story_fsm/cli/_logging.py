@@ -1,0 +1,71 @@
+"""structlog output for the command line: the only place story_fsm configures logging.
+
+Logs go to stderr (stdout carries the command's data, e.g. ``--json``), rendered for people,
+in colour only when stderr is a terminal. The library's loggers pick this configuration up
+because it calls ``structlog.get_logger`` once ``structlog.is_configured()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+__all__ = ["SHOWN_BY_CLI", "configure_logging", "level_for"]
+
+#: Library events the command line shows in its own words (the progress view shows retries,
+#: the error line a failed workflow); at the default level they are not logged a second time.
+SHOWN_BY_CLI = frozenset({"stage_retry", "workflow_failed"})
+
+
+class _StderrLogger:
+    """Writes each rendered event to the *current* ``sys.stderr``.
+
+    Looked up per call, not captured once: a live progress display swaps ``sys.stderr`` for a
+    proxy that prints above it, and test runners swap it for a buffer.
+    """
+
+    def msg(self, message: str) -> None:
+        """Write one rendered event line."""
+        print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _factory(*_args: Any) -> _StderrLogger:
+    return _StderrLogger()
+
+
+def _drop_shown(_logger: Any, _method: str, event_dict: Any) -> Any:
+    if event_dict.get("event") in SHOWN_BY_CLI:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def level_for(verbosity: int, *, debug: bool = False) -> int:
+    """Return the log level: WARNING by default, INFO for ``-v``, DEBUG for ``-vv`` or --debug."""
+    if debug or verbosity >= 2:
+        return logging.DEBUG
+    return logging.INFO if verbosity == 1 else logging.WARNING
+
+
+def configure_logging(level: int) -> None:
+    """Send structlog events at *level* and above to stderr, rendered for people.
+
+    Below INFO (the default, WARNING) the events in :data:`SHOWN_BY_CLI` are dropped.
+    """
+    dedupe = [_drop_shown] if level > logging.INFO else []
+    structlog.configure(
+        processors=[
+            *dedupe,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_factory,
+        cache_logger_on_first_use=False,
+    )

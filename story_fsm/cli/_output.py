@@ -1,0 +1,45 @@
+"""Where output goes: data on stdout, progress and errors on stderr.
+
+Consoles are built per command (cheap), so they follow whatever ``sys.stdout`` and
+``sys.stderr`` are at the time (a pipe, a terminal, a test runner's buffer). Rich emits colour
+and cursor movement only to a terminal; for a pipe or a CI log it writes plain text, and tables
+are not wrapped to 80 columns since no terminal width applies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["PIPE_WIDTH", "print_json", "stderr_console", "stdout_console"]
+
+#: Line width for tables written to a pipe or a file (no terminal to fit); COLUMNS overrides.
+PIPE_WIDTH = 200
+
+
+def _console(*, stderr: bool) -> Console:
+    # markup off: titles, scripts and error texts are printed as they are, never parsed.
+    console = Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def stdout_console() -> Console:
+    """Return a console on the current stdout (the command's data)."""
+    return _console(stderr=False)
+
+
+def stderr_console() -> Console:
+    """Return a console on the current stderr (progress, notes)."""
+    return _console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """Write *data* to stdout as indented JSON, and nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,60 @@
+"""Opening the store a command works on, with checks that save the user a silent mistake.
+
+A read command (status, history, list, diagram, resume) must not create an empty SQLite file
+because of a typo in ``--db``; it says the file is missing instead. Read commands also do not
+migrate: an old schema is reported with the command that upgrades it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from story_fsm.errors import InputValidationError
+from story_fsm.store.sql import WorkflowStateManager
+
+__all__ = ["display_url", "missing_sqlite_file", "open_store"]
+
+
+def display_url(url: str) -> str:
+    """Return *url* fit to print: the password, if any, masked."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return url
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the path of the SQLite file *url* names when that file does not exist yet."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None  # the store reports a bad URL with its own message
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser()
+    return None if path.exists() else path
+
+
+@contextmanager
+def open_store(url: str, *, must_exist: bool, migrate: bool) -> Iterator[WorkflowStateManager]:
+    """Open the store at *url* for one command, and close it afterwards.
+
+    Args:
+        url: The database URL.
+        must_exist: Refuse a SQLite file that does not exist (instead of creating it).
+        migrate: Create or upgrade the schema as needed; when False an old schema raises
+            ``SchemaVersionError`` naming ``story-fsm db upgrade``.
+
+    Raises:
+        InputValidationError: A bad URL, or a missing SQLite file when *must_exist*.
+    """
+    if must_exist and (path := missing_sqlite_file(url)) is not None:
+        raise InputValidationError(
+            f"no database file at {str(path)!r}; check --db or STORY_FSM_DATABASE_URL"
+        )
+    with WorkflowStateManager(url, auto_migrate=migrate) as store:
+        yield store

@@ -1,0 +1,652 @@
+"""The ``story-fsm`` command line, in process (typer's CliRunner), over real stores.
+
+Subprocess tests (the console script, ``python -m story_fsm.cli``, SIGKILL/SIGINT, the OpenAI
+editor against a real HTTP server) live in ``test_cli_subprocess.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from story_fsm import (
+    ConcurrentAdvanceError,
+    DatabaseBusyError,
+    InputValidationError,
+    InvalidTransitionError,
+    SchemaVersionError,
+    Stage,
+    StageFailedError,
+    StoreError,
+    StoryFSMError,
+    StoryWorkflowOrchestrator,
+    WorkflowConfig,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from story_fsm.cli import EXTENSION_MODULES, ExitCode, app, load_extensions
+from story_fsm.cli._errors import Interrupted, exit_code_for, message_for
+from story_fsm.cli._inspect import DiagramFormat
+from story_fsm.cli._progress import ProgressView, score_bar
+from story_fsm.diagrams import FORMATS, workflow_diagram
+from story_fsm.store.migrate import head_revision
+from story_fsm.store.schema import build_schema
+from tests.fake_llm_server import FakeLLMServer
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+STORY = (
+    "The Keeper's Cat\n"
+    "It was a dark and stormy night.  Elsie really noticed that the cat was missing. "
+    "She had basically just finished winding the great lamp , and the the wind howled "
+    "around the tower. The door was opened by the wind.\n"
+)
+
+_HERMETIC_ENV = (
+    "STORY_FSM_DATABASE_URL",
+    "STORY_FSM_MODEL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "COLUMNS",
+)
+
+
+class Crash(BaseException):
+    """Stands for the process dying inside a stage (not an Exception, so never retried)."""
+
+
+@pytest.fixture(autouse=True)
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    # The developer's database/model/OpenAI settings must not steer these runs; the default
+    # database (sqlite:///story_fsm.db) lands in the test's own folder.
+    for name in _HERMETIC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    structlog.reset_defaults()  # the CLI configured structlog; other test modules expect not
+
+
+@pytest.fixture
+def story_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keepers_cat.txt"
+    path.write_text(STORY, encoding="utf-8")
+    return path
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def one_error_line(result: Result) -> str:
+    """The stderr of a failed command: exactly one line, starting with 'error: '."""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def roundtrip(data: Any) -> Any:
+    return json.loads(json.dumps(data))
+
+
+def failing_then_passing(store: WorkflowStateManager, story_id: str = "s-1") -> None:
+    """A workflow whose first polish attempt fails, then everything succeeds."""
+    config = WorkflowConfig(max_iterations=3, retry_backoff_seconds=0)
+    polisher = ScriptedPolisher(RuntimeError("flaky network"), None)
+    reviewer = ScriptedReviewer(review(60), review(97, "publish"))
+    StoryWorkflowOrchestrator(reviewer, polisher, store, config).run_story_workflow(
+        story_id, "Title", "Script.", {}
+    )
+
+
+def failed_workflow(store: WorkflowStateManager, story_id: str = "bad") -> None:
+    """A workflow left FAILED at its polish (one attempt allowed, no backoff)."""
+    config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+    orchestrator = StoryWorkflowOrchestrator(
+        ScriptedReviewer(review(40)), ScriptedPolisher(RuntimeError("polisher down")), store, config
+    )
+    with pytest.raises(StageFailedError):
+        orchestrator.run_story_workflow(story_id, "T", "S", {})
+
+
+def interrupted_workflow(store: WorkflowStateManager, story_id: str = "s-1") -> None:
+    """A workflow that 'crashed' during its second review (stored in REVIEWING)."""
+    config = WorkflowConfig(max_iterations=3, retry_backoff_seconds=0)
+    orchestrator = StoryWorkflowOrchestrator(
+        ScriptedReviewer(review(60), Crash()), ScriptedPolisher(), store, config
+    )
+    with pytest.raises(Crash):
+        orchestrator.run_story_workflow(story_id, "The Keeper's Cat", STORY, {})
+
+
+class TestRun:
+    def test_json_output_is_the_stored_result(self, database_url: str, story_file: Path) -> None:
+        """`run --json` prints WorkflowResult.to_dict() of what was stored, and only that."""
+        result = invoke("run", str(story_file), "--db", database_url, "--json")
+        assert result.exit_code == 0, result.stderr
+        printed = json.loads(result.stdout)
+        with WorkflowStateManager(database_url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert printed == roundtrip(stored.to_dict())
+
+    def test_progress_goes_to_stderr_and_never_to_stdout(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        """The live view reports each review's score on stderr; stdout holds only the JSON."""
+        result = invoke("run", str(story_file), "--db", sqlite_url, "--json")
+        scores = json.loads(result.stdout)["quality_scores"]
+        assert "v1 review" in result.stderr and f"{scores[0]:5.1f}" in result.stderr
+        assert "v1 review" not in result.stdout and result.stdout.lstrip().startswith("{")
+
+    def test_summary_table_shows_each_score_and_the_decision(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        """Without --json, stdout is a summary: every iteration's score, decision, cost, time."""
+        result = invoke("run", str(story_file), "--db", sqlite_url)
+        assert result.exit_code == 0, result.stderr
+        with WorkflowStateManager(sqlite_url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and len(stored.quality_scores) >= 2
+        for score in stored.quality_scores:
+            assert f"{score:.1f}" in result.stdout
+        assert f"{stored.decision} (complete)" in result.stdout
+        assert "cost" in result.stdout and "duration" in result.stdout
+        assert "\x1b[" not in result.stdout + result.stderr  # not a terminal: no escapes
+
+    def test_quiet_shows_no_progress(self, sqlite_url: str, story_file: Path) -> None:
+        """--quiet leaves stderr empty on success."""
+        result = invoke("run", str(story_file), "--db", sqlite_url, "--quiet", "--json")
+        assert result.exit_code == 0 and result.stderr == ""
+
+    def test_title_option_makes_the_whole_file_the_script(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        """--title sets the title, --story-id the id; the file's first line stays in the script."""
+        result = invoke(
+            "run", str(story_file), "--db", sqlite_url, "--title", "Other",
+            "--story-id", "s-9", "--json", "--max-iterations", "1",
+        )  # fmt: skip
+        data = json.loads(result.stdout)
+        assert data["story_id"] == "s-9" and data["initial_title"] == "Other"
+        assert data["initial_script"] == STORY.strip()
+
+    def test_options_reach_the_stored_config_and_the_offline_reviewer(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        """--max-iterations/--threshold are stored; the offline reviewer publishes at the threshold."""
+        result = invoke(
+            "run", str(story_file), "--db", sqlite_url, "--json",
+            "--max-iterations", "2", "--threshold", "10",
+        )  # fmt: skip
+        data = json.loads(result.stdout)
+        config = data["metadata"]["config"]
+        assert (config["max_iterations"], config["quality_threshold"]) == (2, 10)
+        assert data["iterations"][0]["decision"] == "publish"  # the reviewer's own decision
+        assert data["total_reviews"] == 1
+
+    def test_existing_story_id_exits_2_with_a_resume_hint(
+        self, database_url: str, story_file: Path
+    ) -> None:
+        """Running a story id that already has a workflow exits 2 and names 'story-fsm resume'."""
+        assert invoke("run", str(story_file), "--db", database_url, "-q").exit_code == 0
+        again = invoke("run", str(story_file), "--db", database_url, "-q")
+        assert again.exit_code == ExitCode.USAGE
+        line = one_error_line(again)
+        assert "run 'story-fsm resume keepers_cat'" in line and "resume('" not in line
+
+    @pytest.mark.parametrize(
+        ("option", "value"), [("--max-iterations", "0"), ("--threshold", "101")]
+    )
+    def test_out_of_range_options_exit_2(self, story_file: Path, option: str, value: str) -> None:
+        """Option values the config would reject are usage errors, before anything is written."""
+        result = invoke("run", str(story_file), option, value)
+        assert result.exit_code == ExitCode.USAGE
+        assert not Path("story_fsm.db").exists()
+
+    def test_verbose_logs_go_to_stderr(self, sqlite_url: str, story_file: Path) -> None:
+        """-v logs the library's INFO events on stderr; stdout stays JSON."""
+        result = invoke("-v", "run", str(story_file), "--db", sqlite_url, "--json", "-q")
+        assert "workflow_complete" in result.stderr
+        assert json.loads(result.stdout)["state"] == "complete"
+
+    def test_openai_editor_without_key_or_url_exits_2(self, story_file: Path) -> None:
+        """--editor openai with neither OPENAI_API_KEY nor OPENAI_BASE_URL fails fast with 2."""
+        result = invoke("run", str(story_file), "--editor", "openai")
+        assert result.exit_code == ExitCode.USAGE
+        assert "OPENAI_API_KEY" in one_error_line(result)
+        assert not Path("story_fsm.db").exists()
+
+
+class TestStoryFileErrors:
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (None, "does not exist"),
+            (b"", "is empty"),
+            (b"  \n\n \t\n", "is empty"),
+            (b"Only a title\n\n", "no script"),
+            (b"\xff\xfe not utf-8 \x81", "not UTF-8"),
+        ],
+        ids=["missing", "empty", "blank", "title-only", "not-utf8"],
+    )
+    def test_bad_story_file_exits_2_with_one_line(
+        self, tmp_path: Path, content: bytes | None, expected: str
+    ) -> None:
+        """A missing, empty, title-only or non-UTF-8 file exits 2, one line, no database made."""
+        path = tmp_path / "story.txt"
+        if content is not None:
+            path.write_bytes(content)
+        result = invoke("run", str(path))
+        assert result.exit_code == ExitCode.USAGE
+        assert expected in one_error_line(result)
+        assert result.stdout == ""
+        assert not (tmp_path / "story_fsm.db").exists()
+
+    def test_directory_is_refused(self, tmp_path: Path) -> None:
+        """A directory given as the story file exits 2."""
+        result = invoke("run", str(tmp_path))
+        assert result.exit_code == ExitCode.USAGE and "directory" in one_error_line(result)
+
+
+class TestResume:
+    def test_interrupted_workflow_completes(self, database_url: str) -> None:
+        """`resume` continues a workflow stopped mid-review and completes it as stored."""
+        with WorkflowStateManager(database_url) as store:
+            interrupted_workflow(store)
+        result = invoke("resume", "s-1", "--db", database_url, "--json")
+        assert result.exit_code == 0, result.stderr
+        with WorkflowStateManager(database_url) as store:
+            stored = store.load_state("s-1")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert json.loads(result.stdout) == roundtrip(stored.to_dict())
+        assert stored.quality_scores[0] == 60.0 and len(stored.quality_scores) >= 2
+        assert "resuming from reviewing" in result.stderr
+
+    def test_complete_workflow_is_shown_as_stored(self, sqlite_url: str, story_file: Path) -> None:
+        """Resuming a COMPLETE workflow exits 0 with its stored result and runs nothing."""
+        first = invoke("run", str(story_file), "--db", sqlite_url, "--json", "-q")
+        again = invoke("resume", "keepers_cat", "--db", sqlite_url, "--json")
+        assert again.exit_code == 0 and json.loads(again.stdout) == json.loads(first.stdout)
+        assert "v1 review" not in again.stderr
+
+    def test_failing_stage_exits_1_and_prints_the_failed_result(
+        self, database_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stage failing again on resume exits 1; --json still prints the FAILED result."""
+        with WorkflowStateManager(database_url) as store:
+            failed_workflow(store)
+        with FakeLLMServer() as server:
+            server.enqueue_error(500, "model overloaded")
+            monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+            monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+            result = invoke(
+                "resume", "bad", "--db", database_url, "--editor", "openai", "--json", "-q"
+            )
+        assert result.exit_code == ExitCode.WORKFLOW_FAILED
+        line = one_error_line(result)
+        assert "polish failed after 1 attempt(s)" in line and "model overloaded" in line
+        assert "run 'story-fsm resume bad'" in line
+        assert json.loads(result.stdout)["state"] == "failed"
+
+    def test_unknown_story_exits_2(self, store: WorkflowStateManager, database_url: str) -> None:
+        """Resuming a story id with no workflow exits 2 with a one-line message."""
+        result = invoke("resume", "ghost", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE
+        assert "no workflow for story 'ghost'" in one_error_line(result)
+
+
+class TestStatus:
+    def test_json_is_the_stored_summary(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """`status --json` prints the workflow's stored summary."""
+        failed_workflow(store)
+        result = invoke("status", "bad", "--db", database_url, "--json")
+        assert result.exit_code == 0, result.stderr
+        row = store.load_row("bad")
+        assert row is not None
+        assert json.loads(result.stdout) == roundtrip(row.summary.to_dict())
+
+    def test_table_names_state_score_and_error(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """The human status shows state, title, last score, seq and the failure's text."""
+        failed_workflow(store)
+        out = invoke("status", "bad", "--db", database_url).stdout
+        for expected in ("failed", "40.0", "polisher down", "step (seq)", "lease", "started"):
+            assert expected in out
+
+    def test_unknown_story_exits_2(self, store: WorkflowStateManager, database_url: str) -> None:
+        """An unknown story id exits 2 with one line naming it."""
+        result = invoke("status", "ghost", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
+
+    def test_missing_sqlite_file_is_not_created(self, tmp_path: Path) -> None:
+        """A read command on a SQLite file that does not exist exits 2 and creates nothing."""
+        result = invoke("status", "x", "--db", f"sqlite:///{tmp_path}/typo.db")
+        assert result.exit_code == ExitCode.USAGE and "no database file" in one_error_line(result)
+        assert not (tmp_path / "typo.db").exists()
+
+
+class TestHistory:
+    def test_failed_attempt_has_its_own_line_with_the_error(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """`history` shows the failed attempt as a line carrying its error text."""
+        failing_then_passing(store)
+        result = invoke("history", "s-1", "--db", database_url)
+        assert result.exit_code == 0, result.stderr
+        failed = [line for line in result.stdout.splitlines() if "attempt_failed" in line]
+        assert len(failed) == 1 and "flaky network" in failed[0] and "polish #1" in failed[0]
+        reviewed = [line for line in result.stdout.splitlines() if "reviewed" in line]
+        assert "60.0" in reviewed[0] and "reviewing → polishing" in reviewed[0]
+
+    def test_json_lists_every_record(self, store: WorkflowStateManager, database_url: str) -> None:
+        """`history --json` prints every stored record, in order."""
+        failing_then_passing(store)
+        result = invoke("history", "s-1", "--db", database_url, "--json")
+        expected = [record.to_dict() for record in store.history("s-1")]
+        assert json.loads(result.stdout) == roundtrip(expected)
+
+    def test_unknown_story_exits_2(self, store: WorkflowStateManager, database_url: str) -> None:
+        """An unknown story id exits 2."""
+        result = invoke("history", "ghost", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
+
+
+class TestList:
+    def test_state_filter(self, store: WorkflowStateManager, database_url: str) -> None:
+        """`list --state failed` shows only the failed workflows."""
+        failing_then_passing(store, "ok-1")
+        failed_workflow(store, "bad-1")
+        data = json.loads(
+            invoke("list", "--state", "failed", "--db", database_url, "--json").stdout
+        )
+        assert [item["story_id"] for item in data] == ["bad-1"]
+        table = invoke("list", "--state", "failed", "--db", database_url).stdout
+        assert "bad-1" in table and "ok-1" not in table
+        everything = invoke("list", "--db", database_url, "--json").stdout
+        assert [s["story_id"] for s in json.loads(everything)] == ["ok-1", "bad-1"]
+
+    def test_empty_list_says_so_on_stderr(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """With no workflows, stdout stays empty and stderr says none matched."""
+        result = invoke("list", "--state", "complete", "--db", database_url)
+        assert result.exit_code == 0 and result.stdout == ""
+        assert "no workflows in state complete" in result.stderr
+
+    def test_unknown_state_is_a_usage_error(self, sqlite_url: str) -> None:
+        """An unknown --state exits 2."""
+        assert invoke("list", "--state", "nope", "--db", sqlite_url).exit_code == ExitCode.USAGE
+
+
+class TestDb:
+    def test_upgrade_current_downgrade_on_a_fresh_database(self, database_url: str) -> None:
+        """`db current` reads none, `upgrade` reaches head, `downgrade base` drops the tables."""
+        before = json.loads(invoke("db", "current", "--db", database_url, "--json").stdout)
+        assert (before["current"], before["up_to_date"]) == (None, False)
+        assert invoke("db", "upgrade", "--db", database_url).exit_code == 0
+        after = json.loads(invoke("db", "current", "--db", database_url, "--json").stdout)
+        assert after["current"] == head_revision() and after["up_to_date"] is True
+        down = invoke("db", "downgrade", "base", "--db", database_url)
+        assert down.exit_code == 0, down.stderr
+        final = json.loads(invoke("db", "current", "--db", database_url, "--json").stdout)
+        assert final["current"] is None
+        engine = sa.create_engine(database_url)
+        try:
+            assert (
+                build_schema("story_fsm_").workflows.name
+                not in sa.inspect(engine).get_table_names()
+            )
+        finally:
+            engine.dispose()
+
+    def test_current_does_not_create_a_sqlite_file(self, tmp_path: Path) -> None:
+        """`db current` on a missing SQLite file reports no revision and creates nothing."""
+        result = invoke("db", "current", "--db", f"sqlite:///{tmp_path}/new.db")
+        assert result.exit_code == 0 and "revision none" in result.stdout
+        assert not (tmp_path / "new.db").exists()
+
+    def test_unknown_revision_exits_2(self, sqlite_url: str) -> None:
+        """A downgrade to a revision that does not exist exits 2 with one line."""
+        assert invoke("db", "upgrade", "--db", sqlite_url).exit_code == 0
+        result = invoke("db", "downgrade", "nope", "--db", sqlite_url)
+        assert result.exit_code == ExitCode.USAGE and "nope" in one_error_line(result)
+
+    def test_read_commands_do_not_migrate_an_empty_database(self, tmp_path: Path) -> None:
+        """A read command on a database without the schema exits 2 naming 'db upgrade'."""
+        path = tmp_path / "empty.db"
+        sa.create_engine(f"sqlite:///{path}").connect().close()
+        result = invoke("list", "--db", f"sqlite:///{path}")
+        assert result.exit_code == ExitCode.USAGE and "story-fsm db upgrade" in one_error_line(
+            result
+        )
+
+    def test_unknown_schema_revision_exits_2(self, sqlite_url: str) -> None:
+        """A database stamped with a revision this story_fsm does not know exits 2."""
+        WorkflowStateManager(sqlite_url).close()
+        engine = sa.create_engine(sqlite_url)
+        version_table = build_schema("story_fsm_").version_table
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE {version_table} SET version_num = 'f00d'"))
+        engine.dispose()
+        result = invoke("status", "x", "--db", sqlite_url)
+        assert result.exit_code == ExitCode.USAGE and "'f00d'" in one_error_line(result)
+
+
+class TestDatabaseUrl:
+    def test_env_var_is_used_without_db(self, tmp_path: Path) -> None:
+        """STORY_FSM_DATABASE_URL names the database when --db is not given."""
+        url = f"sqlite:///{tmp_path}/from_env.db"
+        assert invoke("db", "upgrade", env={"STORY_FSM_DATABASE_URL": url}).exit_code == 0
+        assert (tmp_path / "from_env.db").exists() and not (tmp_path / "story_fsm.db").exists()
+
+    def test_db_option_beats_the_env_var(self, tmp_path: Path) -> None:
+        """--db wins over STORY_FSM_DATABASE_URL."""
+        env = {"STORY_FSM_DATABASE_URL": f"sqlite:///{tmp_path}/from_env.db"}
+        result = invoke("db", "upgrade", "--db", f"sqlite:///{tmp_path}/from_option.db", env=env)
+        assert result.exit_code == 0
+        assert (tmp_path / "from_option.db").exists() and not (tmp_path / "from_env.db").exists()
+
+    def test_default_is_story_fsm_db_in_the_working_directory(self, tmp_path: Path) -> None:
+        """With neither, the database is sqlite:///story_fsm.db in the working directory."""
+        assert invoke("db", "upgrade").exit_code == 0
+        assert (tmp_path / "story_fsm.db").exists()
+
+    def test_bad_url_exits_2(self) -> None:
+        """A URL naming an unsupported database exits 2."""
+        result = invoke("list", "--db", "mysql+nothing://x/y")
+        assert result.exit_code == ExitCode.USAGE and "mysql" in one_error_line(result)
+
+    def test_unreachable_database_exits_4(self) -> None:
+        """A database that refuses the connection exits 4 with one line, password hidden."""
+        result = invoke("list", "--db", "postgresql://u:s3cret@127.0.0.1:1/db")
+        assert result.exit_code == ExitCode.DATABASE
+        assert "s3cret" not in one_error_line(result)
+
+
+class TestDiagram:
+    @pytest.mark.parametrize("fmt", ["mmd", "dot"])
+    def test_prints_the_library_diagram(
+        self, store: WorkflowStateManager, database_url: str, fmt: str
+    ) -> None:
+        """`diagram` prints what workflow_diagram() draws for the story."""
+        failing_then_passing(store)
+        result = invoke("diagram", "s-1", "--format", fmt, "--db", database_url)
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.strip() == workflow_diagram(store, "s-1", fmt).strip()
+
+    def test_output_file(
+        self, store: WorkflowStateManager, database_url: str, tmp_path: Path
+    ) -> None:
+        """--output writes the diagram to the file and leaves stdout empty."""
+        failing_then_passing(store)
+        target = tmp_path / "s-1.mmd"
+        result = invoke("diagram", "s-1", "--db", database_url, "--output", str(target))
+        assert result.exit_code == 0 and result.stdout == ""
+        assert target.read_text().strip() == workflow_diagram(store, "s-1", "mmd").strip()
+
+    @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+    def test_svg(self, store: WorkflowStateManager, database_url: str) -> None:
+        """--format svg prints an SVG document."""
+        failing_then_passing(store)
+        result = invoke("diagram", "s-1", "--format", "svg", "--db", database_url)
+        assert result.exit_code == 0 and "<svg" in result.stdout
+
+    def test_unknown_story_exits_2(self, store: WorkflowStateManager, database_url: str) -> None:
+        """A story with no workflow exits 2."""
+        result = invoke("diagram", "ghost", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
+
+    def test_formats_match_the_library(self) -> None:
+        """The command offers exactly the formats the diagrams package renders."""
+        assert sorted(f.value for f in DiagramFormat) == sorted(FORMATS)
+
+
+@pytest.fixture
+def boom_command() -> Iterator[Callable[[BaseException], None]]:
+    """Registers a command raising a chosen error, the way an extension module would."""
+    raised: list[BaseException] = []
+
+    @app.command("boom")
+    def boom() -> None:
+        raise raised[0]
+
+    yield raised.append
+    app.registered_commands[:] = [c for c in app.registered_commands if c.name != "boom"]
+
+
+class TestErrorBoundary:
+    @pytest.mark.parametrize(
+        ("error", "code"),
+        [
+            (StageFailedError("s", Stage.POLISH, 3, None), ExitCode.WORKFLOW_FAILED),
+            (ConcurrentAdvanceError("s", "expected step 3"), ExitCode.LOST_RACE),
+            (InputValidationError("bad input"), ExitCode.USAGE),
+            (WorkflowNotFoundError("s"), ExitCode.USAGE),
+            (WorkflowExistsError("s"), ExitCode.USAGE),
+            (SchemaVersionError("newer schema"), ExitCode.USAGE),
+            (StoreError("database error: gone"), ExitCode.DATABASE),
+            (DatabaseBusyError("locked"), ExitCode.DATABASE),
+            (InvalidTransitionError("can't polish when in COMPLETE"), ExitCode.WORKFLOW_FAILED),
+            (StoryFSMError("no Graphviz"), ExitCode.WORKFLOW_FAILED),
+            (Interrupted("s"), ExitCode.INTERRUPTED),
+        ],
+        ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else "",
+    )
+    def test_each_error_class_maps_to_its_exit_code(
+        self, boom_command: Callable[[BaseException], None], error: BaseException, code: ExitCode
+    ) -> None:
+        """Any story_fsm error a command raises exits with its code and one stderr line."""
+        boom_command(error)
+        result = invoke("boom")
+        assert result.exit_code == code == exit_code_for(error)
+        assert one_error_line(result) == f"error: {message_for(error)}"
+
+    def test_debug_prints_the_traceback(
+        self, boom_command: Callable[[BaseException], None]
+    ) -> None:
+        """--debug adds the traceback before the error line; the exit code is unchanged."""
+        boom_command(WorkflowNotFoundError("s"))
+        result = invoke("--debug", "boom")
+        assert result.exit_code == ExitCode.USAGE
+        assert "Traceback" in result.stderr and result.stderr.rstrip().splitlines()[-1].startswith(
+            "error: "
+        )
+
+    def test_multiline_messages_are_folded(self) -> None:
+        """A message with line breaks is printed on one line."""
+        assert message_for(StoreError("first\nsecond")) == "first second"
+
+    def test_race_message_says_what_to_do(self) -> None:
+        """The lost-race line keeps the library's advice."""
+        assert "reload its state" in message_for(ConcurrentAdvanceError("s"))
+
+    def test_help_epilog_lists_the_exit_codes(self) -> None:
+        """`--help` documents every exit code."""
+        out = invoke("--help").stdout
+        for code in ExitCode:
+            assert f"{int(code)} " in out
+
+    def test_missing_extension_modules_are_skipped(self) -> None:
+        """load_extensions imports the listed modules that exist and skips the others."""
+        assert "story_fsm.cli._workers" in EXTENSION_MODULES
+        assert load_extensions(["story_fsm.cli._no_such_module", "tests.stages"]) == [
+            "tests.stages"
+        ]
+
+
+def _events() -> list[tuple[str, dict[str, Any]]]:
+    config = {"max_iterations": 3, "quality_threshold": 90}
+    return [
+        ("workflow_started", {"story_id": "s", "title": "T [bold]", "config": config}),
+        ("iteration_started", {"story_id": "s", "iteration": 1}),
+        ("stage_started", {"story_id": "s", "stage": "review", "iteration": 1}),
+        ("review_complete", {"story_id": "s", "iteration": 1, "quality_score": 61.5, "decision": "polish"}),
+        ("stage_started", {"story_id": "s", "stage": "polish", "iteration": 1}),
+        ("stage_retry", {"story_id": "s", "stage": "polish", "iteration": 1, "attempt": 1,
+                         "error": "RuntimeError: down", "wait_seconds": 2.0}),
+        ("polish_complete", {"story_id": "s", "iteration": 1, "changes_count": 4}),
+        ("review_complete", {"story_id": "s", "iteration": 2, "quality_score": 93.0, "decision": "publish"}),
+        ("workflow_complete", {"story_id": "s", "decision": "publish", "final_quality_score": 93.0,
+                               "iterations": 2, "total_cost": 0.0}),
+        ("some_future_event", {"story_id": "s"}),
+    ]  # fmt: skip
+
+
+class TestProgressView:
+    def test_plain_lines_when_not_a_terminal(self) -> None:
+        """Off a terminal each step is one plain line: scores, polish, retry, final decision."""
+        buffer = io.StringIO()
+        with ProgressView(Console(file=buffer, width=120, markup=False)) as view:
+            for event, data in _events():
+                view(event, data)
+        lines = buffer.getvalue().splitlines()
+        assert "\x1b" not in buffer.getvalue()
+        assert lines[0].startswith("▶ s: T [bold]")
+        assert "v1 review" in lines[1] and "61.5" in lines[1] and lines[1].endswith("polish")
+        assert "attempt 1 failed: RuntimeError: down; retrying in 2s" in lines[2]
+        assert "4 changes (attempt 2)" in lines[3]
+        assert "93.0" in lines[4] and lines[5].startswith("✔ publish at 93.0 after 2 iterations")
+
+    def test_live_spinner_on_a_terminal_tracks_the_attempt(self) -> None:
+        """On a terminal a spinner shows the stage in flight and its attempt number."""
+        buffer = io.StringIO()
+        console = Console(file=buffer, width=120, force_terminal=True, markup=False)
+        with ProgressView(console) as view:
+            for event, data in _events()[:6]:
+                view(event, data)
+            assert (view.stage, view.iteration, view.attempt) == ("polish", 1, 2)
+            assert view._live is not None and view._live.is_started
+        assert view._live is None
+        assert "61.5" in buffer.getvalue()
+
+    @pytest.mark.parametrize(
+        ("score", "bar"),
+        [(0, " " * 20), (100, "█" * 20), (50, "█" * 10 + " " * 10), (2.5, "▌" + " " * 19)],
+    )
+    def test_score_bar(self, score: float, bar: str) -> None:
+        """Scores draw as 20 cells of block characters, in eighths."""
+        assert score_bar(score) == bar

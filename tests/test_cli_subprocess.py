@@ -1,0 +1,225 @@
+"""The ``story-fsm`` command line as real processes: exit codes, streams, crashes, a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from story_fsm import WorkflowState, WorkflowStateManager
+from tests.fake_llm_server import FakeLLMServer
+
+ROOT = Path(__file__).resolve().parent.parent
+CONSOLE_SCRIPT = Path(sys.executable).with_name("story-fsm")
+
+pytestmark = pytest.mark.slow
+
+STORY = (
+    "The Keeper's Cat\n"
+    "It was a dark and stormy night.  Elsie really noticed that the cat was missing. "
+    "She had basically just finished winding the great lamp , and the the wind howled "
+    "around the tower.\n"
+)
+
+# Settings of the developer's shell that must not steer the child processes.
+_DROPPED_ENV = (
+    "STORY_FSM_DATABASE_URL",
+    "STORY_FSM_MODEL",
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    return {**env, **extra}
+
+
+def cli(
+    *args: str, cwd: Path, script: bool = False, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line to completion (``python -m story_fsm.cli``, or the console script)."""
+    command = [str(CONSOLE_SCRIPT)] if script else [sys.executable, "-m", "story_fsm.cli"]
+    return subprocess.run(
+        [*command, *args],
+        cwd=cwd,
+        env=child_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def spawn_victim(url: str, calls: Path, story_id: str, hang_at: str) -> subprocess.Popen[str]:
+    """Start tests/proc_entry.py running *story_id*; it hangs in the stage *hang_at*."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.proc_entry", "run", url, str(calls), story_id, hang_at],
+        cwd=ROOT,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_call(calls: Path, line: str, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if calls.exists() and line in calls.read_text().splitlines():
+            return
+        assert proc.poll() is None, f"child exited early: {proc.communicate()}"
+        time.sleep(0.02)
+    raise AssertionError(f"child never reached {line!r}")
+
+
+def call_counts(calls: Path) -> dict[tuple[str, int], int]:
+    counts: dict[tuple[str, int], int] = {}
+    for line in calls.read_text().splitlines():
+        _story, stage, iteration = line.split()
+        counts[(stage, int(iteration))] = counts.get((stage, int(iteration)), 0) + 1
+    return counts
+
+
+@pytest.fixture
+def story_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keepers_cat.txt"
+    path.write_text(STORY, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer() as fake:
+        yield fake
+
+
+def _review(score: float, decision: str) -> dict[str, Any]:
+    return {
+        "decision": decision,
+        "quality_score": score,
+        "criteria": {"hook": score, "clarity": score},
+        "feedback": ["Tighten the opening."],
+    }
+
+
+class TestProcess:
+    def test_missing_file_exits_2_with_one_line_and_no_traceback(self, tmp_path: Path) -> None:
+        """`python -m story_fsm.cli run` on a missing file: exit 2, one stderr line, no stdout."""
+        done = cli("run", "nowhere.txt", cwd=tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == ["error: story file 'nowhere.txt' does not exist"]
+        assert done.stdout == ""
+        assert not (tmp_path / "story_fsm.db").exists()
+
+    @pytest.mark.skipif(
+        not CONSOLE_SCRIPT.exists(), reason="story-fsm console script not installed"
+    )
+    def test_console_script_json_run_matches_the_store(
+        self, database_url: str, story_file: Path, tmp_path: Path
+    ) -> None:
+        """The installed `story-fsm run --json` prints only the stored result on stdout."""
+        done = cli(
+            "run", str(story_file), "--db", database_url, "--json", cwd=tmp_path, script=True
+        )
+        assert done.returncode == 0, done.stderr
+        with WorkflowStateManager(database_url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None
+        assert json.loads(done.stdout) == json.loads(json.dumps(stored.to_dict()))
+        assert "v1 review" in done.stderr and "\x1b[" not in done.stderr  # a pipe: plain lines
+
+    def test_sigint_exits_130_with_a_resume_hint(
+        self, server: FakeLLMServer, story_file: Path, tmp_path: Path
+    ) -> None:
+        """Ctrl-C during a stage exits 130, says how to resume, and leaves the workflow resumable."""
+        server.enqueue_completion(_review(70, "polish"), delay=30)
+        url = f"sqlite:///{tmp_path}/interrupted.db"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "story_fsm.cli", "run", str(story_file), "--db", url,
+             "--editor", "openai"],
+            cwd=tmp_path,
+            env=child_env(OPENAI_BASE_URL=server.url, OPENAI_API_KEY="test-key"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert err.splitlines()[-1] == (
+            "error: interrupted; story 'keepers_cat' stopped mid-stage and keeps its committed "
+            "steps; run 'story-fsm resume keepers_cat' to continue"
+        )
+        assert "Traceback" not in err
+        with WorkflowStateManager(url) as store:
+            row = store.load_row("keepers_cat")
+        assert row is not None and row.summary.state is WorkflowState.REVIEWING
+
+
+class TestOpenAIEditor:
+    def test_run_completes_against_a_chat_completions_server(
+        self, server: FakeLLMServer, story_file: Path, tmp_path: Path
+    ) -> None:
+        """`run --editor openai` reviews, polishes and publishes through a real HTTP server."""
+        server.enqueue_completion(_review(70, "polish"), prompt_tokens=1000, completion_tokens=200)
+        server.enqueue_completion(
+            {
+                "polished_title": "The Cat",
+                "polished_script": "Elsie missed her cat.",
+                "change_log": ["cut"],
+            }
+        )
+        server.enqueue_completion(_review(96, "publish"))
+        url = f"sqlite:///{tmp_path}/openai.db"
+        done = cli(
+            "run", str(story_file), "--db", url, "--editor", "openai", "--json", cwd=tmp_path,
+            OPENAI_BASE_URL=server.url, OPENAI_API_KEY="test-key", STORY_FSM_MODEL="gpt-4o-mini",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["decision"] == "publish" and result["quality_scores"] == [70, 96]
+        assert result["final_title"] == "The Cat" and result["total_cost"] > 0
+        assert [r.json["model"] for r in server.requests] == ["gpt-4o-mini"] * 3
+        assert result["metadata"]["config"]["review_model"] == "gpt-4o-mini"
+        assert server.requests[0].headers["authorization"] == "Bearer test-key"
+
+
+class TestCrashThenResume:
+    def test_sigkilled_workflow_completes_with_the_resume_command(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """SIGKILL inside review 2, then `story-fsm resume` completes without redoing committed steps."""
+        calls = tmp_path / "calls.txt"
+        victim = spawn_victim(database_url, calls, "story-k", "review:2")
+        wait_for_call(calls, "story-k review 2", victim)
+        victim.send_signal(signal.SIGKILL)
+        victim.communicate(timeout=10)
+        done = cli("resume", "story-k", "--db", database_url, "--json", cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "resuming from reviewing" in done.stderr
+        with WorkflowStateManager(database_url) as store:
+            stored = store.load_state("story-k")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert json.loads(done.stdout) == json.loads(json.dumps(stored.to_dict()))
+        # Review 1 and polish 1 ran once, in the killed process; the resume used the offline
+        # editor from review 2 on, so the counting stages saw nothing more.
+        assert call_counts(calls) == {("review", 1): 1, ("polish", 1): 1, ("review", 2): 1}
+        assert stored.quality_scores[0] == 72  # the killed process's committed review
