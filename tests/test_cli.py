@@ -550,7 +550,7 @@ class TestErrorBoundary:
             (SchemaVersionError("newer schema"), ExitCode.USAGE),
             (StoreError("database error: gone"), ExitCode.DATABASE),
             (DatabaseBusyError("locked"), ExitCode.DATABASE),
-            (InvalidTransitionError("can't polish when in COMPLETE"), ExitCode.WORKFLOW_FAILED),
+            (InvalidTransitionError("can't polish when in COMPLETE"), ExitCode.USAGE),
             (StoryFSMError("no Graphviz"), ExitCode.WORKFLOW_FAILED),
             (Interrupted("s"), ExitCode.INTERRUPTED),
         ],
@@ -592,7 +592,7 @@ class TestErrorBoundary:
 
     def test_missing_extension_modules_are_skipped(self) -> None:
         """load_extensions imports the listed modules that exist and skips the others."""
-        assert "story_fsm.cli._workers" in EXTENSION_MODULES
+        assert "story_fsm.cli._workers" not in EXTENSION_MODULES  # built in now
         assert load_extensions(["story_fsm.cli._no_such_module", "tests.stages"]) == [
             "tests.stages"
         ]

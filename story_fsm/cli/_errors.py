@@ -15,6 +15,7 @@ from enum import IntEnum
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     InputValidationError,
+    InvalidTransitionError,
     SchemaVersionError,
     StageFailedError,
     StoreError,
@@ -56,6 +57,7 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (WorkflowNotFoundError, ExitCode.USAGE),
     (WorkflowExistsError, ExitCode.USAGE),
     (SchemaVersionError, ExitCode.USAGE),
+    (InvalidTransitionError, ExitCode.USAGE),
     (StoreError, ExitCode.DATABASE),
     (StoryFSMError, ExitCode.WORKFLOW_FAILED),
 )
@@ -65,7 +67,8 @@ EXIT_CODES_HELP = (
     "Exit codes: 0 success; "
     "1 the workflow failed (a stage failed on every attempt; resume it once fixed); "
     "2 usage or input error (bad option, missing or empty story file, unknown story id, "
-    "story id already started, bad database URL, schema version); "
+    "story id already started, bad database URL, schema version, retry of a workflow that is "
+    "not FAILED); "
     "3 another process advanced the workflow first (lost race); "
     "4 the database could not be used (unreachable, locked); "
     "130 interrupted (resume the story to continue)."

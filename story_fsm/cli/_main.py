@@ -9,7 +9,7 @@ Registering more commands from another module::
     def worker(...) -> None:
         \"\"\"Claim and run submitted workflows.\"\"\"
 
-then add the module's name to :data:`EXTENSION_MODULES` (``_workers`` is listed already). A
+then add the module's name to :data:`BUILTIN_MODULES` (or :data:`EXTENSION_MODULES`). A
 listed module that does not exist is skipped; one that fails to import fails loudly. Errors
 raised by any command go through the same exit-code mapping (``_errors.py``).
 """
@@ -30,10 +30,11 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "story_fsm.cli._run",
     "story_fsm.cli._inspect",
     "story_fsm.cli._db",
+    "story_fsm.cli._workers",
 )
 
 #: Modules that add commands when they exist (``submit``, ``worker``, ``retry``, ...).
-EXTENSION_MODULES: tuple[str, ...] = ("story_fsm.cli._workers",)
+EXTENSION_MODULES: tuple[str, ...] = ()
 
 
 def load_extensions(names: Sequence[str] = EXTENSION_MODULES) -> list[str]:

@@ -110,11 +110,17 @@ def result_summary(result: WorkflowResult) -> RenderableType:
     return Group(_iterations_table(result), Text(""), _grid(rows))
 
 
+def _lease(summary: WorkflowSummary) -> str:
+    """Return ``owner (until HH:MM:SS)`` for a held workflow, a dash for a free one."""
+    if not summary.lease_owner:
+        return _DASH
+    until = f" (until {_time(summary.lease_expires_at)})" if summary.lease_expires_at else ""
+    return summary.lease_owner + until
+
+
 def status_table(summary: WorkflowSummary) -> RenderableType:
     """Return one workflow's status as a two-column grid."""
-    lease = summary.lease_owner or _DASH
-    if summary.lease_owner and summary.lease_expires_at:
-        lease += f" (until {_time(summary.lease_expires_at)} UTC)"
+    lease = _lease(summary)
     rows: list[tuple[str, str | Text]] = [
         ("story", summary.story_id),
         ("state", _state(summary.state)),
@@ -165,7 +171,8 @@ def history_table(story_id: str, records: list[TransitionRecord]) -> Table:
 def workflows_table(summaries: list[WorkflowSummary]) -> Table:
     """Return one line per workflow, oldest first."""
     table = Table()
-    for name in ("story", "state", "iter", "score", "cost", "decision", "updated (UTC)", "title"):
+    columns = ("story", "state", "iter", "score", "cost", "decision", "lease", "updated (UTC)")
+    for name in (*columns, "title"):
         justify: JustifyMethod = "right" if name in ("iter", "score", "cost") else "left"
         table.add_column(name, justify=justify)
     for s in summaries:
@@ -176,6 +183,7 @@ def workflows_table(summaries: list[WorkflowSummary]) -> Table:
             _score(s.last_quality_score),
             _cost(s.total_cost),
             s.decision or _DASH,
+            _lease(s),
             _time(s.updated_at),
             Text(s.title),
         )
