@@ -82,7 +82,12 @@ def list_workflows(
 
 @app.command()
 def diagram(
-    story_id: StoryIdArgument,
+    story_id: Annotated[
+        str | None,
+        typer.Argument(
+            help="A story's id; omit it to draw the state machine itself.", show_default=False
+        ),
+    ] = None,
     fmt: Annotated[
         DiagramFormat,
         typer.Option("--format", "-f", case_sensitive=False, help="mmd (Mermaid), dot or svg."),
@@ -93,13 +98,36 @@ def diagram(
             "--output", "-o", help="Write to this file instead of stdout.", show_default=False
         ),
     ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            help="Regenerate the machine's .mmd, .dot and .svg files in this folder (the docs').",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Draw one workflow's path through the state machine (svg needs Graphviz's dot)."""
-    from story_fsm.diagrams import workflow_diagram
+    """Draw one workflow's path, or the state machine itself (svg needs Graphviz's dot)."""
+    from story_fsm.diagrams import render_workflow_diagram, workflow_diagram, write_diagrams
 
-    with open_store(db, must_exist=True, migrate=False) as store:
-        drawing = workflow_diagram(store, story_id, fmt.value)
+    if output_dir is not None:
+        if story_id is not None:
+            raise InputValidationError(
+                "--output-dir regenerates the machine's diagrams; drop STORY_ID"
+            )
+        for path in write_diagrams(output_dir):
+            stderr_console().print(f"wrote {path}")
+        return
+    if story_id is None:
+        drawing = render_workflow_diagram(fmt.value)
+    else:
+        with open_store(db, must_exist=True, migrate=False) as store:
+            drawing = workflow_diagram(store, story_id, fmt.value)
+    _emit(drawing, output)
+
+
+def _emit(drawing: str, output: Path | None) -> None:
     text = drawing if drawing.endswith("\n") else drawing + "\n"
     if output is None:
         typer.echo(text, nl=False)
