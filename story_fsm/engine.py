@@ -153,13 +153,13 @@ class StoryWorkflowOrchestrator:
             WorkflowExistsError: The story already has a workflow.
         """
         new = validate_new_workflow(
-            story_id=story_id,
-            title=title,
-            script=script,
-            audience_context=audience_context,
-            original_idea=original_idea,
-            local_review_summary=local_review_summary,
-            config=self.config,
+            story_id,
+            title,
+            script,
+            audience_context,
+            original_idea,
+            local_review_summary,
+            self.config,
         )
         return self.state_manager.create(new, None).summary
 
@@ -181,13 +181,13 @@ class StoryWorkflowOrchestrator:
             StageFailedError: A stage failed on every attempt; the workflow is FAILED.
         """
         new = validate_new_workflow(
-            story_id=story_id,
-            title=title,
-            script=script,
-            audience_context=audience_context,
-            original_idea=original_idea,
-            local_review_summary=local_review_summary,
-            config=self.config,
+            story_id,
+            title,
+            script,
+            audience_context,
+            original_idea,
+            local_review_summary,
+            self.config,
         )
         lease = self._lease()
         row = self.state_manager.create(new, lease)

@@ -51,7 +51,6 @@ def _json(name: str, value: object) -> Any:
 
 
 def validate_new_workflow(
-    *,
     story_id: object,
     title: object,
     script: object,
