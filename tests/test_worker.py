@@ -143,7 +143,10 @@ class TestDrainAndLoss:
         release.set()
         runner.join(10)
         assert not runner.is_alive()
-        assert w.stats.released == 1 and polisher.calls == []
+        # Another thread may claim the released story in the instant before it sees the stop;
+        # it hands it back too, without a stage call.
+        assert w.stats.released == w.stats.claimed >= 1 and w.stats.completed == 0
+        assert polisher.calls == []
         summary = store.list_workflows()[0]
         assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
         assert worker(store).run(stop_when_idle=True).completed == 1
