@@ -119,8 +119,23 @@ class StageRunner:
                 if on_wait is not None:
                     on_wait()
 
+    def _sleeper(self, on_wait: Callable[[], None] | None) -> Callable[[float], None]:
+        """Return the backoff's sleep, which keeps the lease alive during long waits too."""
+
+        def sleep(seconds: float) -> None:
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                self._sleep(min(left, self._heartbeat_seconds))
+                if on_wait is not None and time.monotonic() < deadline:
+                    on_wait()
+
+        return sleep
+
     def _retrying(
-        self, on_retry: Callable[[AttemptFailure], None], box: list[AttemptFailure]
+        self,
+        on_retry: Callable[[AttemptFailure], None],
+        box: list[AttemptFailure],
+        on_wait: Callable[[], None] | None,
     ) -> Retrying:
         def before_sleep(state: RetryCallState) -> None:
             wait = state.next_action.sleep if state.next_action else 0.0
@@ -136,7 +151,7 @@ class StageRunner:
             wait=wait_exponential(multiplier=self._config.retry_backoff_seconds, exp_base=2, min=0),
             retry=retry_if_exception_type(Exception),
             before_sleep=before_sleep,
-            sleep=self._sleep,
+            sleep=self._sleeper(on_wait),
             reraise=True,
         )
 
@@ -157,7 +172,7 @@ class StageRunner:
         """
         failures: list[AttemptFailure] = []
         try:
-            for attempt in self._retrying(on_retry, failures):
+            for attempt in self._retrying(on_retry, failures, on_wait):
                 with attempt:
                     number = attempt.retry_state.attempt_number
                     if self._throttle is not None:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -183,9 +184,9 @@ class WorkflowStateManager:
             if isinstance(exc.__cause__, sa_exc.IntegrityError):
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
-        row = self.load_row(new.story_id)
-        assert row is not None
-        return row
+        # What was just written, without reading it back (no SELECT on the hot path).
+        unset = dict.fromkeys(_UNSET_AT_CREATE)
+        return workflow_from_row(SimpleNamespace(**values, **unset))
 
     def append(
         self, story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease
@@ -317,6 +318,18 @@ class WorkflowStateManager:
             query = query.where(wf.c.state == wanted.value)
         with _translated(), self._engine.connect() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
+
+
+#: Columns a new workflow leaves NULL (their values come with later transitions).
+_UNSET_AT_CREATE = (
+    "last_review_seq",
+    "initial_quality_score",
+    "last_quality_score",
+    "decision",
+    "failed_stage",
+    "error",
+    "completed_at",
+)
 
 
 class _LostRace(Exception):

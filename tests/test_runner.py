@@ -1,0 +1,98 @@
+"""The stage runner: timeouts, retries with backoff, and the lease heartbeat while waiting."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from story_fsm import Stage, StageTimeoutError, WorkflowConfig
+from story_fsm._executor import StageExecutor
+from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner
+
+
+def identity(value: object) -> object:
+    return value
+
+
+class TestStageRunner:
+    def test_heartbeat_runs_while_a_slow_stage_runs(self) -> None:
+        """on_wait is called periodically while the stage call is in flight."""
+        beats: list[float] = []
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.05)
+        result = runner.run(
+            Stage.REVIEW,
+            lambda: time.sleep(0.3) or "ok",
+            identity,
+            on_retry=lambda f: None,
+            on_wait=lambda: beats.append(time.monotonic()),
+        )
+        assert result.value == "ok" and result.attempt == 1
+        assert len(beats) >= 3
+
+    def test_heartbeat_runs_during_backoff(self) -> None:
+        """A long backoff between attempts keeps the lease alive too."""
+        beats: list[int] = []
+        calls: list[int] = []
+
+        def flaky() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("first fails")
+            return "ok"
+
+        config = WorkflowConfig(retry_backoff_seconds=0.3, stage_timeout_seconds=5)
+        runner = StageRunner(config, heartbeat_seconds=0.05)
+        failures: list[AttemptFailure] = []
+        result = runner.run(
+            Stage.POLISH, flaky, identity, on_retry=failures.append, on_wait=lambda: beats.append(1)
+        )
+        assert result.attempt == 2 and len(failures) == 1
+        assert failures[0].next_wait_seconds == pytest.approx(0.3)
+        assert len(beats) >= 3
+
+    def test_stage_raising_timeout_error_is_its_own_failure(self) -> None:
+        """A TimeoutError raised by the stage itself is not mistaken for our wait timing out."""
+
+        def raises() -> str:
+            raise TimeoutError("socket read timed out")
+
+        runner = StageRunner(WorkflowConfig(max_stage_retries=1, stage_timeout_seconds=5))
+        with pytest.raises(StageExhausted) as caught:
+            runner.run(Stage.REVIEW, raises, identity, on_retry=lambda f: None)
+        assert not isinstance(caught.value.failure.error, StageTimeoutError)
+        assert "socket read timed out" in caught.value.failure.error_text
+
+    def test_hook_errors_propagate_unwrapped(self) -> None:
+        """An error while recording a failed attempt is not counted as a stage failure."""
+
+        class RecordFailed(Exception):
+            pass
+
+        def on_retry(failure: AttemptFailure) -> None:
+            raise RecordFailed("database gone")
+
+        runner = StageRunner(WorkflowConfig(retry_backoff_seconds=0))
+        with pytest.raises(RecordFailed):
+            runner.run(Stage.REVIEW, lambda: 1 / 0, identity, on_retry=on_retry)
+
+
+class TestExecutor:
+    def test_threads_are_daemons_and_reused(self) -> None:
+        """Calls run on daemon threads (a hung call cannot block exit), reused across calls."""
+        executor = StageExecutor(max_workers=2)
+        names = [
+            executor.submit(
+                lambda: (threading.current_thread().daemon, threading.get_ident())
+            ).result(5)
+            for _ in range(5)
+        ]
+        assert all(daemon for daemon, _ in names)
+        assert len({ident for _, ident in names}) <= 2
+
+    def test_exceptions_reach_the_future(self) -> None:
+        """A call's exception is delivered to the waiting thread."""
+        executor = StageExecutor(max_workers=1)
+        with pytest.raises(ZeroDivisionError):
+            executor.submit(lambda: 1 / 0).result(5)
