@@ -163,6 +163,7 @@ class WorkflowRun(MachineModel):
         self.emit = emit
         self.failure: AttemptFailure | None = None
         self.log = get_logger(story_id=self.story_id)
+        self.stage_log = self.log
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -286,6 +287,8 @@ class WorkflowRun(MachineModel):
         if self.deps.should_stop():
             raise Drained  # before the paid call: the state stays, committed, for the next holder
         self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
+        # Every line logged while the stage runs (retries, heartbeats) names it.
+        self.stage_log = self.log.bind(iteration=self.iteration, stage=stage.value)
         try:
             success: StageSuccess[Any] = self.deps.runner.run(
                 stage, call, normalize, on_retry=self._attempt_failed, on_wait=self._heartbeat
@@ -304,10 +307,8 @@ class WorkflowRun(MachineModel):
         self._append(
             _failure_write(Trigger.ATTEMPT_FAILED, self.state, self.state, self.iteration, failure)
         )
-        self.log.warning(
+        self.stage_log.warning(
             "stage_retry",
-            stage=failure.stage.value,
-            iteration=self.iteration,
             attempt=failure.attempt,
             error=failure.error_text,
             wait_seconds=failure.next_wait_seconds,
@@ -324,6 +325,6 @@ class WorkflowRun(MachineModel):
     def _heartbeat(self) -> None:
         try:
             if not self.deps.store.heartbeat(self.story_id, self.deps.lease):
-                self.log.warning("lease_lost", owner=self.deps.lease.owner)
+                self.stage_log.warning("lease_lost", owner=self.deps.lease.owner)
         except Exception:  # the next fenced write reports a real problem; keep the call alive
-            self.log.exception("heartbeat_failed")
+            self.stage_log.exception("heartbeat_failed")
