@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import story_fsm
 import story_fsm.errors
 from story_fsm import StoryFSMError
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Modules users import from: the package, and the subpackages the docs name.
+PUBLIC_MODULES = [
+    "story_fsm",
+    "story_fsm.errors",
+    "story_fsm.editors",
+    "story_fsm.diagrams",
+    "story_fsm.cli",
+    "story_fsm.worker",
+    "story_fsm.ratelimit",
+]
 
 
 class TestExports:
@@ -33,11 +47,14 @@ class TestExports:
         assert public <= set(exported) | {"__version__"}
         assert all(hasattr(story_fsm, n) for n in exported)
 
-    def test_every_public_name_has_a_docstring(self) -> None:
+    @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
+    def test_every_public_name_has_a_docstring(self, module_name: str) -> None:
         """Each exported class and function, and their public methods, are documented."""
+        module = importlib.import_module(module_name)
+        assert inspect.getdoc(module)
         missing = []
-        for name in story_fsm.__all__:
-            obj = getattr(story_fsm, name)
+        for name in module.__all__:
+            obj = getattr(module, name)
             if not (inspect.isclass(obj) or inspect.isfunction(obj)):
                 continue
             if not inspect.getdoc(obj):
