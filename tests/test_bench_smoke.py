@@ -1,0 +1,73 @@
+"""The benchmark's code paths still run (tiny sizes, no timing asserted): bench/ is not tested
+for speed here, only for breakage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import peers, report, run, targets
+from bench.fsyncs import parse_strace_summary
+from bench.stats import Spread, ratio_spread, rotated
+
+TINY = run.replace(
+    run.QUICK,
+    repeats=1,
+    loop_n=1,
+    pg_n=1,
+    fsync_n=1,
+    fsync_repeats=1,
+    resume_lengths=(2, 4),
+    resume_repeats=1,
+    concurrencies=(1, 2),
+    stories_per_thread=1,
+    stage_sleep=0.001,
+    worker_processes=(1, 2),
+    worker_stories=2,
+    worker_threads=1,
+    worker_repeats=1,
+)
+
+
+@pytest.mark.slow
+class TestQuickPath:
+    def test_every_default_section_runs_and_reports(self, tmp_path: Path) -> None:
+        """A tiny run measures every default section, writes the JSON and renders the targets."""
+        out = tmp_path / "results.json"
+        run.run(TINY, run.DEFAULT_SECTIONS, out=out, workdir=tmp_path / "work", mode="smoke")
+        results = json.loads(out.read_text())
+        assert set(run.DEFAULT_SECTIONS) <= set(results["sections"])
+        storage = results["sections"]["loop"]["storage"]
+        assert next(iter(storage.values()))["unchanged_script_stored_again"] is False
+        assert "### Targets" in report.render(results)
+        assert len(targets.targets(results)) == 8
+
+
+class TestHelpers:
+    def test_peers_without_their_virtualenv_are_skipped_with_instructions(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No peer virtualenv: the section says how to set one up instead of failing."""
+        result = peers.run_section(
+            venv=None, n=1, rounds=1, lengths=(2,), repeats=1, fsync_n=1, workdir=tmp_path
+        )
+        assert "skipped" in result
+        assert "pip install -e" in capsys.readouterr().out
+
+    def test_strace_summary_is_parsed(self) -> None:
+        """The calls column of ``strace -c`` is read for fsync and fdatasync only."""
+        text = (
+            "% time     seconds  usecs/call     calls    errors syscall\n"
+            "------ ----------- ----------- --------- --------- ----------------\n"
+            " 90.00    0.010000          50       200           fdatasync\n"
+            " 10.00    0.001000          10         3         1 fsync\n"
+            "  0.00    0.000000           0         9           write\n"
+        )
+        assert parse_strace_summary(text) == {"fdatasync": 200, "fsync": 3}
+
+    def test_ratios_are_taken_within_each_repeat(self) -> None:
+        """Each ratio pairs the same repeat's figures; the spread is over repeats."""
+        assert ratio_spread([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == Spread(2.0, 1.0, 3.0, 3)
+        assert rotated([1, 2, 3], 4) == [2, 3, 1]
