@@ -5,7 +5,7 @@ Not part of the public API: callers get :mod:`story_fsm.models`' results instead
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +74,7 @@ class TransitionWrite:
         dest: State entered (== source for records that do not move).
         iteration: Iteration the row belongs to.
         next_iteration: The workflow's iteration after the edge.
-        payload_json: The row's payload, serialized once by the caller.
+        payload: The row's payload (serialized once, by the store).
         stage: Stage the row reports on, if any.
         attempt: That stage's attempt number, if any.
         duration_seconds: That attempt's duration, if any.
@@ -95,7 +95,7 @@ class TransitionWrite:
     dest: WorkflowState
     iteration: int
     next_iteration: int
-    payload_json: str = "{}"
+    payload: dict[str, Any] = field(default_factory=dict)
     stage: Stage | None = None
     attempt: int | None = None
     duration_seconds: float | None = None

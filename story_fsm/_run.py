@@ -9,7 +9,6 @@ functions turn an edge and its outcome into the row to store: pure data, no I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +20,7 @@ from story_fsm._records import Lease, TransitionWrite, WorkflowRow
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel
-from story_fsm.models import DECISION_MAX_ITERATIONS, DECISION_PUBLISH
+from story_fsm.models import DECISION_MAX_ITERATIONS, DECISION_PUBLISH, TransitionRecord
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 from story_fsm.stages import (
     PolishOutcome,
@@ -78,7 +77,7 @@ def _review_write(
         dst,
         it,
         it,
-        payload_json=json.dumps(payload),
+        payload=payload,
         stage=Stage.REVIEW,
         attempt=kw["attempt"],
         duration_seconds=kw["duration"],
@@ -106,7 +105,7 @@ def _polish_write(
         dst,
         it,
         it + 1 if dst is WorkflowState.REVIEWING else it,
-        payload_json=json.dumps(payload),
+        payload=payload,
         stage=Stage.POLISH,
         attempt=kw["attempt"],
         duration_seconds=kw["duration"],
@@ -133,7 +132,7 @@ def _failure_write(
         dst,
         it,
         it,
-        payload_json=json.dumps(payload),
+        payload=payload,
         stage=failure.stage,
         attempt=failure.attempt,
         duration_seconds=failure.duration_seconds,
@@ -145,17 +144,19 @@ def _failure_write(
 class WorkflowRun(MachineModel):
     """One workflow being advanced by this process: the ``transitions`` model."""
 
-    def __init__(self, row: WorkflowRow, deps: RunDeps, emit: Emitter) -> None:
-        summary = row.summary
-        self.story_id = summary.story_id
-        self.seq = summary.seq
-        self.iteration = summary.iteration
-        self.title = summary.title
-        self.script = row.script
+    def __init__(
+        self,
+        row: WorkflowRow,
+        deps: RunDeps,
+        emit: Emitter,
+        records: list[TransitionRecord] | None = None,
+    ) -> None:
+        self.story_id = row.summary.story_id
+        #: The summary row as stored now, kept current write by write (no reads).
         self.row = row
-        self.last_review: dict[str, Any] | None = (
-            row.last_review.get("review") if row.last_review else None
-        )
+        #: The whole history when this run wrote all of it (a new workflow), else None.
+        self.records = records
+        self.iteration = row.summary.iteration  # the guards read it as a plain attribute
         self.failed_stage = row.failed_stage
         self.max_iterations = deps.config.max_iterations
         self.quality_threshold = deps.config.quality_threshold
@@ -164,6 +165,26 @@ class WorkflowRun(MachineModel):
         self.failure: AttemptFailure | None = None
         self.log = get_logger(story_id=self.story_id)
         self.stage_log = self.log
+
+    @property
+    def seq(self) -> int:
+        """The last stored history position."""
+        return self.row.summary.seq
+
+    @property
+    def title(self) -> str:
+        """The current title."""
+        return self.row.summary.title
+
+    @property
+    def script(self) -> str:
+        """The current script."""
+        return self.row.script
+
+    @property
+    def last_review(self) -> dict[str, Any] | None:
+        """The last committed review, as the reviewer returned it."""
+        return self.row.last_review.get("review") if self.row.last_review else None
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -186,23 +207,24 @@ class WorkflowRun(MachineModel):
             return _polish_write(src, dst, self.iteration, kw, self.script)
         if trigger is Trigger.FAIL:
             return _failure_write(trigger, src, dst, self.iteration, kw["failure"])
-        payload = json.dumps({"owner": self.deps.lease.owner})
+        payload = {"owner": self.deps.lease.owner}
         return TransitionWrite(
             trigger,
             src,
             dst,
             self.iteration,
             self.iteration,
-            payload_json=payload,
+            payload=payload,
             takeover=bool(kw.get("takeover")),
         )
 
     def _append(self, write: TransitionWrite) -> None:
-        self.deps.store.append(self.story_id, self.seq, write, self.deps.lease)
-        self.seq += 1
-        self.iteration = write.next_iteration
-        self.title = write.title or self.title
-        self.script = write.script or self.script
+        applied = self.deps.store.append(self.story_id, self.seq, write, self.deps.lease, self.row)
+        assert applied is not None  # a current row was given
+        self.row, record = applied
+        self.iteration = self.row.summary.iteration
+        if self.records is not None:
+            self.records.append(record)
         self.log.debug(
             "transition_recorded",
             seq=self.seq,
@@ -216,7 +238,6 @@ class WorkflowRun(MachineModel):
         """Emit the progress event a just-committed row stands for."""
         if trigger is Trigger.REVIEWED:
             review: ReviewOutcome = kw["outcome"]
-            self.last_review = review.data
             self.emit(
                 Event.REVIEW_COMPLETE,
                 iteration=iteration,

@@ -8,7 +8,6 @@ for the three ways a workflow moves: a new run, an explicit resume, and a worker
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import uuid
@@ -25,7 +24,7 @@ from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidTransitionError, StageFailedError, WorkflowNotFoundError
 from story_fsm.events import Emitter, Event, ProgressCallback
 from story_fsm.machine import MachineModel, build_machine
-from story_fsm.models import WorkflowResult, WorkflowSummary
+from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
 from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.runner import StageRunner
 from story_fsm.stages import StoryPolisher, StoryReviewer
@@ -69,7 +68,7 @@ class _Requeue(MachineModel):
             WorkflowState[event.transition.dest],
             self.iteration,
             self.iteration,
-            payload_json=json.dumps({"requeued_by": self.lease.owner}),
+            payload={"requeued_by": self.lease.owner},
             takeover=True,
             release_lease=True,
         )
@@ -190,11 +189,12 @@ class StoryWorkflowOrchestrator:
             self.config,
         )
         lease = self._lease()
-        row = self.state_manager.create(new, lease)
+        row, submitted = self.state_manager.create_with_record(new, lease)
         emit = Emitter(story_id, progress_callback)
         emit(Event.WORKFLOW_STARTED, title=title, config=self.config.to_dict())
         get_logger(story_id=story_id).info("workflow_started", owner=lease.owner)
-        return self._drive(row, Trigger.START, self._deps(self.config, lease, None), emit)
+        deps = self._deps(self.config, lease, None)
+        return self._drive(row, Trigger.START, deps, emit, records=[submitted])
 
     def resume(
         self, story_id: str, progress_callback: ProgressCallback | None = None
@@ -296,13 +296,18 @@ class StoryWorkflowOrchestrator:
         emit: Emitter,
         *,
         takeover: bool = False,
+        records: list[TransitionRecord] | None = None,
     ) -> WorkflowResult:
         """Fire *trigger* and let the queued machine run the loop to a terminal state."""
-        run = WorkflowRun(row, deps, emit)
+        run = WorkflowRun(row, deps, emit, records)
         build_machine(run, row.summary.state)
         run.fire(trigger, takeover=takeover)
-        result = self.state_manager.load_state(run.story_id)
-        assert result is not None
+        if run.records is not None:  # a run that wrote the whole history knows the result
+            result = build_result(run.row, run.records)
+        else:
+            loaded = self.state_manager.load_state(run.story_id)
+            assert loaded is not None
+            result = loaded
         if run.failure is not None:
             failure = run.failure
             emit(

@@ -168,13 +168,17 @@ def machine_kwargs() -> dict[str, Any]:
     """
     return {
         "states": list(WorkflowState),
-        "transitions": transition_specs(),
+        "transitions": [dict(spec) for spec in _SPECS],
         "auto_transitions": False,
         "queued": True,
         "send_event": True,
         "before_state_change": RECORD_CALLBACK,
         "ignore_invalid_triggers": False,
     }
+
+
+#: The table in ``transitions``' form, converted once (every run builds a machine from it).
+_SPECS = tuple(transition_specs())
 
 
 def build_machine(model: MachineModel, initial: WorkflowState) -> Machine:

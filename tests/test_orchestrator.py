@@ -77,6 +77,7 @@ class TestDesignScenarios:
         assert [it.iteration_number for it in result.iterations] == [1, 2, 3]
         assert result.iterations[0].polished_title == "The Lighthouse (v2)"
         assert result.iterations[2].polish_data is None
+        assert result == store.load_state("s-1")
 
     def test_max_iterations_reached(self, store: WorkflowStateManager) -> None:
         """max_iterations=2 with a reviewer that never publishes: 2 reviews, 2 polishes."""
@@ -87,6 +88,7 @@ class TestDesignScenarios:
         assert (result.total_reviews, result.total_polishes) == (2, 2)
         assert len(reviewer.calls) == 2 and len(polisher.calls) == 2
         assert result.final_script.endswith("[polish 2]")
+        assert result == store.load_state("s-1")
 
 
 class TestStageCalls:
@@ -273,6 +275,7 @@ class TestFailures:
                 progress_callback=lambda e, d: events.append((e, d)),
             )
         exc = caught.value
+        assert exc.result == store.load_state("s-1")  # what the run knew is what was stored
         assert (exc.stage.value, exc.attempts) == ("review", 3)
         assert exc.result is not None and exc.result.state is WorkflowState.FAILED
         assert error in (exc.result.error or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +13,9 @@ from story_fsm.states import Stage, Trigger, WorkflowState
 
 __all__ = [
     "advance_params",
+    "fold_advance",
     "record_from_row",
+    "record_from_write",
     "summary_from_row",
     "transition_values",
     "workflow_from_row",
@@ -93,7 +96,7 @@ def transition_values(
         "cost": write.cost,
         "error": write.error,
         "created_at": now,
-        "payload": write.payload_json,
+        "payload": json.dumps(write.payload),
     }
 
 
@@ -126,3 +129,61 @@ def advance_params(
         "p_lease_token": None if unheld else lease.token,
         "p_lease_expires_at": None if unheld else now + timedelta(seconds=lease.seconds),
     }
+
+
+def record_from_write(seq: int, write: TransitionWrite, now: datetime) -> TransitionRecord:
+    """Return the record *write* became as row *seq*, without reading it back."""
+    return TransitionRecord(
+        seq=seq,
+        trigger=write.trigger,
+        source=write.source,
+        dest=write.dest,
+        iteration=write.iteration,
+        created_at=now,
+        payload=write.payload,
+        stage=write.stage,
+        attempt=write.attempt,
+        duration_seconds=write.duration_seconds,
+        cost=write.cost,
+        error=write.error,
+    )
+
+
+def _coalesce(new: Any, old: Any) -> Any:
+    return old if new is None else new
+
+
+def fold_advance(row: WorkflowRow, params: dict[str, Any], payload: dict[str, Any]) -> WorkflowRow:
+    """Return *row* after the summary UPDATE that *params* (:func:`advance_params`) describe.
+
+    The same assignments as the SQL statement, field by field, so a run knows its row without
+    reading it back; ``tests/test_orchestrator.py`` compares the two after every scenario.
+    """
+    s = row.summary
+    summary = replace(
+        s,
+        state=WorkflowState(params["p_state"]),
+        seq=params["p_seq"],
+        iteration=params["p_iteration"],
+        title=_coalesce(params["p_title"], s.title),
+        last_quality_score=_coalesce(params["p_score"], s.last_quality_score),
+        total_cost=s.total_cost + params["p_cost"],
+        decision=params["p_decision"],
+        error=params["p_error"],
+        updated_at=params["p_now"],
+        lease_owner=params["p_lease_owner"],
+        lease_expires_at=params["p_lease_expires_at"],
+    )
+    failed = params["p_failed_stage"]
+    return replace(
+        row,
+        summary=summary,
+        script=_coalesce(params["p_script"], row.script),
+        initial_quality_score=_coalesce(row.initial_quality_score, params["p_score"]),
+        total_reviews=row.total_reviews + params["p_reviews"],
+        total_polishes=row.total_polishes + params["p_polishes"],
+        failed_stage=Stage(failed) if failed else None,
+        completed_at=params["p_completed_at"],
+        last_review=payload if params["p_review_seq"] is not None else row.last_review,
+        lease_token=params["p_lease_token"],
+    )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from story_fsm.states import WorkflowState
+from story_fsm.store._prepared import PreparedWrite
 from story_fsm.store.schema import Schema
 
-__all__ = ["RUNNABLE_STATES", "Statements"]
+__all__ = ["RUNNABLE_STATES", "PreparedStatements", "Statements"]
 
 #: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
 #: operator's ``retry``, which re-queues it in the failed stage's state).
@@ -100,3 +101,29 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"))
         )
         self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
+
+
+class PreparedStatements:
+    """The four writes of the hot path (create, advance, takeover), compiled for a dialect."""
+
+    def __init__(self, statements: Statements, schema: Schema, dialect: sa.Dialect) -> None:
+        self.advance = PreparedWrite(statements.advance, dialect)
+        self.takeover = PreparedWrite(statements.takeover, dialect)
+        self.insert_transition = PreparedWrite(
+            statements.insert_transition, dialect, [c.key for c in schema.transitions.columns]
+        )
+        # A new workflow leaves the columns of later transitions NULL.
+        filled = [c.key for c in schema.workflows.columns if c.key not in UNSET_AT_CREATE]
+        self.insert_workflow = PreparedWrite(statements.insert_workflow, dialect, filled)
+
+
+#: Columns a new workflow leaves NULL (their values come with later transitions).
+UNSET_AT_CREATE = (
+    "last_review_seq",
+    "initial_quality_score",
+    "last_quality_score",
+    "decision",
+    "failed_stage",
+    "error",
+    "completed_at",
+)

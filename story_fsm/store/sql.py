@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -28,14 +29,22 @@ from story_fsm.errors import (
 )
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
 from story_fsm.states import Trigger, WorkflowState
+from story_fsm.store._prepared import RawTransaction, raw_transaction
 from story_fsm.store._rows import (
     advance_params,
+    fold_advance,
     record_from_row,
+    record_from_write,
     summary_from_row,
     transition_values,
     workflow_from_row,
 )
-from story_fsm.store._statements import RUNNABLE_STATES, Statements
+from story_fsm.store._statements import (
+    RUNNABLE_STATES,
+    UNSET_AT_CREATE,
+    PreparedStatements,
+    Statements,
+)
 from story_fsm.store.engine import make_engine
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
@@ -48,26 +57,35 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _is_busy(error: sa_exc.DBAPIError) -> bool:
-    text = str(error.orig).lower()
+def _is_busy(error: BaseException) -> bool:
+    text = str(getattr(error, "orig", error)).lower()
     return "database is locked" in text or "database is busy" in text
 
 
+def _driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception, whether SQLAlchemy wrapped it or not."""
+    return getattr(error, "orig", None) or error
+
+
 @contextmanager
-def _translated(story_id: str | None = None) -> Iterator[None]:
-    """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers."""
+def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None]:
+    """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers.
+
+    *dbapi* (the driver module) adds the driver's own errors, for the prepared fast path.
+    """
+    caught: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)
+    if dbapi is not None:
+        caught = (*caught, dbapi.Error)
     try:
         yield
-    except sa_exc.OperationalError as exc:
+    except caught as exc:
         if _is_busy(exc):
             raise DatabaseBusyError(
                 f"the SQLite database stayed locked past the busy timeout"
                 f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
                 "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
             ) from exc
-        raise StoreError(f"database error: {exc.orig}") from exc
-    except sa_exc.SQLAlchemyError as exc:
-        raise StoreError(f"database error: {exc}") from exc
+        raise StoreError(f"database error: {_driver_error(exc)}") from exc
 
 
 class WorkflowStateManager:
@@ -112,8 +130,20 @@ class WorkflowStateManager:
             self._owns_engine = True
         self.schema = build_schema(table_prefix)
         self._sql = Statements(self.schema)
+        self._fast = PreparedStatements(self._sql, self.schema, self._engine.dialect)
         with _translated():
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
+
+    @contextmanager
+    def _raw(self, story_id: str) -> Iterator[RawTransaction]:
+        """One write transaction on the prepared fast path, errors translated."""
+        with _translated(story_id, self._engine.dialect.dbapi), raw_transaction(self._engine) as tx:
+            yield tx
+
+    def _is_integrity(self, error: BaseException | None) -> bool:
+        dbapi = self._engine.dialect.dbapi
+        kinds = (sa_exc.IntegrityError, dbapi.IntegrityError) if dbapi else (sa_exc.IntegrityError,)
+        return isinstance(error, kinds)
 
     @property
     def engine(self) -> sa.Engine:
@@ -139,13 +169,19 @@ class WorkflowStateManager:
     # -- writes -------------------------------------------------------------------------------
 
     def create(self, new: NewWorkflow, lease: Lease | None) -> WorkflowRow:
-        """Insert a workflow in INITIAL with its ``submit`` record (seq 0).
+        """Insert a workflow in INITIAL with its ``submit`` record (seq 0); return its row.
 
         With a *lease* the caller holds it from the start; without, any worker may claim it.
 
         Raises:
             WorkflowExistsError: The story id is taken; nothing was written.
         """
+        return self.create_with_record(new, lease)[0]
+
+    def create_with_record(
+        self, new: NewWorkflow, lease: Lease | None
+    ) -> tuple[WorkflowRow, TransitionRecord]:
+        """Like :meth:`create`, and also return the ``submit`` record it wrote."""
         now = utcnow()
         values = {
             "story_id": new.story_id,
@@ -175,23 +211,32 @@ class WorkflowStateManager:
         }
         submit = TransitionWrite(Trigger.SUBMIT, WorkflowState.INITIAL, WorkflowState.INITIAL, 1, 1)
         try:
-            with _translated(new.story_id), self._engine.begin() as conn:
-                conn.execute(self._sql.insert_workflow, values)
-                conn.execute(
-                    self._sql.insert_transition, transition_values(new.story_id, 0, submit, now)
+            with self._raw(new.story_id) as tx:
+                tx.execute(self._fast.insert_workflow, values)
+                tx.execute(
+                    self._fast.insert_transition, transition_values(new.story_id, 0, submit, now)
                 )
         except StoreError as exc:
-            if isinstance(exc.__cause__, sa_exc.IntegrityError):
+            if self._is_integrity(exc.__cause__):
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
         # What was just written, without reading it back (no SELECT on the hot path).
-        unset = dict.fromkeys(_UNSET_AT_CREATE)
-        return workflow_from_row(SimpleNamespace(**values, **unset))
+        unset = dict.fromkeys(UNSET_AT_CREATE)
+        row = workflow_from_row(SimpleNamespace(**values, **unset))
+        return row, record_from_write(0, submit, now)
 
     def append(
-        self, story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease
-    ) -> None:
+        self,
+        story_id: str,
+        expected_seq: int,
+        write: TransitionWrite,
+        lease: Lease,
+        current: WorkflowRow | None = None,
+    ) -> tuple[WorkflowRow, TransitionRecord] | None:
         """Persist one transition as row ``expected_seq + 1``, with the summary's update.
+
+        With *current* (the row as the caller holds it), return the row after this write and
+        the record written, both derived in memory (no read on the hot path).
 
         Raises:
             ConcurrentAdvanceError: The story moved past *expected_seq*, or its lease is held
@@ -200,21 +245,25 @@ class WorkflowStateManager:
         """
         now = utcnow()
         params = advance_params(story_id, expected_seq, write, lease, now)
-        stmt = self._sql.takeover if write.takeover else self._sql.advance
+        stmt = self._fast.takeover if write.takeover else self._fast.advance
         try:
-            with _translated(story_id), self._engine.begin() as conn:
-                if conn.execute(stmt, params).rowcount != 1:
+            with self._raw(story_id) as tx:
+                if tx.execute(stmt, params) != 1:
                     raise _LostRace
-                conn.execute(
-                    self._sql.insert_transition,
+                tx.execute(
+                    self._fast.insert_transition,
                     transition_values(story_id, expected_seq + 1, write, now),
                 )
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
         except StoreError as exc:
-            if isinstance(exc.__cause__, sa_exc.IntegrityError):
+            if self._is_integrity(exc.__cause__):
                 raise ConcurrentAdvanceError(story_id, "step already recorded") from exc
             raise
+        if current is None:
+            return None
+        record = record_from_write(expected_seq + 1, write, now)
+        return fold_advance(current, params, write.payload), record
 
     def _why_lost(self, story_id: str, expected_seq: int, lease: Lease) -> Exception:
         row = self.load_row(story_id)
@@ -318,18 +367,6 @@ class WorkflowStateManager:
             query = query.where(wf.c.state == wanted.value)
         with _translated(), self._engine.connect() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
-
-
-#: Columns a new workflow leaves NULL (their values come with later transitions).
-_UNSET_AT_CREATE = (
-    "last_review_seq",
-    "initial_quality_score",
-    "last_quality_score",
-    "decision",
-    "failed_stage",
-    "error",
-    "completed_at",
-)
 
 
 class _LostRace(Exception):

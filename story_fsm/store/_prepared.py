@@ -1,0 +1,81 @@
+"""The hot path's writes, compiled once per dialect and run on the driver's own cursor.
+
+A transition is two small statements and a COMMIT; SQLAlchemy's per-call execution machinery
+(building an execution context, re-checking the compiled cache, wrapping the cursor) costs
+more than the database's own work for rows this small. The statements are still built with
+SQLAlchemy Core and compiled by it, with its type processors (a test compares the rows with
+those written through Core); only their execution skips the per-call layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ClauseElement
+
+__all__ = ["PreparedWrite", "RawTransaction", "raw_transaction"]
+
+
+class PreparedWrite:
+    """One statement, compiled for one dialect, with its bind processors resolved."""
+
+    def __init__(
+        self, stmt: ClauseElement, dialect: sa.Dialect, column_keys: Sequence[str] | None = None
+    ) -> None:
+        compiled: Any = stmt.compile(dialect=dialect, column_keys=list(column_keys or []) or None)
+        self.sql = str(compiled)
+        self._order: tuple[str, ...] | None = (
+            tuple(compiled.positiontup or ()) if compiled.positional else None
+        )
+        self._processors: dict[str, Callable[[Any], Any]] = {}
+        for key, bind in compiled.binds.items():
+            processor = bind.type.bind_processor(dialect)
+            if processor is not None:
+                self._processors[key] = processor
+
+    def params(self, values: dict[str, Any]) -> Any:
+        """Return *values* as the driver takes them: processed, positional or named."""
+        if self._processors:
+            values = dict(values)
+            for key, processor in self._processors.items():
+                if key in values:
+                    values[key] = processor(values[key])
+        if self._order is None:
+            return values
+        return tuple(values[key] for key in self._order)
+
+
+class RawTransaction:
+    """A DBAPI cursor inside one transaction (committed by :func:`raw_transaction`)."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def execute(self, write: PreparedWrite, values: dict[str, Any]) -> int:
+        """Run *write* with *values*; return the driver's rowcount."""
+        self._cursor.execute(write.sql, write.params(values))
+        return int(self._cursor.rowcount)
+
+
+@contextmanager
+def raw_transaction(engine: sa.Engine) -> Iterator[RawTransaction]:
+    """Check a pooled connection out, yield a transaction on it, commit (or roll back).
+
+    Driver errors propagate as the driver raised them; the store translates them.
+    """
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        try:
+            yield RawTransaction(cursor)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            cursor.close()
+    finally:
+        connection.close()  # back to the pool
