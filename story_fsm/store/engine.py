@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from sqlalchemy.pool import StaticPool
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["make_engine"]
+__all__ = ["make_engine", "writer_lock"]
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -72,3 +74,23 @@ def make_engine(
     raise InputValidationError(
         f"unsupported database {backend!r} in {url!r}; use sqlite:///FILE or postgresql://..."
     )
+
+
+_sqlite_locks: dict[str, threading.Lock] = {}
+_sqlite_locks_guard = threading.Lock()
+
+
+def writer_lock(engine: sa.Engine) -> AbstractContextManager[Any]:
+    """Return the lock this process takes around each write transaction on *engine*.
+
+    SQLite has one writer per file; threads of one process that collide on its lock wait in
+    SQLite's busy handler, which sleeps in coarse steps (up to 100 ms). Queuing them on one
+    in-process lock per file instead hands the file over as soon as it is free. Other
+    processes still meet SQLite's own lock and busy timeout. PostgreSQL needs no such lock.
+    """
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    database = engine.url.database or ":memory:"
+    key = database if database == ":memory:" else str(Path(database).expanduser().resolve())
+    with _sqlite_locks_guard:
+        return _sqlite_locks.setdefault(key, threading.Lock())

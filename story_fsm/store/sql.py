@@ -45,7 +45,7 @@ from story_fsm.store._statements import (
     PreparedStatements,
     Statements,
 )
-from story_fsm.store.engine import make_engine
+from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 
@@ -131,13 +131,15 @@ class WorkflowStateManager:
         self.schema = build_schema(table_prefix)
         self._sql = Statements(self.schema)
         self._fast = PreparedStatements(self._sql, self.schema, self._engine.dialect)
+        self._write_lock = writer_lock(self._engine)
         with _translated():
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
     @contextmanager
     def _raw(self, story_id: str) -> Iterator[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
-        with _translated(story_id, self._engine.dialect.dbapi), raw_transaction(self._engine) as tx:
+        dbapi = self._engine.dialect.dbapi
+        with self._write_lock, _translated(story_id, dbapi), raw_transaction(self._engine) as tx:
             yield tx
 
     def _is_integrity(self, error: BaseException | None) -> bool:
@@ -285,12 +287,12 @@ class WorkflowStateManager:
             "p_token": lease.token,
             "p_expires": utcnow() + timedelta(seconds=lease.seconds),
         }
-        with _translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, _translated(story_id), self._engine.begin() as conn:
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
     def release(self, story_id: str, lease: Lease) -> bool:
         """Give up *lease* so another worker can claim the story at once (False if not held)."""
-        with _translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, _translated(story_id), self._engine.begin() as conn:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
@@ -312,7 +314,7 @@ class WorkflowStateManager:
             "p_expires": now + timedelta(seconds=lease.seconds),
             "p_now": now,
         }
-        with _translated(), self._engine.begin() as conn:
+        with self._write_lock, _translated(), self._engine.begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
                 if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
                     break
