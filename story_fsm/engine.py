@@ -29,6 +29,7 @@ from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.runner import StageRunner
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
+from story_fsm.store._rows import submitted_record
 from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_new_workflow, validate_story_id
 
@@ -256,10 +257,12 @@ class StoryWorkflowOrchestrator:
             Event.WORKFLOW_STARTED if state is WorkflowState.INITIAL else Event.WORKFLOW_RESUMED
         )
         emit(started, state=state.value, seq=row.summary.seq, iteration=row.summary.iteration)
+        # A workflow only submitted has one row, known from its summary: this run will then
+        # have written (or know) the whole history and need not read it back at the end.
+        known = [submitted_record(row)] if row.summary.seq == 0 else None
+        deps = self._deps(config, lease, should_stop)
         try:
-            return self._drive(
-                row, _RESUME_TRIGGERS[state], self._deps(config, lease, should_stop), emit
-            )
+            return self._drive(row, _RESUME_TRIGGERS[state], deps, emit, records=known)
         except Drained:
             self.state_manager.release(story_id, lease)
             get_logger(story_id=story_id).info("workflow_released", owner=lease.owner)

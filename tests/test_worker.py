@@ -68,6 +68,21 @@ class TestClaims:
         assert {s.state for s in store.list_workflows()} == {WorkflowState.COMPLETE}
         assert all(s.lease_owner is None for s in store.list_workflows())
 
+    def test_claimed_run_returns_what_is_stored(self, store: WorkflowStateManager) -> None:
+        """The result a worker's run builds in memory equals the stored state, field by field."""
+        from story_fsm._records import Lease
+
+        submit(store, 1)
+        lease = Lease("me", "tok", 30)
+        row = store.claim_next(lease)
+        assert row is not None
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(50), review(99, "publish")), ScriptedPolisher(), store, CONFIG
+        )
+        result = orchestrator.advance_claimed(row, lease)
+        assert result is not None and result.decision == "publish"
+        assert result == store.load_state("s0000")
+
     def test_submit_runs_no_stage(self, store: WorkflowStateManager) -> None:
         """submit() records the workflow in INITIAL, unheld, without calling a stage."""
         reviewer = ScriptedReviewer()

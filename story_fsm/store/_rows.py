@@ -12,10 +12,12 @@ from story_fsm.models import TransitionRecord, WorkflowSummary
 from story_fsm.states import Stage, Trigger, WorkflowState
 
 __all__ = [
+    "SUBMIT_WRITE",
     "advance_params",
     "fold_advance",
     "record_from_row",
     "record_from_write",
+    "submitted_record",
     "summary_from_row",
     "transition_values",
     "workflow_from_row",
@@ -187,3 +189,12 @@ def fold_advance(row: WorkflowRow, params: dict[str, Any], payload: dict[str, An
         last_review=payload if params["p_review_seq"] is not None else row.last_review,
         lease_token=params["p_lease_token"],
     )
+
+
+#: What ``create()`` writes as row 0 of every workflow.
+SUBMIT_WRITE = TransitionWrite(Trigger.SUBMIT, WorkflowState.INITIAL, WorkflowState.INITIAL, 1, 1)
+
+
+def submitted_record(row: WorkflowRow) -> TransitionRecord:
+    """Return row 0 of *row*'s workflow (the submit record), known without reading it."""
+    return record_from_write(0, SUBMIT_WRITE, row.summary.started_at)

@@ -28,9 +28,10 @@ from story_fsm.errors import (
     WorkflowNotFoundError,
 )
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
-from story_fsm.states import Trigger, WorkflowState
+from story_fsm.states import WorkflowState
 from story_fsm.store._prepared import RawTransaction, raw_transaction
 from story_fsm.store._rows import (
+    SUBMIT_WRITE,
     advance_params,
     fold_advance,
     record_from_row,
@@ -211,7 +212,7 @@ class WorkflowStateManager:
             "lease_token": lease.token if lease else None,
             "lease_expires_at": now + timedelta(seconds=lease.seconds) if lease else None,
         }
-        submit = TransitionWrite(Trigger.SUBMIT, WorkflowState.INITIAL, WorkflowState.INITIAL, 1, 1)
+        submit = SUBMIT_WRITE
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
