@@ -113,7 +113,7 @@ class TestMigrations:
 class TestFastPath:
     def test_head_constant_matches_the_scripts(self) -> None:
         """HEAD_REVISION names the newest script in migrations/versions."""
-        assert HEAD_REVISION == head_revision()
+        assert head_revision() == HEAD_REVISION
 
     def test_store_at_head_opens_without_importing_alembic(self, sqlite_url: str) -> None:
         """A database already at head is checked with one SELECT; alembic stays unimported."""
