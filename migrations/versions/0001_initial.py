@@ -18,9 +18,7 @@ branch_labels = None
 depends_on = None
 
 _STATES = "'initial', 'reviewing', 'polishing', 'complete', 'failed'"
-_TRIGGERS = (
-    "'submit', 'start', 'reviewed', 'polished', 'attempt_failed', 'fail', 'retry', 'resume'"
-)
+_TRIGGERS = "'submit', 'start', 'reviewed', 'polished', 'attempt_failed', 'fail', 'retry', 'resume'"
 
 
 def upgrade() -> None:
