@@ -11,6 +11,7 @@ cost a process ≈ 0.2 s to import, which every CLI call and every resume after 
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,7 +72,9 @@ def alembic_config(
     """Return an alembic ``Config`` for story_fsm's migrations, bound to *connection*."""
     from alembic.config import Config
 
-    cfg = Config()
+    # alembic's default stdout is whatever sys.stdout was when alembic was first imported;
+    # pass the current one (a lazily imported alembic may have met a temporary stream).
+    cfg = Config(stdout=sys.stdout)
     cfg.set_main_option("script_location", str(script_location()))
     cfg.attributes["connection"] = connection
     cfg.attributes["table_prefix"] = prefix
