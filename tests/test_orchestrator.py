@@ -51,7 +51,7 @@ class TestDesignScenarios:
         """A first review that says publish completes at once, with no polish."""
         reviewer, polisher = ScriptedReviewer(review(97, "publish")), ScriptedPolisher()
         result = run(store, reviewer, polisher, fast_config)
-        assert result.state is WorkflowState.COMPLETE
+        assert result.state is WorkflowState.COMPLETE and result.succeeded
         assert result.decision == "publish"
         assert (result.total_reviews, result.total_polishes) == (1, 0)
         assert result.quality_scores == [97.0]
@@ -278,6 +278,7 @@ class TestFailures:
         assert exc.result == store.load_state("s-1")  # what the run knew is what was stored
         assert (exc.stage.value, exc.attempts) == ("review", 3)
         assert exc.result is not None and exc.result.state is WorkflowState.FAILED
+        assert not exc.result.succeeded
         assert error in (exc.result.error or "")
         assert exc.__cause__ is not None
         assert len(reviewer.calls) == 3

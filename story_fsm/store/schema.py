@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -169,8 +168,3 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
         workflows=_workflows_table(metadata, prefix),
         transitions=_transitions_table(metadata, prefix),
     )
-
-
-def metadata_for(prefix: str = DEFAULT_TABLE_PREFIX) -> Any:
-    """Return the ``MetaData`` of *prefix*'s tables (for a host's ``target_metadata``)."""
-    return build_schema(prefix).metadata
