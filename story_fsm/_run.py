@@ -3,8 +3,8 @@
 :class:`WorkflowRun` is the model of a machine built by ``machine.build_machine``. Its
 ``record`` callback persists each edge before the state changes (so a failed write leaves the
 machine where it was); its on-enter callbacks run the reviewer and the polisher through the
-:class:`~story_fsm.runner.StageRunner` and fire the next trigger, queued. The ``*_write``
-functions turn an edge and its outcome into the row to store: pure data, no I/O.
+:class:`~story_fsm.runner.StageRunner` and fire the next trigger, queued. What each edge
+writes is decided by the pure functions of ``_writes.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from transitions import EventData
 
 from story_fsm._log import get_logger
 from story_fsm._records import Lease, TransitionWrite, WorkflowRow
+from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel
-from story_fsm.models import DECISION_MAX_ITERATIONS, DECISION_PUBLISH, TransitionRecord
+from story_fsm.models import TransitionRecord
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 from story_fsm.stages import (
     PolishOutcome,
@@ -59,86 +60,6 @@ class RunDeps:
     def with_stop(self, should_stop: Callable[[], bool]) -> RunDeps:
         """Return a copy whose runs stop before their next stage when *should_stop* is true."""
         return replace(self, should_stop=should_stop)
-
-
-def _review_write(
-    src: WorkflowState, dst: WorkflowState, it: int, kw: dict[str, Any]
-) -> TransitionWrite:
-    review: ReviewOutcome = kw["outcome"]
-    payload = {
-        "story_version": f"v{it}",
-        "quality_score": review.quality_score,
-        "decision": review.decision.value,
-        "review": review.data,
-    }
-    return TransitionWrite(
-        Trigger.REVIEWED,
-        src,
-        dst,
-        it,
-        it,
-        payload=payload,
-        stage=Stage.REVIEW,
-        attempt=kw["attempt"],
-        duration_seconds=kw["duration"],
-        cost=review.cost,
-        quality_score=review.quality_score,
-        decision=DECISION_PUBLISH if dst is WorkflowState.COMPLETE else None,
-    )
-
-
-def _polish_write(
-    src: WorkflowState, dst: WorkflowState, it: int, kw: dict[str, Any], script: str
-) -> TransitionWrite:
-    polish: PolishOutcome = kw["outcome"]
-    data = dict(polish.data)
-    unchanged = polish.script == script
-    if unchanged:
-        # The script is already stored; keeping a second copy would only cost space.
-        data.pop("polished_script", None)
-    payload = {"title": polish.title, "changes_count": polish.changes_count, "polish": data}
-    if unchanged:
-        payload["script_unchanged"] = True
-    return TransitionWrite(
-        Trigger.POLISHED,
-        src,
-        dst,
-        it,
-        it + 1 if dst is WorkflowState.REVIEWING else it,
-        payload=payload,
-        stage=Stage.POLISH,
-        attempt=kw["attempt"],
-        duration_seconds=kw["duration"],
-        cost=polish.cost,
-        title=polish.title,
-        script=None if unchanged else polish.script,
-        decision=DECISION_MAX_ITERATIONS if dst is WorkflowState.COMPLETE else None,
-    )
-
-
-def _failure_write(
-    trigger: Trigger, src: WorkflowState, dst: WorkflowState, it: int, failure: AttemptFailure
-) -> TransitionWrite:
-    payload: dict[str, Any] = {
-        "stage": failure.stage.value,
-        "attempt": failure.attempt,
-        "error": failure.error_text,
-    }
-    if trigger is Trigger.ATTEMPT_FAILED:
-        payload["next_wait_seconds"] = failure.next_wait_seconds
-    return TransitionWrite(
-        trigger,
-        src,
-        dst,
-        it,
-        it,
-        payload=payload,
-        stage=failure.stage,
-        attempt=failure.attempt,
-        duration_seconds=failure.duration_seconds,
-        error=failure.error_text,
-        failed_stage=failure.stage if dst is WorkflowState.FAILED else None,
-    )
 
 
 class WorkflowRun(MachineModel):
@@ -202,11 +123,11 @@ class WorkflowRun(MachineModel):
         self, trigger: Trigger, src: WorkflowState, dst: WorkflowState, kw: dict[str, Any]
     ) -> TransitionWrite:
         if trigger is Trigger.REVIEWED:
-            return _review_write(src, dst, self.iteration, kw)
+            return review_write(src, dst, self.iteration, kw)
         if trigger is Trigger.POLISHED:
-            return _polish_write(src, dst, self.iteration, kw, self.script)
+            return polish_write(src, dst, self.iteration, kw, self.script)
         if trigger is Trigger.FAIL:
-            return _failure_write(trigger, src, dst, self.iteration, kw["failure"])
+            return failure_write(trigger, src, dst, self.iteration, kw["failure"])
         payload = {"owner": self.deps.lease.owner}
         return TransitionWrite(
             trigger,
@@ -326,7 +247,7 @@ class WorkflowRun(MachineModel):
         # Recorded directly, not fired: inside an on-enter callback a queued trigger would
         # only run after the stage, and the record must land before the next attempt.
         self._append(
-            _failure_write(Trigger.ATTEMPT_FAILED, self.state, self.state, self.iteration, failure)
+            failure_write(Trigger.ATTEMPT_FAILED, self.state, self.state, self.iteration, failure)
         )
         self.stage_log.warning(
             "stage_retry",
