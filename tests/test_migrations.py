@@ -110,6 +110,54 @@ class TestMigrations:
             build_schema(prefix)
 
 
+class TestDataMigration:
+    def test_0001_data_survives_upgrade_and_downgrade(self, database_url: str) -> None:
+        """A workflow stored at 0001 reads the same after the upgrade, and again after a downgrade."""
+        engine = make_engine(database_url)
+        upgrade(engine, "0001")
+        now = "2026-11-24 10:00:00"
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO story_fsm_workflows (story_id, state, seq, iteration, title, script, "
+                    "initial_title, initial_script, audience_context, original_idea, "
+                    "local_review_summary, config, total_reviews, total_polishes, total_cost, "
+                    "started_at, updated_at) VALUES ('old', 'initial', 0, 1, 'T', 'S', 'T0', 'S0', "
+                    "'{\"age\": 9}', 'idea', NULL, '{\"max_iterations\": 2}', 0, 0, 0, :now, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO story_fsm_transitions (story_id, seq, trigger, source, dest, "
+                    "iteration, created_at, payload) VALUES ('old', 0, 'submit', 'initial', "
+                    "'initial', 1, :now, '{}')"
+                ),
+                {"now": now},
+            )
+        with WorkflowStateManager(database_url) as store:  # migrates 0001 -> head on first use
+            assert current_revision(store.engine) == head_revision()
+            row = store.load_row("old")
+            assert row is not None
+            assert (row.initial_title, row.initial_script, row.original_idea) == (
+                "T0",
+                "S0",
+                "idea",
+            )
+            assert (row.audience_context, row.config) == ({"age": 9}, {"max_iterations": 2})
+            assert [r.trigger.value for r in store.history("old")] == ["submit"]  # history kept
+        downgrade(engine, "0001")
+        with engine.connect() as conn:
+            back = conn.execute(
+                sa.text("SELECT initial_script, audience_context, config FROM story_fsm_workflows")
+            ).one()
+            kept = conn.execute(sa.text("SELECT count(*) FROM story_fsm_transitions")).scalar()
+        assert tuple(back) == ("S0", '{"age": 9}', '{"max_iterations": 2}')
+        assert kept == 1
+        assert "story_fsm_workflow_inputs" not in tables(engine)
+        engine.dispose()
+
+
 class TestFastPath:
     def test_head_constant_matches_the_scripts(self) -> None:
         """HEAD_REVISION names the newest script in migrations/versions."""

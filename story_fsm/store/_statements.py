@@ -23,7 +23,7 @@ class Statements:
     """The hot path's statements, built once per schema so each write only binds values."""
 
     def __init__(self, schema: Schema) -> None:
-        wf, tr = schema.workflows, schema.transitions
+        wf, tr, inputs = schema.workflows, schema.transitions, schema.inputs
         p = sa.bindparam
         advance = (
             sa.update(wf)
@@ -61,6 +61,7 @@ class Statements:
         self.advance = advance.where(wf.c.lease_token == p("p_held_token"))
         self.insert_transition = sa.insert(tr)
         self.insert_workflow = sa.insert(wf)
+        self.insert_inputs = sa.insert(inputs)
         self.heartbeat = (
             sa.update(wf)
             .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
@@ -89,9 +90,9 @@ class Statements:
         )
         review = tr.alias("last_review")
         self.snapshot = (
-            sa.select(wf, review.c.payload.label("last_review_payload"))
+            sa.select(wf, *_input_columns(inputs), review.c.payload.label("last_review_payload"))
             .select_from(
-                wf.outerjoin(
+                wf.join(inputs, inputs.c.story_id == wf.c.story_id).outerjoin(
                     review,
                     sa.and_(
                         review.c.story_id == wf.c.story_id, review.c.seq == wf.c.last_review_seq
@@ -103,8 +104,12 @@ class Statements:
         self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
 
 
+def _input_columns(inputs: sa.Table) -> list[sa.Column[object]]:
+    return [c for c in inputs.columns if c.key != "story_id"]
+
+
 class PreparedStatements:
-    """The four writes of the hot path (create, advance, takeover), compiled for a dialect."""
+    """The writes of the hot path (create, advance, takeover), compiled for a dialect."""
 
     def __init__(self, statements: Statements, schema: Schema, dialect: sa.Dialect) -> None:
         self.advance = PreparedWrite(statements.advance, dialect)
@@ -115,6 +120,9 @@ class PreparedStatements:
         # A new workflow leaves the columns of later transitions NULL.
         filled = [c.key for c in schema.workflows.columns if c.key not in UNSET_AT_CREATE]
         self.insert_workflow = PreparedWrite(statements.insert_workflow, dialect, filled)
+        self.insert_inputs = PreparedWrite(
+            statements.insert_inputs, dialect, [c.key for c in schema.inputs.columns]
+        )
 
 
 #: Columns a new workflow leaves NULL (their values come with later transitions).

@@ -42,7 +42,7 @@ __all__ = [
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 #: The newest revision in ``migrations/versions`` (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def script_location() -> Path:
@@ -124,13 +124,26 @@ def _stored_revision(engine: sa.Engine, prefix: str) -> str | None:
 
 @contextmanager
 def _migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connection]:
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Many workers may start on a fresh database at once; one migrates, the others wait
-            # and then find it at head. The lock ends with the transaction.
-            key = zlib.crc32(f"story_fsm:{prefix}".encode())
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-        yield conn
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # SQLite's batch mode rebuilds a table (copy, drop, rename); with foreign keys on,
+            # dropping the old table would cascade-delete every row that references it (the
+            # whole history). The pragma only takes effect outside a transaction.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        try:
+            with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Many workers may start on a fresh database at once; one migrates, the
+                    # others wait and then find it at head. The lock ends with the transaction.
+                    key = zlib.crc32(f"story_fsm:{prefix}".encode())
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+                yield conn
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 def upgrade(

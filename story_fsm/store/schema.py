@@ -1,8 +1,10 @@
 """story_fsm's tables, as data: one ``MetaData`` per table-name prefix.
 
-Two tables: ``<prefix>workflows`` (one summary row per story, updated in place) and
-``<prefix>transitions`` (the append-only history, keyed by ``(story_id, seq)`` so that a second
-writer of the same step fails on the database's own constraint). Alembic migrations own the
+Three tables: ``<prefix>workflows`` (one summary row per story, updated in place by every
+transition, so kept narrow), ``<prefix>workflow_inputs`` (what the story was submitted with,
+written once) and ``<prefix>transitions`` (the append-only history, keyed by
+``(story_id, seq)`` so that a second writer of the same step fails on the database's own
+constraint). Alembic migrations own the
 DDL; :func:`build_schema` is what they, ``alembic check`` and a host application's own alembic
 environment compare against.
 """
@@ -71,6 +73,7 @@ class Schema:
         prefix: The table-name prefix.
         metadata: The ``MetaData`` holding both tables (include it in a host's alembic).
         workflows: One row per story: state, counters, current title/script, lease.
+        inputs: One row per story: what it was submitted with (written once).
         transitions: The append-only history, one row per transition or failed attempt.
         version_table: The alembic version table story_fsm keeps for this prefix.
     """
@@ -78,6 +81,7 @@ class Schema:
     prefix: str
     metadata: sa.MetaData
     workflows: sa.Table
+    inputs: sa.Table
     transitions: sa.Table
 
     @property
@@ -96,12 +100,6 @@ def _workflows_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
         sa.Column("iteration", sa.Integer, nullable=False),
         sa.Column("title", sa.Text, nullable=False),
         sa.Column("script", sa.Text, nullable=False),
-        sa.Column("initial_title", sa.Text, nullable=False),
-        sa.Column("initial_script", sa.Text, nullable=False),
-        sa.Column("audience_context", sa.Text, nullable=False),
-        sa.Column("original_idea", sa.Text, nullable=False),
-        sa.Column("local_review_summary", sa.Text, nullable=True),
-        sa.Column("config", sa.Text, nullable=False),
         sa.Column("last_review_seq", sa.Integer, nullable=True),
         sa.Column("initial_quality_score", sa.Float, nullable=True),
         sa.Column("last_quality_score", sa.Float, nullable=True),
@@ -120,6 +118,27 @@ def _workflows_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
         sa.CheckConstraint(_values_check("state", WorkflowState), name="state"),
         sa.CheckConstraint("seq >= 0", name="seq_non_negative"),
         sa.Index(None, "state", "lease_expires_at"),
+    )
+
+
+def _inputs_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
+    # Written once per story and never updated: kept out of the summary row, which every
+    # transition rewrites, so that UPDATE stays small.
+    return sa.Table(
+        f"{prefix}workflow_inputs",
+        metadata,
+        sa.Column(
+            "story_id",
+            sa.String(200),
+            sa.ForeignKey(f"{prefix}workflows.story_id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("initial_title", sa.Text, nullable=False),
+        sa.Column("initial_script", sa.Text, nullable=False),
+        sa.Column("audience_context", sa.Text, nullable=False),
+        sa.Column("original_idea", sa.Text, nullable=False),
+        sa.Column("local_review_summary", sa.Text, nullable=True),
+        sa.Column("config", sa.Text, nullable=False),
     )
 
 
@@ -166,5 +185,6 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
         prefix=prefix,
         metadata=metadata,
         workflows=_workflows_table(metadata, prefix),
+        inputs=_inputs_table(metadata, prefix),
         transitions=_transitions_table(metadata, prefix),
     )

@@ -186,13 +186,8 @@ class WorkflowStateManager:
     ) -> tuple[WorkflowRow, TransitionRecord]:
         """Like :meth:`create`, and also return the ``submit`` record it wrote."""
         now = utcnow()
-        values = {
+        inputs = {
             "story_id": new.story_id,
-            "state": WorkflowState.INITIAL.value,
-            "seq": 0,
-            "iteration": 1,
-            "title": new.title,
-            "script": new.script,
             "initial_title": new.title,
             "initial_script": new.script,
             "audience_context": json.dumps(new.audience_context),
@@ -203,6 +198,14 @@ class WorkflowStateManager:
                 else None
             ),
             "config": json.dumps(new.config),
+        }
+        values = {
+            "story_id": new.story_id,
+            "state": WorkflowState.INITIAL.value,
+            "seq": 0,
+            "iteration": 1,
+            "title": new.title,
+            "script": new.script,
             "total_reviews": 0,
             "total_polishes": 0,
             "total_cost": 0.0,
@@ -216,6 +219,7 @@ class WorkflowStateManager:
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
+                tx.execute(self._fast.insert_inputs, inputs)
                 tx.execute(
                     self._fast.insert_transition, transition_values(new.story_id, 0, submit, now)
                 )
@@ -225,7 +229,7 @@ class WorkflowStateManager:
             raise
         # What was just written, without reading it back (no SELECT on the hot path).
         unset = dict.fromkeys(UNSET_AT_CREATE)
-        row = workflow_from_row(SimpleNamespace(**values, **unset))
+        row = workflow_from_row(SimpleNamespace(**{**values, **inputs, **unset}))
         return row, record_from_write(0, submit, now)
 
     def append(
