@@ -164,11 +164,15 @@ class WorkflowRun(MachineModel):
                 iteration=iteration,
                 quality_score=review.quality_score,
                 decision=review.decision.value,
+                attempt=kw["attempt"],
             )
         elif trigger is Trigger.POLISHED:
             polish: PolishOutcome = kw["outcome"]
             self.emit(
-                Event.POLISH_COMPLETE, iteration=iteration, changes_count=polish.changes_count
+                Event.POLISH_COMPLETE,
+                iteration=iteration,
+                changes_count=polish.changes_count,
+                attempt=kw["attempt"],
             )
 
     # -- stages -------------------------------------------------------------------------------

@@ -95,5 +95,6 @@ def failure_write(
         attempt=failure.attempt,
         duration_seconds=failure.duration_seconds,
         error=failure.error_text,
+        cost=failure.cost or None,
         failed_stage=failure.stage if dst is WorkflowState.FAILED else None,
     )

@@ -96,7 +96,13 @@ class InvalidStageOutputError(StoryFSMError):
     """A reviewer or polisher returned something the engine cannot use.
 
     It counts as a failed attempt, so the engine retries the stage like any other failure.
+    A stage that paid for the unusable answer says so in ``cost``; the engine records it on
+    the failed attempt's row and adds it to the workflow's total cost.
     """
+
+    def __init__(self, message: str, *, cost: float = 0.0) -> None:
+        super().__init__(message)
+        self.cost = cost
 
 
 class StageTimeoutError(StoryFSMError, TimeoutError):

@@ -23,7 +23,7 @@ from tenacity import (
 
 from story_fsm._executor import StageExecutor, default_executor
 from story_fsm.config import WorkflowConfig
-from story_fsm.errors import StageTimeoutError
+from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
 from story_fsm.states import Stage
 
 __all__ = ["AttemptFailure", "StageExhausted", "StageRunner", "StageSuccess"]
@@ -49,6 +49,16 @@ class AttemptFailure:
     error: BaseException
     duration_seconds: float
     next_wait_seconds: float = 0.0
+
+    @property
+    def cost(self) -> float:
+        """What the failed attempt cost, when the stage said (a paid but unusable answer)."""
+        cost = (
+            getattr(self.error, "cost", 0.0)
+            if isinstance(self.error, InvalidStageOutputError)
+            else 0.0
+        )
+        return float(cost or 0.0)
 
     @property
     def error_text(self) -> str:

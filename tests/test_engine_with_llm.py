@@ -74,6 +74,25 @@ class TestEngineOverHttp:
         assert "StageTimeoutError" in errors[1]
         assert caught.value.attempts == 2
 
+    def test_paid_but_unusable_answer_counts_in_the_total_cost(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """An invalid answer's token cost lands on its failed-attempt row and in total_cost."""
+        with FakeLLMServer() as server:
+            server.enqueue_completion(
+                {"decision": "maybe"}, prompt_tokens=1000, completion_tokens=100
+            )
+            server.enqueue_completion(REVIEW_PUBLISH, prompt_tokens=1000, completion_tokens=100)
+            result = orchestrator(store, server).run_story_workflow(
+                "paid", "Title", "A script.", {}
+            )
+        records = store.history("paid")
+        failed = next(r for r in records if r.trigger is Trigger.ATTEMPT_FAILED)
+        reviewed = next(r for r in records if r.trigger is Trigger.REVIEWED)
+        assert failed.cost is not None and failed.cost > 0
+        assert failed.cost == pytest.approx(reviewed.cost)  # same tokens, same price
+        assert result.total_cost == pytest.approx(failed.cost + (reviewed.cost or 0))
+
     def test_server_error_exhausts_retries(self, store: WorkflowStateManager) -> None:
         """Persistent 500s end in FAILED with the SDK's error as the cause."""
         with FakeLLMServer() as server:

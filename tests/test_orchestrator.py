@@ -400,12 +400,14 @@ class TestEvents:
         ]
         assert all(d["story_id"] == "s-1" for _, d in events)
         reviews = [d for e, d in events if e == "review_complete"]
-        assert [(d["iteration"], d["quality_score"], d["decision"]) for d in reviews] == [
-            (1, 50.0, "polish"),
-            (2, 99.0, "publish"),
+        assert [
+            (d["iteration"], d["quality_score"], d["decision"], d["attempt"]) for d in reviews
+        ] == [
+            (1, 50.0, "polish", 1),
+            (2, 99.0, "publish", 1),
         ]
         polish = next(d for e, d in events if e == "polish_complete")
-        assert (polish["iteration"], polish["changes_count"]) == (1, 1)
+        assert (polish["iteration"], polish["changes_count"], polish["attempt"]) == (1, 1, 1)
 
     def test_logs_bind_story_id(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig

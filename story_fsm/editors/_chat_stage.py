@@ -195,8 +195,9 @@ class OpenAIStage:
         where = f"{self._stage} of story {story_id!r} by {model}"
         try:
             answer = validate(parse_json_object(_content(response, where), where), where)
-        except InvalidStageOutputError:
+        except InvalidStageOutputError as exc:
             # The call was paid even though its answer is unusable: keep that visible.
+            exc.cost = meta["cost_estimate"]
             log.warning("llm_answer_invalid", **meta)
             raise
         log.debug("llm_answer", **meta)
