@@ -44,6 +44,7 @@ from story_fsm.diagrams import FORMATS, workflow_diagram
 from story_fsm.store.migrate import head_revision
 from story_fsm.store.schema import build_schema
 from tests.fake_llm_server import FakeLLMServer
+from tests.hermetic import HOST_SETTINGS
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 STORY = (
@@ -53,21 +54,7 @@ STORY = (
     "around the tower. The door was opened by the wind.\n"
 )
 
-_HERMETIC_ENV = (
-    "STORY_FSM_DATABASE_URL",
-    "STORY_FSM_MODEL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "COLUMNS",
-)
+_HERMETIC_ENV = (*HOST_SETTINGS, "COLUMNS")
 
 
 class Crash(BaseException):

@@ -16,6 +16,7 @@ import pytest
 
 from story_fsm import WorkflowState, WorkflowStateManager
 from tests.fake_llm_server import FakeLLMServer
+from tests.hermetic import HOST_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONSOLE_SCRIPT = Path(sys.executable).with_name("story-fsm")
@@ -30,18 +31,7 @@ STORY = (
 )
 
 # Settings of the developer's shell that must not steer the child processes.
-_DROPPED_ENV = (
-    "STORY_FSM_DATABASE_URL",
-    "STORY_FSM_MODEL",
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
+_DROPPED_ENV = HOST_SETTINGS
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from story_fsm.errors import InputValidationError, InvalidStageOutputError
 from story_fsm.stages import normalize_polish, normalize_review
 from story_fsm.states import ReviewDecision
 from tests.fake_llm_server import FakeLLMServer
+from tests.hermetic import HOST_SETTINGS
 
 SCRIPT = "Mara found the lighthouse keeper's logbook. Its last page was written tomorrow."
 
@@ -64,20 +65,7 @@ POLISH_ARGS: dict[str, Any] = {
     "original_idea": "A logbook that records the future",
 }
 
-_ENV_VARS = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "OPENAI_ADMIN_KEY",
-    "OPENAI_ORG_ID",
-    "OPENAI_PROJECT_ID",
-    "OPENAI_CUSTOM_HEADERS",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
+_ENV_VARS = HOST_SETTINGS
 
 
 @pytest.fixture(autouse=True)
