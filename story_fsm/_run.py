@@ -16,7 +16,7 @@ from typing import Any
 from transitions import EventData
 
 from story_fsm._log import get_logger
-from story_fsm._records import Lease, TransitionWrite, WorkflowRow
+from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
@@ -71,8 +71,11 @@ class WorkflowRun(MachineModel):
         deps: RunDeps,
         emit: Emitter,
         records: list[TransitionRecord] | None = None,
+        pending: NewWorkflow | None = None,
     ) -> None:
         self.story_id = row.summary.story_id
+        #: A new workflow not written yet: its rows go in with the run's first edge.
+        self.pending = pending
         #: The summary row as stored now, kept current write by write (no reads).
         self.row = row
         #: The whole history when this run wrote all of it (a new workflow), else None.
@@ -140,6 +143,9 @@ class WorkflowRun(MachineModel):
         )
 
     def _append(self, write: TransitionWrite) -> None:
+        if self.pending is not None:
+            self._create(self.pending, write)
+            return
         applied = self.deps.store.append(self.story_id, self.seq, write, self.deps.lease, self.row)
         assert applied is not None  # a current row was given
         self.row, record = applied
@@ -154,6 +160,16 @@ class WorkflowRun(MachineModel):
             dest=write.dest.value,
             iteration=write.iteration,
         )
+
+    def _create(self, new: NewWorkflow, first: TransitionWrite) -> None:
+        """Write the new workflow and the run's first edge in one transaction."""
+        self.row, self.records = self.deps.store.create_with_record(
+            new, self.deps.lease, first=first
+        )
+        self.pending = None
+        self.iteration = self.row.summary.iteration
+        self.emit(Event.WORKFLOW_STARTED, title=new.title, config=self.deps.config.to_dict())
+        self.log.info("workflow_started", owner=self.deps.lease.owner)
 
     def _announce(self, trigger: Trigger, iteration: int, kw: dict[str, Any]) -> None:
         """Emit the progress event a just-committed row stands for."""

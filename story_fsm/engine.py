@@ -18,19 +18,19 @@ from transitions import EventData
 
 from story_fsm._executor import StageExecutor
 from story_fsm._log import get_logger
-from story_fsm._records import Lease, TransitionWrite, WorkflowRow
+from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidTransitionError, StageFailedError, WorkflowNotFoundError
 from story_fsm.events import Emitter, Event, ProgressCallback
-from story_fsm.machine import MachineModel, build_machine
+from story_fsm.machine import MachineModel, bound_machine
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
 from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.runner import StageRunner
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
-from story_fsm.store._rows import submitted_record
-from story_fsm.store.sql import WorkflowStateManager
+from story_fsm.store._rows import planned_row, submitted_record
+from story_fsm.store.sql import WorkflowStateManager, utcnow
 from story_fsm.validation import validate_new_workflow, validate_story_id
 
 __all__ = ["StoryWorkflowOrchestrator"]
@@ -192,12 +192,12 @@ class StoryWorkflowOrchestrator:
             self.config,
         )
         lease = self._lease()
-        row, submitted = self.state_manager.create_with_record(new, lease)
+        # Nothing is written yet: the run's first edge (``start``) writes the workflow and
+        # itself in one transaction, so a new story costs one commit before its first stage.
+        row = planned_row(new, lease, utcnow())
         emit = Emitter(story_id, progress_callback)
-        emit(Event.WORKFLOW_STARTED, title=title, config=self.config.to_dict())
-        get_logger(story_id=story_id).info("workflow_started", owner=lease.owner)
         deps = self._deps(self.config, lease, None)
-        return self._drive(row, Trigger.START, deps, emit, records=[submitted])
+        return self._drive(row, Trigger.START, deps, emit, pending=new)
 
     def resume(
         self, story_id: str, progress_callback: ProgressCallback | None = None
@@ -287,8 +287,8 @@ class StoryWorkflowOrchestrator:
                 f"can't retry when in {row.summary.state.name}: only a FAILED workflow is re-queued"
             )
         model = _Requeue(row, self.state_manager, self._lease())
-        build_machine(model, WorkflowState.FAILED)
-        model.fire(Trigger.RETRY)
+        with bound_machine(model, WorkflowState.FAILED):
+            model.fire(Trigger.RETRY)
         refreshed = self.state_manager.load_row(story_id)
         assert refreshed is not None
         return refreshed.summary
@@ -302,11 +302,12 @@ class StoryWorkflowOrchestrator:
         *,
         takeover: bool = False,
         records: list[TransitionRecord] | None = None,
+        pending: NewWorkflow | None = None,
     ) -> WorkflowResult:
         """Fire *trigger* and let the queued machine run the loop to a terminal state."""
-        run = WorkflowRun(row, deps, emit, records)
-        build_machine(run, row.summary.state)
-        run.fire(trigger, takeover=takeover)
+        run = WorkflowRun(row, deps, emit, records, pending)
+        with bound_machine(run, row.summary.state):
+            run.fire(trigger, takeover=takeover)
         if run.records is not None:  # a run that wrote the whole history knows the result
             result = build_result(run.row, run.records)
         else:

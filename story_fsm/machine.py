@@ -9,6 +9,9 @@ show on the edges.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,9 +22,11 @@ from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 
 __all__ = [
     "EDGES",
+    "ON_ENTER",
     "RECORD_CALLBACK",
     "Edge",
     "MachineModel",
+    "bound_machine",
     "build_machine",
     "is_publishable",
     "under_iteration_cap",
@@ -75,6 +80,13 @@ EDGES: tuple[Edge, ...] = (
 
 TERMINAL_STATES: tuple[WorkflowState, ...] = (S.COMPLETE, S.FAILED)
 
+#: The on-enter callback of each state that runs a stage, by model method name. Declared here,
+#: with the table, rather than discovered on the model, so one machine serves every run.
+ON_ENTER: dict[WorkflowState, str] = {
+    S.REVIEWING: "on_enter_REVIEWING",
+    S.POLISHING: "on_enter_POLISHING",
+}
+
 
 def is_publishable(decision: ReviewDecision, quality_score: float, threshold: float) -> bool:
     """Return True when a review lets the story go out: its decision, or a high enough score.
@@ -103,10 +115,13 @@ class ReviewLike(Protocol):
 class MachineModel:
     """The guards, as methods named in :data:`EDGES`, reading the model's own fields.
 
-    Subclasses (the engine's run) supply the callbacks ``record`` and ``on_enter_<STATE>``.
+    Subclasses (the engine's run) supply the callbacks ``record`` and ``on_enter_<STATE>``
+    (:data:`ON_ENTER`). A model is bound to a machine by :func:`bound_machine` (or
+    :func:`build_machine`) and moved only through :meth:`fire`.
     """
 
     state: WorkflowState
+    machine: Machine | None = None
     iteration: int = 1
     max_iterations: int = 1
     quality_threshold: float = 100.0
@@ -132,10 +147,18 @@ class MachineModel:
     def record(self, event: EventData) -> None:
         """Persist the edge about to be taken; the engine overrides this."""
 
+    def on_enter_REVIEWING(self, event: EventData) -> None:
+        """Run the review stage on entering REVIEWING; the engine overrides this."""
+
+    def on_enter_POLISHING(self, event: EventData) -> None:
+        """Run the polish stage on entering POLISHING; the engine overrides this."""
+
     def fire(self, trigger: Trigger, **kwargs: Any) -> None:
-        """Fire *trigger* on the machine, translating ``MachineError`` into ours."""
+        """Fire *trigger* on the bound machine, translating ``MachineError`` into ours."""
+        if self.machine is None:
+            raise RuntimeError("the model is not bound to a machine")  # a programming error
         try:
-            getattr(self, trigger.value)(**kwargs)
+            self.machine.events[trigger.value].trigger(self, **kwargs)
         except MachineError as exc:
             raise InvalidTransitionError(
                 f"can't {trigger.value} when in {self.state.name}: {exc.value}"
@@ -167,7 +190,10 @@ def machine_kwargs() -> dict[str, Any]:
     ``to_<state>()`` shortcut can bypass the guards and the persisted log.
     """
     return {
-        "states": list(WorkflowState),
+        "states": [
+            {"name": state, "on_enter": [ON_ENTER[state]]} if state in ON_ENTER else state
+            for state in WorkflowState
+        ],
         "transitions": [dict(spec) for spec in _SPECS],
         "auto_transitions": False,
         "queued": True,
@@ -181,6 +207,52 @@ def machine_kwargs() -> dict[str, Any]:
 _SPECS = tuple(transition_specs())
 
 
+def new_machine() -> Machine:
+    """Return a machine of the workflow with no model attached.
+
+    Models are not added to it (``add_model`` would bind a method per trigger and state on
+    every run): a bound model is moved with ``machine.events[trigger].trigger(model)``, which
+    needs only the model's ``state`` attribute and the callbacks named in the definition.
+    """
+    return Machine(model=None, initial=WorkflowState.INITIAL, **machine_kwargs())
+
+
 def build_machine(model: MachineModel, initial: WorkflowState) -> Machine:
     """Bind a new machine to *model*, starting (or rehydrated) at *initial*."""
-    return Machine(model=model, initial=initial, **machine_kwargs())
+    machine = new_machine()
+    model.state, model.machine = initial, machine
+    return machine
+
+
+class _Idle(threading.local):
+    """Each thread's machines not in use.
+
+    A machine's event queue is not thread-safe, and a run nested in another's callback (same
+    thread) must not share its queue: so a run takes a free machine of its own thread, or
+    builds one.
+    """
+
+    def __init__(self) -> None:
+        self.machines: list[Machine] = []
+
+
+_idle = _Idle()
+
+
+@contextmanager
+def bound_machine(model: MachineModel, initial: WorkflowState) -> Iterator[Machine]:
+    """Bind *model* at *initial* to a machine reused by this thread's runs, for one run.
+
+    Building a ``transitions`` machine costs more than a whole transition's bookkeeping, and
+    the definition never changes: runs of one thread take turns on the same machines.
+    """
+    idle = _idle.machines
+    machine = idle.pop() if idle else new_machine()
+    model.state, model.machine = initial, machine
+    try:
+        yield machine
+    finally:
+        model.machine = None
+        # The queue is empty after a trigger returns or raises (transitions clears it on an
+        # exception), so the machine is as new for the next run.
+        idle.append(machine)

@@ -16,7 +16,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ClauseElement
 
-__all__ = ["PreparedWrite", "RawTransaction", "raw_transaction"]
+__all__ = ["LostConnection", "PreparedWrite", "RawTransaction", "raw_transaction"]
+
+
+class LostConnection(Exception):
+    """The driver's connection was found closed by the server (the driver error is the cause)."""
 
 
 class PreparedWrite:
@@ -61,21 +65,40 @@ class RawTransaction:
 
 
 @contextmanager
-def raw_transaction(engine: sa.Engine) -> Iterator[RawTransaction]:
+def raw_transaction(engine: sa.Engine, *, autocommit: bool = False) -> Iterator[RawTransaction]:
     """Check a pooled connection out, yield a transaction on it, commit (or roll back).
+
+    With *autocommit* (for a body of exactly one statement) the statement commits on its own:
+    on PostgreSQL that saves the BEGIN and COMMIT round trips.
 
     Driver errors propagate as the driver raised them; the store translates them.
     """
     connection = engine.raw_connection()
     try:
+        if autocommit:
+            connection.dbapi_connection.autocommit = True  # type: ignore[union-attr]
         cursor = connection.cursor()
         try:
             yield RawTransaction(cursor)
             connection.commit()
-        except BaseException:
+        except BaseException as exc:
+            driver = connection.dbapi_connection
+            dbapi = engine.dialect.dbapi
+            dead = (
+                dbapi is not None
+                and isinstance(exc, dbapi.Error)
+                and engine.dialect.is_disconnect(exc, driver, cursor)
+            )
+            if dead:
+                connection.invalidate(exc)  # never back into the pool
+                raise LostConnection(str(exc)) from exc
             connection.rollback()
             raise
         finally:
-            cursor.close()
+            driver = connection.dbapi_connection
+            if driver is not None and not getattr(driver, "closed", False):
+                cursor.close()
+                if autocommit:
+                    driver.autocommit = False  # as the pool expects it back
     finally:
         connection.close()  # back to the pool

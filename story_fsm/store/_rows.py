@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
-from story_fsm._records import Lease, TransitionWrite, WorkflowRow
+from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.models import TransitionRecord, WorkflowSummary
 from story_fsm.states import Stage, Trigger, WorkflowState
+from story_fsm.store._statements import UNSET_AT_CREATE
 
 __all__ = [
     "SUBMIT_WRITE",
     "advance_params",
+    "creation_values",
     "fold_advance",
+    "planned_row",
     "record_from_row",
     "record_from_write",
     "submitted_record",
@@ -131,6 +135,47 @@ def advance_params(
         "p_lease_token": None if unheld else lease.token,
         "p_lease_expires_at": None if unheld else now + timedelta(seconds=lease.seconds),
     }
+
+
+def creation_values(
+    new: NewWorkflow, lease: Lease | None, now: datetime
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the new workflow's summary row and its inputs row, as inserted."""
+    inputs = {
+        "story_id": new.story_id,
+        "initial_title": new.title,
+        "initial_script": new.script,
+        "audience_context": json.dumps(new.audience_context),
+        "original_idea": new.original_idea,
+        "local_review_summary": (
+            json.dumps(new.local_review_summary) if new.local_review_summary is not None else None
+        ),
+        "config": json.dumps(new.config),
+    }
+    values = {
+        "story_id": new.story_id,
+        "state": WorkflowState.INITIAL.value,
+        "seq": 0,
+        "iteration": 1,
+        "title": new.title,
+        "script": new.script,
+        "total_reviews": 0,
+        "total_polishes": 0,
+        "total_cost": 0.0,
+        "started_at": now,
+        "updated_at": now,
+        "lease_owner": lease.owner if lease else None,
+        "lease_token": lease.token if lease else None,
+        "lease_expires_at": now + timedelta(seconds=lease.seconds) if lease else None,
+    }
+    return values, inputs
+
+
+def planned_row(new: NewWorkflow, lease: Lease | None, now: datetime) -> WorkflowRow:
+    """Return the row :func:`creation_values` describe, as the store would read it back."""
+    values, inputs = creation_values(new, lease, now)
+    unset = dict.fromkeys(UNSET_AT_CREATE)
+    return workflow_from_row(SimpleNamespace(**{**values, **inputs, **unset}))
 
 
 def record_from_write(seq: int, write: TransitionWrite, now: datetime) -> TransitionRecord:

@@ -8,7 +8,7 @@ from story_fsm.states import WorkflowState
 from story_fsm.store._prepared import PreparedWrite
 from story_fsm.store.schema import Schema
 
-__all__ = ["RUNNABLE_STATES", "PreparedStatements", "Statements"]
+__all__ = ["RUNNABLE_STATES", "STEP_PREFIX", "PreparedStatements", "Statements"]
 
 #: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
 #: operator's ``retry``, which re-queues it in the failed stage's state).
@@ -102,6 +102,27 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"))
         )
         self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
+        self.step = _recorded(self.advance, tr)
+        self.step_takeover = _recorded(self.takeover, tr)
+
+
+#: Prefix of the history row's parameters in the one-statement transition (:func:`_recorded`).
+STEP_PREFIX = "t_"
+
+
+def _recorded(advance: sa.Update, tr: sa.Table) -> sa.Insert:
+    """Return *advance* and the history row's INSERT as one statement (PostgreSQL).
+
+    ``WITH advanced AS (UPDATE ... RETURNING story_id) INSERT INTO transitions SELECT ...
+    FROM advanced``: the row is inserted only when the fenced UPDATE matched, so the
+    statement's rowcount (0 or 1) says whether the transition was recorded, and a whole
+    transition is one round trip that commits on its own (no BEGIN, no COMMIT round trips).
+    """
+    advanced = advance.returning(advance.table.c.story_id).cte("advanced")
+    row = sa.select(
+        *[sa.bindparam(STEP_PREFIX + c.key, type_=c.type).label(c.key) for c in tr.columns]
+    ).select_from(advanced)
+    return sa.insert(tr).from_select([c.key for c in tr.columns], row)
 
 
 def _input_columns(inputs: sa.Table) -> list[sa.Column[object]]:
@@ -123,6 +144,13 @@ class PreparedStatements:
         self.insert_inputs = PreparedWrite(
             statements.insert_inputs, dialect, [c.key for c in schema.inputs.columns]
         )
+        # PostgreSQL runs the UPDATE and the INSERT as one statement: a network round trip
+        # costs more than either. SQLite is in-process: two statements cost next to nothing.
+        self.step: PreparedWrite | None = None
+        self.step_takeover: PreparedWrite | None = None
+        if dialect.name == "postgresql":
+            self.step = PreparedWrite(statements.step, dialect)
+            self.step_takeover = PreparedWrite(statements.step_takeover, dialect)
 
 
 #: Columns a new workflow leaves NULL (their values come with later transitions).

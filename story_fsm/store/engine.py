@@ -68,7 +68,10 @@ def make_engine(
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         try:
-            return sa.create_engine(parsed, pool_pre_ping=True)
+            # No ping before each checkout: it would cost a round trip per transition. A
+            # connection the server dropped fails at its first statement instead, and the
+            # store then renews the pool and runs that transaction again (sql._reconnecting).
+            return sa.create_engine(parsed)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise InputValidationError(f"cannot use database URL {url!r}: {exc}") from exc
     raise InputValidationError(

@@ -8,16 +8,16 @@ and the ``(story_id, seq)`` primary key refuses a duplicate step.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from story_fsm._log import get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.errors import (
     ConcurrentAdvanceError,
@@ -29,11 +29,13 @@ from story_fsm.errors import (
 )
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
 from story_fsm.states import WorkflowState
-from story_fsm.store._prepared import RawTransaction, raw_transaction
+from story_fsm.store._prepared import LostConnection, RawTransaction, raw_transaction
 from story_fsm.store._rows import (
     SUBMIT_WRITE,
     advance_params,
+    creation_values,
     fold_advance,
+    planned_row,
     record_from_row,
     record_from_write,
     summary_from_row,
@@ -42,7 +44,7 @@ from story_fsm.store._rows import (
 )
 from story_fsm.store._statements import (
     RUNNABLE_STATES,
-    UNSET_AT_CREATE,
+    STEP_PREFIX,
     PreparedStatements,
     Statements,
 )
@@ -51,6 +53,8 @@ from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 
 __all__ = ["WorkflowStateManager"]
+
+log = get_logger()
 
 
 def utcnow() -> datetime:
@@ -74,7 +78,7 @@ def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None
 
     *dbapi* (the driver module) adds the driver's own errors, for the prepared fast path.
     """
-    caught: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)
+    caught: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, LostConnection)
     if dbapi is not None:
         caught = (*caught, dbapi.Error)
     try:
@@ -87,6 +91,33 @@ def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None
                 "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
             ) from exc
         raise StoreError(f"database error: {_driver_error(exc)}") from exc
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _reconnecting(method: _Method) -> _Method:
+    """Run a store method once more when the database connection turned out to be dead.
+
+    Connections are not pinged before each use (a round trip per transition); a connection the
+    server dropped (a restart, an idle timeout) fails at its first statement instead. Then the
+    pool is replaced and the method runs again, once. Each method is one transaction, fenced
+    or idempotent: if a COMMIT did land before the connection died, the second run is refused
+    by the fence (ConcurrentAdvanceError) or the unique key, never written twice.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: WorkflowStateManager, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except StoreError as exc:
+            if not self._lost_connection(exc):
+                raise
+            log.warning("database_reconnect", error=str(exc))
+            self._engine.dispose(close=False)  # every pooled connection may be dead as well
+            return method(self, *args, **kwargs)
+
+    return cast(_Method, wrapper)
 
 
 class WorkflowStateManager:
@@ -137,11 +168,22 @@ class WorkflowStateManager:
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
     @contextmanager
-    def _raw(self, story_id: str) -> Iterator[RawTransaction]:
+    def _raw(self, story_id: str, *, autocommit: bool = False) -> Iterator[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
         dbapi = self._engine.dialect.dbapi
-        with self._write_lock, _translated(story_id, dbapi), raw_transaction(self._engine) as tx:
+        with (
+            self._write_lock,
+            _translated(story_id, dbapi),
+            raw_transaction(self._engine, autocommit=autocommit) as tx,
+        ):
             yield tx
+
+    def _lost_connection(self, error: StoreError) -> bool:
+        """True when *error* came from a connection the server had closed."""
+        cause = error.__cause__
+        if isinstance(cause, sa_exc.DBAPIError):
+            return bool(cause.connection_invalidated)
+        return isinstance(cause, LostConnection)
 
     def _is_integrity(self, error: BaseException | None) -> bool:
         dbapi = self._engine.dialect.dbapi
@@ -181,57 +223,59 @@ class WorkflowStateManager:
         """
         return self.create_with_record(new, lease)[0]
 
+    @_reconnecting
     def create_with_record(
-        self, new: NewWorkflow, lease: Lease | None
-    ) -> tuple[WorkflowRow, TransitionRecord]:
-        """Like :meth:`create`, and also return the ``submit`` record it wrote."""
+        self, new: NewWorkflow, lease: Lease | None, first: TransitionWrite | None = None
+    ) -> tuple[WorkflowRow, list[TransitionRecord]]:
+        """Like :meth:`create`, and also return the records written.
+
+        With *first* (the run's first edge, e.g. ``start``), that transition is written in the
+        same transaction as row 1: a new run commits once before its first stage, not twice.
+        The returned row is then the row after it.
+        """
         now = utcnow()
-        inputs = {
-            "story_id": new.story_id,
-            "initial_title": new.title,
-            "initial_script": new.script,
-            "audience_context": json.dumps(new.audience_context),
-            "original_idea": new.original_idea,
-            "local_review_summary": (
-                json.dumps(new.local_review_summary)
-                if new.local_review_summary is not None
-                else None
-            ),
-            "config": json.dumps(new.config),
-        }
-        values = {
-            "story_id": new.story_id,
-            "state": WorkflowState.INITIAL.value,
-            "seq": 0,
-            "iteration": 1,
-            "title": new.title,
-            "script": new.script,
-            "total_reviews": 0,
-            "total_polishes": 0,
-            "total_cost": 0.0,
-            "started_at": now,
-            "updated_at": now,
-            "lease_owner": lease.owner if lease else None,
-            "lease_token": lease.token if lease else None,
-            "lease_expires_at": now + timedelta(seconds=lease.seconds) if lease else None,
-        }
-        submit = SUBMIT_WRITE
+        values, inputs = creation_values(new, lease, now)
+        submit_values = transition_values(new.story_id, 0, SUBMIT_WRITE, now)
+        step = None
+        if first is not None:
+            assert lease is not None, "a run that writes its first edge holds the lease"
+            step = (advance_params(new.story_id, 0, first, lease, now),)
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
-                tx.execute(
-                    self._fast.insert_transition, transition_values(new.story_id, 0, submit, now)
-                )
+                tx.execute(self._fast.insert_transition, submit_values)
+                if first is not None and step is not None:
+                    self._advance(
+                        tx, step[0], transition_values(new.story_id, 1, first, now), first.takeover
+                    )
         except StoreError as exc:
             if self._is_integrity(exc.__cause__):
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
         # What was just written, without reading it back (no SELECT on the hot path).
-        unset = dict.fromkeys(UNSET_AT_CREATE)
-        row = workflow_from_row(SimpleNamespace(**{**values, **inputs, **unset}))
-        return row, record_from_write(0, submit, now)
+        row = planned_row(new, lease, now)
+        records = [record_from_write(0, SUBMIT_WRITE, now)]
+        if first is not None and step is not None:
+            row = fold_advance(row, step[0], first.payload)
+            records.append(record_from_write(1, first, now))
+        return row, records
 
+    def _advance(
+        self, tx: RawTransaction, params: dict[str, Any], values: dict[str, Any], takeover: bool
+    ) -> None:
+        """The summary's fenced UPDATE and the history row's INSERT, inside *tx*."""
+        fast = self._fast
+        step = fast.step_takeover if takeover else fast.step
+        if step is not None:  # one statement: the row is inserted only if the UPDATE matched
+            if tx.execute(step, {**params, **prefixed(values)}) != 1:
+                raise _LostRace
+            return
+        if tx.execute(fast.takeover if takeover else fast.advance, params) != 1:
+            raise _LostRace
+        tx.execute(fast.insert_transition, values)
+
+    @_reconnecting
     def append(
         self,
         story_id: str,
@@ -252,15 +296,12 @@ class WorkflowStateManager:
         """
         now = utcnow()
         params = advance_params(story_id, expected_seq, write, lease, now)
-        stmt = self._fast.takeover if write.takeover else self._fast.advance
+        values = transition_values(story_id, expected_seq + 1, write, now)
+        # On PostgreSQL the transition is one statement, so it commits on its own.
+        single = self._fast.step is not None
         try:
-            with self._raw(story_id) as tx:
-                if tx.execute(stmt, params) != 1:
-                    raise _LostRace
-                tx.execute(
-                    self._fast.insert_transition,
-                    transition_values(story_id, expected_seq + 1, write, now),
-                )
+            with self._raw(story_id, autocommit=single) as tx:
+                self._advance(tx, params, values, write.takeover)
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
         except StoreError as exc:
@@ -285,6 +326,7 @@ class WorkflowStateManager:
             f"the lease is held by {row.summary.lease_owner or 'nobody'}, not {lease.owner}",
         )
 
+    @_reconnecting
     def heartbeat(self, story_id: str, lease: Lease) -> bool:
         """Extend *lease* on the story; False when it was taken over (stop writing then)."""
         params = {
@@ -295,12 +337,14 @@ class WorkflowStateManager:
         with self._write_lock, _translated(story_id), self._engine.begin() as conn:
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
+    @_reconnecting
     def release(self, story_id: str, lease: Lease) -> bool:
         """Give up *lease* so another worker can claim the story at once (False if not held)."""
         with self._write_lock, _translated(story_id), self._engine.begin() as conn:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
+    @_reconnecting
     def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
         """Take *lease* on the oldest runnable workflow whose lease is free or expired.
 
@@ -327,6 +371,7 @@ class WorkflowStateManager:
                 return None
         return self.load_row(story_id)
 
+    @_reconnecting
     def has_unfinished(self) -> bool:
         """Return True while any workflow is submitted or mid-loop (held or not)."""
         wf = self.schema.workflows
@@ -336,12 +381,14 @@ class WorkflowStateManager:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
         """Return the workflow's summary row and its last review: one query, any history."""
         with _translated(story_id), self._engine.connect() as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
+    @_reconnecting
     def history(self, story_id: str) -> list[TransitionRecord]:
         """Return every record of the story's workflow, in order (seq 0 first).
 
@@ -361,6 +408,7 @@ class WorkflowStateManager:
             return None
         return build_result(row, self.history(story_id))
 
+    @_reconnecting
     def list_workflows(self, state: WorkflowState | str | None = None) -> list[WorkflowSummary]:
         """Return summaries of all workflows (optionally in one *state*), oldest first."""
         wf = self.schema.workflows
@@ -374,6 +422,11 @@ class WorkflowStateManager:
             query = query.where(wf.c.state == wanted.value)
         with _translated(), self._engine.connect() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
+
+
+def prefixed(values: dict[str, Any]) -> dict[str, Any]:
+    """Name the history row's values as the one-statement transition binds them."""
+    return {STEP_PREFIX + key: value for key, value in values.items()}
 
 
 class _LostRace(Exception):
