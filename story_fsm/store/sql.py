@@ -54,8 +54,6 @@ from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 
 __all__ = ["WorkflowStateManager"]
 
-log = get_logger()
-
 
 def utcnow() -> datetime:
     """Return the current time, aware, in UTC."""
@@ -113,7 +111,7 @@ def _reconnecting(method: _Method) -> _Method:
         except StoreError as exc:
             if not self._lost_connection(exc):
                 raise
-            log.warning("database_reconnect", error=str(exc))
+            get_logger().warning("database_reconnect", error=str(exc))
             self._engine.dispose(close=False)  # every pooled connection may be dead as well
             return method(self, *args, **kwargs)
 
@@ -250,7 +248,9 @@ class WorkflowStateManager:
                         tx, step[0], transition_values(new.story_id, 1, first, now), first.takeover
                     )
         except StoreError as exc:
-            if self._is_integrity(exc.__cause__):
+            # A refused key means the story exists, unless the refusal came from elsewhere
+            # (a constraint or trigger of the host's): look before saying which.
+            if self._is_integrity(exc.__cause__) and self.load_row(new.story_id) is not None:
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
         # What was just written, without reading it back (no SELECT on the hot path).

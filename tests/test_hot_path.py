@@ -1,0 +1,198 @@
+"""What the hot path promises beyond the loop itself: one commit for a new run's creation and
+first edge, one reused machine per thread (nested runs included), and a store that survives a
+dropped database connection. Real stores only (a SQLite file and a PostgreSQL schema)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from story_fsm import (
+    StoreError,
+    StoryWorkflowOrchestrator,
+    Trigger,
+    WorkflowConfig,
+    WorkflowExistsError,
+    WorkflowState,
+    WorkflowStateManager,
+)
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+AUDIENCE = {"age_range": "8-12"}
+
+
+def orchestrator(store: WorkflowStateManager, config: WorkflowConfig, **kw: Any) -> Any:
+    reviewer = kw.pop("reviewer", None) or ScriptedReviewer(review(99, "publish"))
+    return StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config, **kw)
+
+
+def refuse_row_one(store: WorkflowStateManager) -> None:
+    """Install a database trigger that refuses every history row with seq 1."""
+    table = store.schema.transitions.name
+    with store.engine.begin() as conn:
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_one BEFORE INSERT ON {table} WHEN NEW.seq = 1 "
+                "BEGIN SELECT RAISE(ABORT, 'row 1 refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_one() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.seq = 1 THEN RAISE EXCEPTION 'row 1 refused'; END IF; RETURN NEW; "
+                "END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER refuse_one BEFORE INSERT ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+            )
+
+
+class TestNewRunCommitsOnce:
+    def test_creation_and_start_are_one_transaction(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """If the start row cannot be written, the workflow is not created either."""
+        refuse_row_one(store)
+        events: list[str] = []
+        with pytest.raises(StoreError, match="row 1 refused"):
+            orchestrator(store, fast_config).run_story_workflow(
+                "s-1", "T", "Script.", AUDIENCE, progress_callback=lambda e, d: events.append(e)
+            )
+        assert store.load_row("s-1") is None
+        assert store.list_workflows() == []
+        assert events == []  # no workflow_started for a workflow that was never written
+
+    def test_new_run_writes_submit_and_start_before_its_first_stage(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """When the first stage is called, rows 0 and 1 are committed and readable."""
+        seen: list[list[tuple[int, Trigger, WorkflowState]]] = []
+
+        class Peeking(ScriptedReviewer):
+            def review_story(self, **kwargs: Any) -> Any:
+                seen.append([(r.seq, r.trigger, r.dest) for r in store.history(kwargs["story_id"])])
+                return super().review_story(**kwargs)
+
+        result = orchestrator(
+            store, fast_config, reviewer=Peeking(review(99, "publish"))
+        ).run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+        assert seen[0] == [
+            (0, Trigger.SUBMIT, WorkflowState.INITIAL),
+            (1, Trigger.START, WorkflowState.REVIEWING),
+        ]
+        assert result.decision == "publish"
+
+    def test_existing_story_is_refused_with_nothing_written(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A second run of the same story id fails before any stage; the first is untouched."""
+        first = orchestrator(store, fast_config).run_story_workflow("s-1", "T", "S.", AUDIENCE)
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        with pytest.raises(WorkflowExistsError):
+            orchestrator(store, fast_config, reviewer=reviewer).run_story_workflow(
+                "s-1", "Other", "Other.", AUDIENCE
+            )
+        assert reviewer.calls == []
+        assert len(store.history("s-1")) == first.metadata["history_length"]
+
+
+class TestMachinesPerThread:
+    def test_a_run_nested_in_a_callback_runs_on_its_own_machine(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A progress callback that runs another story (same thread) does not disturb either."""
+        orch = orchestrator(store, fast_config, reviewer=ScriptedReviewer(*[review(50)] * 9))
+        inner: list[str] = []
+
+        def callback(event: str, data: dict[str, Any]) -> None:
+            if event == "polish_complete" and data["story_id"] == "outer" and not inner:
+                inner.append(orch.run_story_workflow("inner", "T", "S.", AUDIENCE).decision)
+
+        outer = orch.run_story_workflow("outer", "T", "S.", AUDIENCE, progress_callback=callback)
+        assert inner == ["max_iterations_reached"]
+        assert outer.decision == "max_iterations_reached"
+        for story in ("outer", "inner"):
+            history = store.history(story)
+            assert [r.seq for r in history] == list(range(len(history)))
+            assert history[-1].dest is WorkflowState.COMPLETE
+
+    def test_threads_reuse_machines_without_mixing_runs(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Several threads, several stories each: every history is whole and in order."""
+        orch = orchestrator(store, fast_config, reviewer=ScriptedReviewer(*[review(50)] * 200))
+        errors: list[BaseException] = []
+
+        def work(n: int) -> None:
+            try:
+                for i in range(4):
+                    orch.run_story_workflow(f"t{n}-{i}", "T", "S.", AUDIENCE)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        for summary in store.list_workflows():
+            history = store.history(summary.story_id)
+            assert [r.seq for r in history] == list(range(len(history)))
+            assert summary.state is WorkflowState.COMPLETE
+
+
+VICTIM = "story_fsm_test_victim"
+
+
+def terminate_victims(pg_url: str) -> int:
+    """Close, server side, every connection named :data:`VICTIM`; return how many."""
+    admin = sa.create_engine(pg_url)
+    try:
+        with admin.connect() as conn:
+            return len(
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE application_name = '{VICTIM}'"
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+class TestDroppedConnections:
+    def test_store_reconnects_after_the_server_closed_its_connections(
+        self, pg_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """Pooled connections killed by the server: the next write and read still succeed."""
+        url = sa.make_url(pg_url).update_query_dict({"application_name": VICTIM})
+        store = WorkflowStateManager(url.render_as_string(hide_password=False))
+        try:
+            reviewer = ScriptedReviewer(review(50), review(99, "publish"))
+            killed: list[int] = []
+
+            class Killing(ScriptedPolisher):
+                def polish_story(self, **kwargs: Any) -> Any:
+                    killed.append(terminate_victims(pg_url))
+                    return super().polish_story(**kwargs)
+
+            orch = StoryWorkflowOrchestrator(reviewer, Killing(), store, fast_config)
+            with capture_logs() as logs:
+                result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+            # The write after the kill met a dead connection and was run again on a new one.
+            assert [e["event"] for e in logs].count("database_reconnect") == 1
+            assert killed and killed[0] >= 1  # the store's pooled connection was among them
+            assert result.decision == "publish"
+            assert result.total_polishes == 1
+            terminate_victims(pg_url)
+            with capture_logs() as logs:
+                row = store.load_row("s-1")  # a read through a dead pooled connection, renewed
+            assert row is not None and row.summary.state is WorkflowState.COMPLETE
+            assert [e["event"] for e in logs] == ["database_reconnect"]
+            assert [r.seq for r in store.history("s-1")] == list(range(5))
+        finally:
+            store.close()
