@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["get_logger"]
+__all__ = ["debug_enabled", "get_logger"]
 
 LOGGER_NAME = "story_fsm"
 
@@ -37,3 +37,13 @@ def get_logger(**context: Any) -> Any:
         wrapper_class=structlog.stdlib.BoundLogger,
         **context,
     )
+
+
+def debug_enabled() -> bool:
+    """Return False when a debug line would be dropped anyway (so it need not be built).
+
+    A host that configured structlog decides with its own processors: then always True.
+    """
+    if structlog.is_configured():
+        return True
+    return logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG)

@@ -15,7 +15,7 @@ from typing import Any
 
 from transitions import EventData
 
-from story_fsm._log import get_logger
+from story_fsm._log import debug_enabled, get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
@@ -88,7 +88,8 @@ class WorkflowRun(MachineModel):
         self.emit = emit
         self.failure: AttemptFailure | None = None
         self.log = get_logger(story_id=self.story_id)
-        self.stage_log = self.log
+        self._debug = debug_enabled()
+        self._stage: Stage | None = None
 
     @property
     def seq(self) -> int:
@@ -152,14 +153,15 @@ class WorkflowRun(MachineModel):
         self.iteration = self.row.summary.iteration
         if self.records is not None:
             self.records.append(record)
-        self.log.debug(
-            "transition_recorded",
-            seq=self.seq,
-            trigger=write.trigger.value,
-            source=write.source.value,
-            dest=write.dest.value,
-            iteration=write.iteration,
-        )
+        if self._debug:  # one line per row: skip building it when nobody reads it
+            self.log.debug(
+                "transition_recorded",
+                seq=self.seq,
+                trigger=write.trigger.value,
+                source=write.source.value,
+                dest=write.dest.value,
+                iteration=write.iteration,
+            )
 
     def _create(self, new: NewWorkflow, first: TransitionWrite) -> None:
         """Write the new workflow and the run's first edge in one transaction."""
@@ -249,8 +251,7 @@ class WorkflowRun(MachineModel):
         if self.deps.should_stop():
             raise Drained  # before the paid call: the state stays, committed, for the next holder
         self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
-        # Every line logged while the stage runs (retries, heartbeats) names it.
-        self.stage_log = self.log.bind(iteration=self.iteration, stage=stage.value)
+        self._stage = stage
         try:
             success: StageSuccess[Any] = self.deps.runner.run(
                 stage, call, normalize, on_retry=self._attempt_failed, on_wait=self._heartbeat
@@ -262,6 +263,13 @@ class WorkflowRun(MachineModel):
         self.fire(
             done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
         )
+
+    @property
+    def stage_log(self) -> Any:
+        """The run's logger, naming the stage running now and its iteration."""
+        # Bound when a line is logged (retries, heartbeats), not for every stage call.
+        stage = self._stage.value if self._stage else None
+        return self.log.bind(iteration=self.iteration, stage=stage)
 
     def _attempt_failed(self, failure: AttemptFailure) -> None:
         # Recorded directly, not fired: inside an on-enter callback a queued trigger would

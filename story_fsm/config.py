@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 __all__ = ["WorkflowConfig"]
@@ -67,7 +67,8 @@ class WorkflowConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serializable dict (stored with each workflow)."""
-        return asdict(self)
+        # Every field is a scalar: a flat copy is what ``asdict`` would return, for less.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkflowConfig:

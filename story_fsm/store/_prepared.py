@@ -9,6 +9,7 @@ those written through Core); only their execution skips the per-call layers.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,9 +32,13 @@ class PreparedWrite:
     ) -> None:
         compiled: Any = stmt.compile(dialect=dialect, column_keys=list(column_keys or []) or None)
         self.sql = str(compiled)
-        self._order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup or ()) if compiled.positional else None
-        )
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        # itemgetter picks the positional values in C; with one key it returns a bare value.
+        self._pick: Callable[[dict[str, Any]], Any] | None = None
+        if order is not None and len(order) > 1:
+            self._pick = operator.itemgetter(*order)
+        elif order is not None:
+            self._pick = lambda values: tuple(values[key] for key in order)
         self._processors: dict[str, Callable[[Any], Any]] = {}
         for key, bind in compiled.binds.items():
             processor = bind.type.bind_processor(dialect)
@@ -47,9 +52,9 @@ class PreparedWrite:
             for key, processor in self._processors.items():
                 if key in values:
                     values[key] = processor(values[key])
-        if self._order is None:
+        if self._pick is None:
             return values
-        return tuple(values[key] for key in self._order)
+        return self._pick(values)
 
 
 class RawTransaction:
