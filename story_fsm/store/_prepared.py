@@ -32,6 +32,8 @@ class PreparedWrite:
     ) -> None:
         compiled: Any = stmt.compile(dialect=dialect, column_keys=list(column_keys or []) or None)
         self.sql = str(compiled)
+        #: Parameters whose values the statement carries itself (constants, a LIMIT).
+        self._fixed = {key: value for key, value in compiled.params.items() if value is not None}
         order = tuple(compiled.positiontup or ()) if compiled.positional else None
         # itemgetter picks the positional values in C; with one key it returns a bare value.
         self._pick: Callable[[dict[str, Any]], Any] | None = None
@@ -47,6 +49,8 @@ class PreparedWrite:
 
     def params(self, values: dict[str, Any]) -> Any:
         """Return *values* as the driver takes them: processed, positional or named."""
+        if self._fixed:
+            values = {**self._fixed, **values}
         if self._processors:
             values = dict(values)
             for key, processor in self._processors.items():
@@ -67,6 +71,11 @@ class RawTransaction:
         """Run *write* with *values*; return the driver's rowcount."""
         self._cursor.execute(write.sql, write.params(values))
         return int(self._cursor.rowcount)
+
+    def first(self, write: PreparedWrite, values: dict[str, Any]) -> Any:
+        """Run *write* (a statement returning rows) with *values*; return its first row."""
+        self._cursor.execute(write.sql, write.params(values))
+        return self._cursor.fetchone()
 
 
 @contextmanager

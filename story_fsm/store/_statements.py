@@ -88,6 +88,29 @@ class Statements:
                 lease_expires_at=p("p_expires"),
             )
         )
+        # PostgreSQL: pick and claim in one statement; SKIP LOCKED so that concurrent workers
+        # never wait on each other's pick, and the lease is re-checked under the row lock.
+        # (Its IN list is of plain parameters, not SQLAlchemy's per-call expansion, so that it
+        # compiles once to fixed SQL.)
+        is_runnable = wf.c.state.in_([sa.literal(state) for state in RUNNABLE_STATES])
+        picked = (
+            sa.select(wf.c.story_id)
+            .where(is_runnable, runnable)
+            .order_by(wf.c.updated_at, wf.c.story_id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .cte("picked")
+        )
+        self.claim_one = (
+            sa.update(wf)
+            .where(wf.c.story_id == picked.c.story_id, is_runnable, runnable)
+            .values(
+                lease_owner=p("p_owner"),
+                lease_token=p("p_token"),
+                lease_expires_at=p("p_expires"),
+            )
+            .returning(wf.c.story_id)
+        )
         review = tr.alias("last_review")
         self.snapshot = (
             sa.select(wf, *_input_columns(inputs), review.c.payload.label("last_review_payload"))
@@ -148,9 +171,11 @@ class PreparedStatements:
         # costs more than either. SQLite is in-process: two statements cost next to nothing.
         self.step: PreparedWrite | None = None
         self.step_takeover: PreparedWrite | None = None
+        self.claim_one: PreparedWrite | None = None
         if dialect.name == "postgresql":
             self.step = PreparedWrite(statements.step, dialect)
             self.step_takeover = PreparedWrite(statements.step_takeover, dialect)
+            self.claim_one = PreparedWrite(statements.claim_one, dialect)
 
 
 #: Columns a new workflow leaves NULL (their values come with later transitions).

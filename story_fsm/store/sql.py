@@ -166,7 +166,7 @@ class WorkflowStateManager:
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
     @contextmanager
-    def _raw(self, story_id: str, *, autocommit: bool = False) -> Iterator[RawTransaction]:
+    def _raw(self, story_id: str | None, *, autocommit: bool = False) -> Iterator[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
         dbapi = self._engine.dialect.dbapi
         with (
@@ -354,15 +354,18 @@ class WorkflowStateManager:
         worker at a time. Returns the claimed workflow's row, or None when nothing is runnable.
         """
         now = utcnow()
-        query = self._sql.candidates
-        if self.dialect == "postgresql":
-            query = query.with_for_update(skip_locked=True)
         params = {
             "p_owner": lease.owner,
             "p_token": lease.token,
             "p_expires": now + timedelta(seconds=lease.seconds),
             "p_now": now,
         }
+        claim_one = self._fast.claim_one
+        if claim_one is not None:  # PostgreSQL: one statement, committed on its own
+            with self._raw(None, autocommit=True) as tx:
+                picked = tx.first(claim_one, params)
+            return None if picked is None else self.load_row(picked[0])
+        query = self._sql.candidates
         with self._write_lock, _translated(), self._engine.begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
                 if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
