@@ -4,8 +4,9 @@ Parent: :func:`run_section` runs every variant in a fresh process per repeat, in
 takes each ratio within a repeat. Child: ``python -m bench.loop VARIANT N WORKDIR`` runs N
 stories (after a warm-up) and prints per-story timings, rows, bytes and peak RSS.
 
-story_fsm persists 7 rows per story (submit, start, 3 reviews, 2 polishes), each its own
-transaction; the raw baselines persist the 5 stage results as one INSERT + COMMIT each.
+story_fsm persists 7 rows per story (submit, start, 3 reviews, 2 polishes) in 6 transactions
+(a new run commits its creation and its first edge together); the raw baselines persist the 5
+stage results as one INSERT + COMMIT each.
 """
 
 from __future__ import annotations
