@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -21,7 +20,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from story_fsm._executor import StageExecutor, default_executor
+from story_fsm._executor import StageCall, StageExecutor, default_executor
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
 from story_fsm.states import Stage
@@ -109,9 +108,13 @@ class StageRunner:
         self._executor = executor or default_executor()
         self._sleep = sleep
         self._heartbeat_seconds = heartbeat_seconds
+        # The policy is the config's, the same for every call: built once per runner.
+        self._stop = stop_after_attempt(config.max_stage_retries)
+        self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
+        self._retry = retry_if_exception_type(Exception)
 
     def _await(
-        self, stage: Stage, future: Future[object], on_wait: Callable[[], None] | None
+        self, stage: Stage, future: StageCall[object], on_wait: Callable[[], None] | None
     ) -> object:
         deadline = time.monotonic() + self._config.stage_timeout_seconds
         while True:
@@ -157,9 +160,9 @@ class StageRunner:
             )
 
         return Retrying(
-            stop=stop_after_attempt(self._config.max_stage_retries),
-            wait=wait_exponential(multiplier=self._config.retry_backoff_seconds, exp_base=2, min=0),
-            retry=retry_if_exception_type(Exception),
+            stop=self._stop,
+            wait=self._wait,
+            retry=self._retry,
             before_sleep=before_sleep,
             sleep=self._sleeper(on_wait),
             reraise=True,

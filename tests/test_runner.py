@@ -8,7 +8,7 @@ import time
 import pytest
 
 from story_fsm import Stage, StageTimeoutError, WorkflowConfig
-from story_fsm._executor import StageExecutor
+from story_fsm._executor import CancelledCall, StageExecutor
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner
 
 
@@ -90,6 +90,35 @@ class TestExecutor:
         ]
         assert all(daemon for daemon, _ in names)
         assert len({ident for _, ident in names}) <= 2
+
+    def test_a_call_cancelled_before_it_starts_never_runs(self) -> None:
+        """Cancel wins over a queued call: it is dropped, and its waiter is told so."""
+        executor = StageExecutor(max_workers=1)
+        gate = threading.Event()
+        ran: list[str] = []
+        first = executor.submit(lambda: gate.wait(5))
+        second = executor.submit(lambda: ran.append("second"))
+        assert second.cancel() is True
+        assert second.done()
+        with pytest.raises(CancelledCall):
+            second.result(1)
+        gate.set()
+        assert first.result(5) is True
+        assert first.cancel() is False  # already ran: too late to cancel
+        assert executor.submit(lambda: "after").result(5) == "after"
+        assert ran == []
+
+    def test_result_times_out_while_the_call_runs(self) -> None:
+        """result(timeout) raises TimeoutError while the call is still running, then returns."""
+        executor = StageExecutor(max_workers=1)
+        gate = threading.Event()
+        call = executor.submit(lambda: gate.wait(5) and "done")
+        with pytest.raises(TimeoutError):
+            call.result(0.05)
+        assert not call.done()
+        gate.set()
+        assert call.result(5) == "done"
+        assert call.done() and call.result(0) == "done"
 
     def test_exceptions_reach_the_future(self) -> None:
         """A call's exception is delivered to the waiting thread."""
