@@ -4,6 +4,7 @@ dropped database connection. Real stores only (a SQLite file and a PostgreSQL sc
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -20,6 +21,10 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
+from story_fsm._records import Lease, TransitionWrite
+from story_fsm.store._rows import advance_params, fold_advance, planned_row
+from story_fsm.store.sql import utcnow
+from story_fsm.validation import validate_new_workflow
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 AUDIENCE = {"age_range": "8-12"}
@@ -196,3 +201,27 @@ class TestDroppedConnections:
             assert [r.seq for r in store.history("s-1")] == list(range(5))
         finally:
             store.close()
+
+
+class TestRowFold:
+    def test_fold_carries_every_field_the_update_does_not_set(self) -> None:
+        """The in-memory fold keeps each field of the row it was given unless the UPDATE sets it.
+
+        Guards the field-by-field construction in ``fold_advance`` against a field added to
+        the row or the summary and forgotten there.
+        """
+        new = validate_new_workflow("s-1", "T", "S.", {"a": 1}, "idea", {"x": 1}, WorkflowConfig())
+        lease = Lease("me", "token", 30)
+        row = planned_row(new, lease, utcnow())
+        write = TransitionWrite(Trigger.ATTEMPT_FAILED, row.summary.state, row.summary.state, 1, 1)
+        params = advance_params("s-1", 0, write, lease, utcnow())
+        folded = fold_advance(row, params, {})
+        set_by_update = {
+            "state", "seq", "iteration", "updated_at", "lease_expires_at", "decision", "error",
+            "completed_at", "lease_owner", "lease_token", "summary",
+        }  # fmt: skip
+        for before, after in ((row.summary, folded.summary), (row, folded)):
+            for field in dataclasses.fields(after):
+                if field.name not in set_by_update:
+                    assert getattr(after, field.name) == getattr(before, field.name), field.name
+        assert (folded.summary.seq, folded.summary.updated_at) == (1, params["p_now"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import json
 import math
 from typing import Any
 
@@ -135,3 +137,51 @@ class TestPolish:
         """A polish with no usable script raises InvalidStageOutputError."""
         with pytest.raises(InvalidStageOutputError, match=message):
             normalize_polish(raw, "T")
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+JSON_SHAPES = [
+    pytest.param({"a": "text é \udc80", "n": 3, "f": 0.1, "b": True, "z": None}, id="plain"),
+    pytest.param({"nested": {"list": [1, [2.5, {"k": "v"}]], "empty": {}}}, id="nested"),
+    pytest.param({"t": (1, 2)}, id="tuple-becomes-list"),
+    pytest.param({"d": {1: "int key", True: "bool key"}}, id="keys-become-strings"),
+    pytest.param({"e": Color.RED}, id="int-enum"),
+    pytest.param({"o": complex(1, 2)}, id="object-becomes-str"),
+    pytest.param({"big": 10**30, "neg": -0.0}, id="big-int-negative-zero"),
+]
+
+
+class TestStoredAnswers:
+    @pytest.mark.parametrize("answer", JSON_SHAPES)
+    def test_stored_answer_equals_a_json_round_trip(self, answer: dict[str, Any]) -> None:
+        """What is stored is exactly what reading it back from JSON gives, for every shape."""
+        raw = {"decision": "polish", "quality_score": 50, **answer}
+        expected = json.loads(json.dumps(raw, default=str, allow_nan=False))
+        data = normalize_review(raw).data
+        assert data == expected
+        assert json.dumps(data, sort_keys=True) == json.dumps(expected, sort_keys=True)
+        assert [type(v) for v in data.values()] == [type(v) for v in expected.values()]
+
+    def test_stored_answer_is_a_copy(self) -> None:
+        """Mutating the stage's answer afterwards does not change what was normalized."""
+        raw = {"decision": "polish", "quality_score": 50, "notes": ["a"], "m": {"k": 1}}
+        data = normalize_review(raw).data
+        raw["notes"].append("b")  # type: ignore[attr-defined]
+        raw["m"]["k"] = 2  # type: ignore[index]
+        assert data["notes"] == ["a"] and data["m"] == {"k": 1}
+
+    @pytest.mark.parametrize("bad", [math.inf, -math.nan], ids=["inf", "nan"])
+    def test_non_finite_numbers_anywhere_are_refused(self, bad: float) -> None:
+        """A NaN or infinity anywhere in an answer is not JSON: a typed error, not a row."""
+        with pytest.raises(InvalidStageOutputError, match="not JSON"):
+            normalize_review({"decision": "polish", "quality_score": 50, "x": [{"y": bad}]})
+
+    def test_circular_answer_is_refused(self) -> None:
+        """An answer that contains itself is refused with a typed error."""
+        loop: dict[str, Any] = {"decision": "polish", "quality_score": 50}
+        loop["self"] = loop
+        with pytest.raises(InvalidStageOutputError):
+            normalize_review(loop)

@@ -17,7 +17,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ClauseElement
 
-__all__ = ["LostConnection", "PreparedWrite", "RawTransaction", "raw_transaction"]
+__all__ = [
+    "LostConnection",
+    "PreparedWrite",
+    "RawTransaction",
+    "held_transaction",
+    "raw_transaction",
+]
 
 
 class LostConnection(Exception):
@@ -116,3 +122,17 @@ def raw_transaction(engine: sa.Engine, *, autocommit: bool = False) -> Iterator[
                     driver.autocommit = False  # as the pool expects it back
     finally:
         connection.close()  # back to the pool
+
+
+@contextmanager
+def held_transaction(connection: Any) -> Iterator[RawTransaction]:
+    """A transaction on a connection the caller keeps checked out: commit, or roll back."""
+    cursor = connection.cursor()
+    try:
+        yield RawTransaction(cursor)
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    finally:
+        cursor.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -207,25 +206,33 @@ def fold_advance(row: WorkflowRow, params: dict[str, Any], payload: dict[str, An
     reading it back; ``tests/test_orchestrator.py`` compares the two after every scenario.
     """
     s = row.summary
-    summary = replace(
-        s,
+    # Built field by field rather than with dataclasses.replace (which inspects the fields on
+    # every call): this runs once per transition.
+    summary = WorkflowSummary(
+        story_id=s.story_id,
         state=WorkflowState(params["p_state"]),
-        seq=params["p_seq"],
         iteration=params["p_iteration"],
+        seq=params["p_seq"],
         title=_coalesce(params["p_title"], s.title),
         last_quality_score=_coalesce(params["p_score"], s.last_quality_score),
         total_cost=s.total_cost + params["p_cost"],
         decision=params["p_decision"],
         error=params["p_error"],
+        started_at=s.started_at,
         updated_at=params["p_now"],
         lease_owner=params["p_lease_owner"],
         lease_expires_at=params["p_lease_expires_at"],
     )
     failed = params["p_failed_stage"]
-    return replace(
-        row,
+    return WorkflowRow(
         summary=summary,
+        initial_title=row.initial_title,
+        initial_script=row.initial_script,
         script=_coalesce(params["p_script"], row.script),
+        audience_context=row.audience_context,
+        original_idea=row.original_idea,
+        local_review_summary=row.local_review_summary,
+        config=row.config,
         initial_quality_score=_coalesce(row.initial_quality_score, params["p_score"]),
         total_reviews=row.total_reviews + params["p_reviews"],
         total_polishes=row.total_polishes + params["p_polishes"],

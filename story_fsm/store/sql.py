@@ -29,7 +29,12 @@ from story_fsm.errors import (
 )
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
 from story_fsm.states import WorkflowState
-from story_fsm.store._prepared import LostConnection, RawTransaction, raw_transaction
+from story_fsm.store._prepared import (
+    LostConnection,
+    RawTransaction,
+    held_transaction,
+    raw_transaction,
+)
 from story_fsm.store._rows import (
     SUBMIT_WRITE,
     advance_params,
@@ -162,6 +167,10 @@ class WorkflowStateManager:
         self._sql = Statements(self.schema)
         self._fast = PreparedStatements(self._sql, self.schema, self._engine.dialect)
         self._write_lock = writer_lock(self._engine)
+        # SQLite has one writer per file and this process queues its writes on one lock, so
+        # the hot writes keep one connection instead of a pool checkout per transition.
+        self._keeps_writer = self._engine.dialect.name == "sqlite"
+        self._writer: Any = None
         with _translated():
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
@@ -169,12 +178,15 @@ class WorkflowStateManager:
     def _raw(self, story_id: str | None, *, autocommit: bool = False) -> Iterator[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
         dbapi = self._engine.dialect.dbapi
-        with (
-            self._write_lock,
-            _translated(story_id, dbapi),
-            raw_transaction(self._engine, autocommit=autocommit) as tx,
-        ):
-            yield tx
+        with self._write_lock, _translated(story_id, dbapi):
+            if self._keeps_writer:
+                if self._writer is None:
+                    self._writer = self._engine.raw_connection()
+                with held_transaction(self._writer) as tx:
+                    yield tx
+            else:
+                with raw_transaction(self._engine, autocommit=autocommit) as tx:
+                    yield tx
 
     def _lost_connection(self, error: StoreError) -> bool:
         """True when *error* came from a connection the server had closed."""
@@ -199,7 +211,11 @@ class WorkflowStateManager:
         return self._engine.dialect.name
 
     def close(self) -> None:
-        """Release the connection pool (only when this store created the engine)."""
+        """Return the store's connections; dispose of the pool if this store made the engine."""
+        with self._write_lock:
+            if self._writer is not None:
+                self._writer.close()  # back to the pool
+                self._writer = None
         if self._owns_engine:
             self._engine.dispose()
 
