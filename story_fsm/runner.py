@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from types import SimpleNamespace
+from typing import Generic, TypeVar, cast
 
 from tenacity import (
     RetryCallState,
@@ -74,6 +75,12 @@ class StageSuccess(Generic[T]):
     duration_seconds: float
 
 
+def _with_wait(failure: AttemptFailure, wait: float) -> AttemptFailure:
+    return AttemptFailure(
+        failure.stage, failure.attempt, failure.error, failure.duration_seconds, wait
+    )
+
+
 class StageExhausted(Exception):
     """Every attempt failed (internal: the engine turns it into the FAIL transition)."""
 
@@ -109,7 +116,6 @@ class StageRunner:
         self._sleep = sleep
         self._heartbeat_seconds = heartbeat_seconds
         # The policy is the config's, the same for every call: built once per runner.
-        self._stop = stop_after_attempt(config.max_stage_retries)
         self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
         self._retry = retry_if_exception_type(Exception)
 
@@ -144,29 +150,49 @@ class StageRunner:
 
         return sleep
 
+    def _backoff(self, attempt: int) -> float:
+        """The policy's wait after failed attempt number *attempt* (tenacity's own formula)."""
+        return float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
+
     def _retrying(
         self,
         on_retry: Callable[[AttemptFailure], None],
         box: list[AttemptFailure],
         on_wait: Callable[[], None] | None,
     ) -> Retrying:
+        """Tenacity's loop over attempts 2..N (its attempt 1 is the stage's attempt 2)."""
+
         def before_sleep(state: RetryCallState) -> None:
             wait = state.next_action.sleep if state.next_action else 0.0
-            failure = box[-1]
-            on_retry(
-                AttemptFailure(
-                    failure.stage, failure.attempt, failure.error, failure.duration_seconds, wait
-                )
-            )
+            on_retry(_with_wait(box[-1], wait))
 
         return Retrying(
-            stop=self._stop,
-            wait=self._wait,
+            stop=stop_after_attempt(self._config.max_stage_retries - 1),
+            wait=lambda state: self._backoff(state.attempt_number + 1),
             retry=self._retry,
             before_sleep=before_sleep,
             sleep=self._sleeper(on_wait),
             reraise=True,
         )
+
+    def _attempt(
+        self,
+        stage: Stage,
+        call: Callable[[], object],
+        normalize: Callable[[object], T],
+        on_wait: Callable[[], None] | None,
+        number: int,
+        failures: list[AttemptFailure],
+    ) -> StageSuccess[T]:
+        if self._throttle is not None:
+            self._throttle(stage)
+        started = time.monotonic()
+        try:
+            value = normalize(self._await(stage, self._executor.submit(call), on_wait))
+        except Exception as exc:
+            failures.append(AttemptFailure(stage, number, exc, time.monotonic() - started))
+            raise
+        return StageSuccess(value, number, time.monotonic() - started)
 
     def run(
         self,
@@ -184,21 +210,24 @@ class StageRunner:
 
         """
         failures: list[AttemptFailure] = []
+        # Most calls succeed at once, so the first attempt runs on its own: tenacity's
+        # bookkeeping (a Future per attempt) costs more than handing the call to its thread.
+        # The retries, their backoff and their stop are tenacity's.
+        try:
+            return self._attempt(stage, call, normalize, on_wait, 1, failures)
+        except Exception as exc:
+            if not failures or exc is not failures[-1].error:
+                raise  # not the stage's failure (the throttle's): as it is
+            if self._config.max_stage_retries <= 1:
+                raise StageExhausted(failures[-1]) from exc
+        wait = self._backoff(1)
+        on_retry(_with_wait(failures[-1], wait))
+        self._sleeper(on_wait)(wait)
         try:
             for attempt in self._retrying(on_retry, failures, on_wait):
                 with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if self._throttle is not None:
-                        self._throttle(stage)
-                    started = time.monotonic()
-                    try:
-                        value = normalize(self._await(stage, self._executor.submit(call), on_wait))
-                    except Exception as exc:
-                        failures.append(
-                            AttemptFailure(stage, number, exc, time.monotonic() - started)
-                        )
-                        raise
-                    return StageSuccess(value, number, time.monotonic() - started)
+                    number = attempt.retry_state.attempt_number + 1
+                    return self._attempt(stage, call, normalize, on_wait, number, failures)
         except Exception as exc:
             # Only the stage's own failure means "exhausted"; a hook's error (the database
             # failing while recording an attempt) propagates as it is.

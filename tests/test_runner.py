@@ -78,6 +78,28 @@ class TestStageRunner:
             runner.run(Stage.REVIEW, lambda: 1 / 0, identity, on_retry=on_retry)
 
 
+    @pytest.mark.parametrize("attempts", [1, 2, 4])
+    def test_every_attempt_is_numbered_and_waits_double(self, attempts: int) -> None:
+        """N failing attempts: N-1 retries reported with waits b, 2b, 4b ..., then exhausted."""
+        config = WorkflowConfig(max_stage_retries=attempts, retry_backoff_seconds=0.01)
+        runner = StageRunner(config)
+        reported: list[AttemptFailure] = []
+        calls: list[int] = []
+
+        def failing() -> str:
+            calls.append(1)
+            raise RuntimeError(f"attempt {len(calls)}")
+
+        with pytest.raises(StageExhausted) as info:
+            runner.run(Stage.REVIEW, failing, identity, on_retry=reported.append)
+        assert len(calls) == attempts
+        assert [f.attempt for f in reported] == list(range(1, attempts))
+        expected = [0.01 * 2**i for i in range(attempts - 1)]
+        assert [f.next_wait_seconds for f in reported] == pytest.approx(expected)
+        assert info.value.failure.attempt == attempts
+        assert str(info.value.failure.error) == f"attempt {attempts}"
+
+
 class TestExecutor:
     def test_threads_are_daemons_and_reused(self) -> None:
         """Calls run on daemon threads (a hung call cannot block exit), reused across calls."""
