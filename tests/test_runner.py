@@ -77,7 +77,6 @@ class TestStageRunner:
         with pytest.raises(RecordFailed):
             runner.run(Stage.REVIEW, lambda: 1 / 0, identity, on_retry=on_retry)
 
-
     @pytest.mark.parametrize("attempts", [1, 2, 4])
     def test_every_attempt_is_numbered_and_waits_double(self, attempts: int) -> None:
         """N failing attempts: N-1 retries reported with waits b, 2b, 4b ..., then exhausted."""
