@@ -225,3 +225,26 @@ class TestRowFold:
                 if field.name not in set_by_update:
                     assert getattr(after, field.name) == getattr(before, field.name), field.name
         assert (folded.summary.seq, folded.summary.updated_at) == (1, params["p_now"])
+
+
+class TestPlannedRow:
+    @pytest.mark.parametrize("with_lease", [True, False])
+    @pytest.mark.parametrize("summary", [None, {"notes": ["a", 1.5]}, "text"])
+    def test_planned_row_is_what_the_store_maps_back(
+        self, with_lease: bool, summary: object
+    ) -> None:
+        """The row built from a validated submission equals the row mapped from its columns."""
+        from types import SimpleNamespace
+
+        from story_fsm.store._rows import creation_values, workflow_from_row
+        from story_fsm.store._statements import UNSET_AT_CREATE
+
+        config = WorkflowConfig(max_iterations=4, review_model="m")
+        new = validate_new_workflow("s-1", "T", "S.", {"age": [8, 12]}, "idea", summary, config)
+        lease = Lease("me", "token", 30) if with_lease else None
+        now = utcnow()
+        values, inputs = creation_values(new, lease, now)
+        mapped = workflow_from_row(
+            SimpleNamespace(**values, **inputs, **dict.fromkeys(UNSET_AT_CREATE))
+        )
+        assert planned_row(new, lease, now) == mapped

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.models import TransitionRecord, WorkflowSummary
 from story_fsm.states import Stage, Trigger, WorkflowState
-from story_fsm.store._statements import UNSET_AT_CREATE
 
 __all__ = [
     "SUBMIT_WRITE",
@@ -171,10 +169,43 @@ def creation_values(
 
 
 def planned_row(new: NewWorkflow, lease: Lease | None, now: datetime) -> WorkflowRow:
-    """Return the row :func:`creation_values` describe, as the store would read it back."""
-    values, inputs = creation_values(new, lease, now)
-    unset = dict.fromkeys(UNSET_AT_CREATE)
-    return workflow_from_row(SimpleNamespace(**{**values, **inputs, **unset}))
+    """Return the row :func:`creation_values` describe, as the store would read it back.
+
+    Built from *new* directly: its JSON fields were normalized by validation already, so
+    no encode/decode is needed (a test compares this with the row mapped from the values).
+    """
+    summary = WorkflowSummary(
+        story_id=new.story_id,
+        state=WorkflowState.INITIAL,
+        iteration=1,
+        seq=0,
+        title=new.title,
+        last_quality_score=None,
+        total_cost=0.0,
+        decision=None,
+        error=None,
+        started_at=now,
+        updated_at=now,
+        lease_owner=lease.owner if lease else None,
+        lease_expires_at=now + timedelta(seconds=lease.seconds) if lease else None,
+    )
+    return WorkflowRow(
+        summary=summary,
+        initial_title=new.title,
+        initial_script=new.script,
+        script=new.script,
+        audience_context=new.audience_context,
+        original_idea=new.original_idea,
+        local_review_summary=new.local_review_summary,
+        config=new.config,
+        initial_quality_score=None,
+        total_reviews=0,
+        total_polishes=0,
+        failed_stage=None,
+        completed_at=None,
+        last_review=None,
+        lease_token=lease.token if lease else None,
+    )
 
 
 def record_from_write(seq: int, write: TransitionWrite, now: datetime) -> TransitionRecord:
