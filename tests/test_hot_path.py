@@ -245,6 +245,6 @@ class TestPlannedRow:
         now = utcnow()
         values, inputs = creation_values(new, lease, now)
         mapped = workflow_from_row(
-            SimpleNamespace(**values, **inputs, **dict.fromkeys(UNSET_AT_CREATE))
+            SimpleNamespace(**{**values, **inputs, **dict.fromkeys(UNSET_AT_CREATE)})
         )
         assert planned_row(new, lease, now) == mapped
