@@ -207,12 +207,23 @@ class TestEngines:
             with pytest.raises(DatabaseBusyError, match="busy timeout") as caught:
                 store.create(new(), lease())
             assert isinstance(caught.value, StoreError)
-        finally:
             blocker.execute("ROLLBACK")
+            with WorkflowStateManager(sqlite_url) as again:
+                assert again.list_workflows() == []
+            # The same store writes again at once: its writer connection and lock were freed.
+            held = lease()
+            store.create(new(), held)
+            blocker.execute("BEGIN IMMEDIATE")
+            with pytest.raises(DatabaseBusyError):
+                store.append("s", 0, START, held)
+            blocker.execute("ROLLBACK")
+            assert store.append("s", 0, START, held) is None
+            assert [r.seq for r in store.history("s")] == [0, 1]
+        finally:
+            if blocker.in_transaction:
+                blocker.execute("ROLLBACK")
             blocker.close()
             store.close()
-        with WorkflowStateManager(sqlite_url) as again:
-            assert again.list_workflows() == []
 
     def test_caller_owned_engine_is_not_disposed(self, sqlite_url: str) -> None:
         """A store built on the caller's engine leaves that engine usable after close()."""

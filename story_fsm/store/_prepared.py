@@ -21,7 +21,6 @@ __all__ = [
     "LostConnection",
     "PreparedWrite",
     "RawTransaction",
-    "held_transaction",
     "raw_transaction",
 ]
 
@@ -122,17 +121,3 @@ def raw_transaction(engine: sa.Engine, *, autocommit: bool = False) -> Iterator[
                     driver.autocommit = False  # as the pool expects it back
     finally:
         connection.close()  # back to the pool
-
-
-@contextmanager
-def held_transaction(connection: Any) -> Iterator[RawTransaction]:
-    """A transaction on a connection the caller keeps checked out: commit, or roll back."""
-    cursor = connection.cursor()
-    try:
-        yield RawTransaction(cursor)
-        connection.commit()
-    except BaseException:
-        connection.rollback()
-        raise
-    finally:
-        cursor.close()

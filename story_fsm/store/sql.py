@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -32,7 +32,6 @@ from story_fsm.states import WorkflowState
 from story_fsm.store._prepared import (
     LostConnection,
     RawTransaction,
-    held_transaction,
     raw_transaction,
 )
 from story_fsm.store._rows import (
@@ -75,6 +74,17 @@ def _driver_error(error: BaseException) -> BaseException:
     return getattr(error, "orig", None) or error
 
 
+def _translate(exc: BaseException, story_id: str | None) -> StoreError:
+    """Return story_fsm's error for a driver or SQLAlchemy error (raise it ``from exc``)."""
+    if _is_busy(exc):
+        return DatabaseBusyError(
+            f"the SQLite database stayed locked past the busy timeout"
+            f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
+            "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
+        )
+    return StoreError(f"database error: {_driver_error(exc)}")
+
+
 @contextmanager
 def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None]:
     """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers.
@@ -87,13 +97,54 @@ def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None
     try:
         yield
     except caught as exc:
-        if _is_busy(exc):
-            raise DatabaseBusyError(
-                f"the SQLite database stayed locked past the busy timeout"
-                f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
-                "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
-            ) from exc
-        raise StoreError(f"database error: {_driver_error(exc)}") from exc
+        raise _translate(exc, story_id) from exc
+
+
+class _HeldWrite:
+    """One write transaction on SQLite's kept connection, under the file's writer lock.
+
+    A class rather than stacked generator context managers: this runs once per transition.
+    Driver errors leave it as story_fsm's (:func:`_translate`); others pass through as raised.
+    """
+
+    __slots__ = ("_connection", "_cursor", "_errors", "_lock", "_open", "_story_id")
+
+    def __init__(self, store: WorkflowStateManager, story_id: str | None) -> None:
+        self._lock = store._write_lock
+        self._story_id = story_id
+        self._errors = store._driver_errors
+        self._open = store._writer_connection
+        self._connection: Any = None
+        self._cursor: Any = None
+
+    def __enter__(self) -> RawTransaction:
+        self._lock.__enter__()
+        try:
+            self._connection = self._open()
+            self._cursor = self._connection.cursor()
+        except BaseException as exc:
+            self._lock.__exit__(None, None, None)
+            if isinstance(exc, self._errors):
+                raise _translate(exc, self._story_id) from exc
+            raise
+        return RawTransaction(self._cursor)
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        connection = self._connection
+        try:
+            try:
+                if error is None:
+                    connection.commit()
+                else:
+                    connection.rollback()
+            finally:
+                self._cursor.close()
+        except self._errors as exc:
+            raise _translate(exc, self._story_id) from exc
+        finally:
+            self._lock.__exit__(None, None, None)
+        if error is not None and isinstance(error, self._errors):
+            raise _translate(error, self._story_id) from error
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -171,22 +222,38 @@ class WorkflowStateManager:
         # the hot writes keep one connection instead of a pool checkout per transition.
         self._keeps_writer = self._engine.dialect.name == "sqlite"
         self._writer: Any = None
+        dbapi = self._engine.dialect.dbapi
+        self._driver_errors: tuple[type[BaseException], ...] = (
+            sa_exc.SQLAlchemyError,
+            LostConnection,
+            *((dbapi.Error,) if dbapi is not None else ()),
+        )
         with _translated():
             ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
 
-    @contextmanager
-    def _raw(self, story_id: str | None, *, autocommit: bool = False) -> Iterator[RawTransaction]:
+    def _raw(
+        self, story_id: str | None, *, autocommit: bool = False
+    ) -> AbstractContextManager[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
+        if self._keeps_writer:
+            return _HeldWrite(self, story_id)
+        return self._pooled_write(story_id, autocommit)
+
+    @contextmanager
+    def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
         dbapi = self._engine.dialect.dbapi
-        with self._write_lock, _translated(story_id, dbapi):
-            if self._keeps_writer:
-                if self._writer is None:
-                    self._writer = self._engine.raw_connection()
-                with held_transaction(self._writer) as tx:
-                    yield tx
-            else:
-                with raw_transaction(self._engine, autocommit=autocommit) as tx:
-                    yield tx
+        with (
+            self._write_lock,
+            _translated(story_id, dbapi),
+            raw_transaction(self._engine, autocommit=autocommit) as tx,
+        ):
+            yield tx
+
+    def _writer_connection(self) -> Any:
+        """SQLite: the connection the hot writes keep (opened on first use; under the lock)."""
+        if self._writer is None:
+            self._writer = self._engine.raw_connection()
+        return self._writer
 
     def _lost_connection(self, error: StoreError) -> bool:
         """True when *error* came from a connection the server had closed."""
