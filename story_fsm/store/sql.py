@@ -221,6 +221,13 @@ class WorkflowStateManager:
         # SQLite has one writer per file and this process queues its writes on one lock, so
         # the hot writes keep one connection instead of a pool checkout per transition.
         self._keeps_writer = self._engine.dialect.name == "sqlite"
+        # Each read is one SELECT: on PostgreSQL, run it in autocommit, so it costs one round
+        # trip instead of three (BEGIN, SELECT, and the ROLLBACK when the connection returns).
+        self._reads = (
+            self._engine
+            if self._keeps_writer
+            else self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._writer: Any = None
         dbapi = self._engine.dialect.dbapi
         self._driver_errors: tuple[type[BaseException], ...] = (
@@ -462,7 +469,7 @@ class WorkflowStateManager:
         """Return True while any workflow is submitted or mid-loop (held or not)."""
         wf = self.schema.workflows
         query = sa.select(wf.c.story_id).where(wf.c.state.in_(RUNNABLE_STATES)).limit(1)
-        with _translated(), self._engine.connect() as conn:
+        with _translated(), self._reads.connect() as conn:
             return conn.execute(query).first() is not None
 
     # -- reads --------------------------------------------------------------------------------
@@ -470,7 +477,7 @@ class WorkflowStateManager:
     @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
         """Return the workflow's summary row and its last review: one query, any history."""
-        with _translated(story_id), self._engine.connect() as conn:
+        with _translated(story_id), self._reads.connect() as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
@@ -481,7 +488,7 @@ class WorkflowStateManager:
         Raises:
             WorkflowNotFoundError: The story has no workflow.
         """
-        with _translated(story_id), self._engine.connect() as conn:
+        with _translated(story_id), self._reads.connect() as conn:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
         if not rows:
             raise WorkflowNotFoundError(story_id)
@@ -506,7 +513,7 @@ class WorkflowStateManager:
                 names = ", ".join(s.value for s in WorkflowState)
                 raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
             query = query.where(wf.c.state == wanted.value)
-        with _translated(), self._engine.connect() as conn:
+        with _translated(), self._reads.connect() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
 
 
