@@ -1,6 +1,6 @@
 """One workflow being advanced by this process: the ``transitions`` model and its callbacks.
 
-:class:`WorkflowRun` is the model of a machine built by ``machine.build_machine``. Its
+:class:`WorkflowRun` is the model of a machine lent by ``machine.bound_machine``. Its
 ``record`` callback persists each edge before the state changes (so a failed write leaves the
 machine where it was); its on-enter callbacks run the reviewer and the polisher through the
 :class:`~story_fsm.runner.StageRunner` and fire the next trigger, queued. What each edge

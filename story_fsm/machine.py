@@ -27,7 +27,6 @@ __all__ = [
     "Edge",
     "MachineModel",
     "bound_machine",
-    "build_machine",
     "is_publishable",
     "under_iteration_cap",
 ]
@@ -116,8 +115,8 @@ class MachineModel:
     """The guards, as methods named in :data:`EDGES`, reading the model's own fields.
 
     Subclasses (the engine's run) supply the callbacks ``record`` and ``on_enter_<STATE>``
-    (:data:`ON_ENTER`). A model is bound to a machine by :func:`bound_machine` (or
-    :func:`build_machine`) and moved only through :meth:`fire`.
+    (:data:`ON_ENTER`). A model is bound to a machine by :func:`bound_machine` and moved only
+    through :meth:`fire`.
     """
 
     state: WorkflowState
@@ -215,13 +214,6 @@ def new_machine() -> Machine:
     needs only the model's ``state`` attribute and the callbacks named in the definition.
     """
     return Machine(model=None, initial=WorkflowState.INITIAL, **machine_kwargs())
-
-
-def build_machine(model: MachineModel, initial: WorkflowState) -> Machine:
-    """Bind a new machine to *model*, starting (or rehydrated) at *initial*."""
-    machine = new_machine()
-    model.state, model.machine = initial, machine
-    return machine
 
 
 class _Idle(threading.local):
