@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from story_fsm.states import WorkflowState
@@ -72,43 +74,39 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
             .values(lease_owner=None, lease_token=None, lease_expires_at=None)
         )
-        runnable = sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now"))
+        # Runnable: in a runnable state (an IN list of plain parameters rather than SQLAlchemy's
+        # per-call expansion, so that every statement below compiles once to fixed SQL) with
+        # its lease free or expired.
+        runnable = sa.and_(
+            wf.c.state.in_([sa.literal(state) for state in RUNNABLE_STATES]),
+            sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now")),
+        )
         self.candidates = (
             sa.select(wf.c.story_id, wf.c.state)
-            .where(wf.c.state.in_(RUNNABLE_STATES), runnable)
+            .where(runnable)
             .order_by(wf.c.updated_at, wf.c.story_id)
             .limit(p("p_limit"))
         )
+        take_lease: dict[str, Any] = {
+            "lease_owner": p("p_owner"),
+            "lease_token": p("p_token"),
+            "lease_expires_at": p("p_expires"),
+        }
         self.claim = (
-            sa.update(wf)
-            .where(wf.c.story_id == p("p_story_id"), wf.c.state.in_(RUNNABLE_STATES), runnable)
-            .values(
-                lease_owner=p("p_owner"),
-                lease_token=p("p_token"),
-                lease_expires_at=p("p_expires"),
-            )
+            sa.update(wf).where(wf.c.story_id == p("p_story_id"), runnable).values(**take_lease)
         )
         # PostgreSQL: pick and claim in one statement; SKIP LOCKED so that concurrent workers
         # never wait on each other's pick, and the lease is re-checked under the row lock.
-        # (Its IN list is of plain parameters, not SQLAlchemy's per-call expansion, so that it
-        # compiles once to fixed SQL.)
-        is_runnable = wf.c.state.in_([sa.literal(state) for state in RUNNABLE_STATES])
         picked = (
-            sa.select(wf.c.story_id)
-            .where(is_runnable, runnable)
-            .order_by(wf.c.updated_at, wf.c.story_id)
+            self.candidates.with_only_columns(wf.c.story_id)
             .limit(1)
             .with_for_update(skip_locked=True)
             .cte("picked")
         )
         self.claim_one = (
             sa.update(wf)
-            .where(wf.c.story_id == picked.c.story_id, is_runnable, runnable)
-            .values(
-                lease_owner=p("p_owner"),
-                lease_token=p("p_token"),
-                lease_expires_at=p("p_expires"),
-            )
+            .where(wf.c.story_id == picked.c.story_id, runnable)
+            .values(**take_lease)
             .returning(wf.c.story_id)
         )
         review = tr.alias("last_review")
