@@ -146,13 +146,14 @@ class WorkflowRun(MachineModel):
     def _append(self, write: TransitionWrite) -> None:
         if self.pending is not None:
             self._create(self.pending, write)
-            return
-        applied = self.deps.store.append(self.story_id, self.seq, write, self.deps.lease, self.row)
-        assert applied is not None  # a current row was given
-        self.row, record = applied
-        self.iteration = self.row.summary.iteration
-        if self.records is not None:
-            self.records.append(record)
+        else:
+            store, lease = self.deps.store, self.deps.lease
+            applied = store.append(self.story_id, self.seq, write, lease, self.row)
+            assert applied is not None  # a current row was given
+            self.row, record = applied
+            self.iteration = self.row.summary.iteration
+            if self.records is not None:
+                self.records.append(record)
         if self._debug:  # one line per row: skip building it when nobody reads it
             self.log.debug(
                 "transition_recorded",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Generic, TypeVar, cast
 
@@ -75,12 +75,6 @@ class StageSuccess(Generic[T]):
     duration_seconds: float
 
 
-def _with_wait(failure: AttemptFailure, wait: float) -> AttemptFailure:
-    return AttemptFailure(
-        failure.stage, failure.attempt, failure.error, failure.duration_seconds, wait
-    )
-
-
 class StageExhausted(Exception):
     """Every attempt failed (internal: the engine turns it into the FAIL transition)."""
 
@@ -120,20 +114,20 @@ class StageRunner:
         self._retry = retry_if_exception_type(Exception)
 
     def _await(
-        self, stage: Stage, future: StageCall[object], on_wait: Callable[[], None] | None
+        self, stage: Stage, pending: StageCall[object], on_wait: Callable[[], None] | None
     ) -> object:
         deadline = time.monotonic() + self._config.stage_timeout_seconds
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                future.cancel()  # if it has not started yet; a running call is abandoned
+                pending.cancel()  # if it has not started yet; a running call is abandoned
                 raise StageTimeoutError(
                     f"{stage.value} took longer than {self._config.stage_timeout_seconds:g}s"
                 )
             try:
-                return future.result(timeout=min(remaining, self._heartbeat_seconds))
+                return pending.result(timeout=min(remaining, self._heartbeat_seconds))
             except TimeoutError:
-                if future.done():  # the stage itself raised a TimeoutError
+                if pending.done():  # the stage itself raised a TimeoutError
                     raise
                 if on_wait is not None:
                     on_wait()
@@ -164,7 +158,7 @@ class StageRunner:
 
         def before_sleep(state: RetryCallState) -> None:
             wait = state.next_action.sleep if state.next_action else 0.0
-            on_retry(_with_wait(box[-1], wait))
+            on_retry(replace(box[-1], next_wait_seconds=wait))
 
         return Retrying(
             stop=stop_after_attempt(self._config.max_stage_retries - 1),
@@ -221,7 +215,7 @@ class StageRunner:
             if self._config.max_stage_retries <= 1:
                 raise StageExhausted(failures[-1]) from exc
         wait = self._backoff(1)
-        on_retry(_with_wait(failures[-1], wait))
+        on_retry(replace(failures[-1], next_wait_seconds=wait))
         self._sleeper(on_wait)(wait)
         try:
             for attempt in self._retrying(on_retry, failures, on_wait):

@@ -85,18 +85,21 @@ def _translate(exc: BaseException, story_id: str | None) -> StoreError:
     return StoreError(f"database error: {_driver_error(exc)}")
 
 
+_CORE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)
+
+
 @contextmanager
-def _translated(story_id: str | None = None, dbapi: Any = None) -> Iterator[None]:
+def _translated(
+    story_id: str | None = None, errors: tuple[type[BaseException], ...] = _CORE_ERRORS
+) -> Iterator[None]:
     """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers.
 
-    *dbapi* (the driver module) adds the driver's own errors, for the prepared fast path.
+    *errors* are the kinds to translate: SQLAlchemy's (the default, for Core), or the store's
+    ``_driver_errors`` for the prepared fast path, which meets the driver's own.
     """
-    caught: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError, LostConnection)
-    if dbapi is not None:
-        caught = (*caught, dbapi.Error)
     try:
         yield
-    except caught as exc:
+    except errors as exc:
         raise _translate(exc, story_id) from exc
 
 
@@ -248,10 +251,9 @@ class WorkflowStateManager:
 
     @contextmanager
     def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
-        dbapi = self._engine.dialect.dbapi
         with (
             self._write_lock,
-            _translated(story_id, dbapi),
+            _translated(story_id, self._driver_errors),
             raw_transaction(self._engine, autocommit=autocommit) as tx,
         ):
             yield tx
@@ -324,19 +326,18 @@ class WorkflowStateManager:
         now = utcnow()
         values, inputs = creation_values(new, lease, now)
         submit_values = transition_values(new.story_id, 0, SUBMIT_WRITE, now)
-        step = None
+        start: dict[str, Any] | None = None  # the first edge's summary update, if any
         if first is not None:
             assert lease is not None, "a run that writes its first edge holds the lease"
-            step = (advance_params(new.story_id, 0, first, lease, now),)
+            start = advance_params(new.story_id, 0, first, lease, now)
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
                 tx.execute(self._fast.insert_transition, submit_values)
-                if first is not None and step is not None:
-                    self._advance(
-                        tx, step[0], transition_values(new.story_id, 1, first, now), first.takeover
-                    )
+                if first is not None and start is not None:
+                    start_row = transition_values(new.story_id, 1, first, now)
+                    self._advance(tx, start, start_row, first.takeover)
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
@@ -346,8 +347,8 @@ class WorkflowStateManager:
         # What was just written, without reading it back (no SELECT on the hot path).
         row = planned_row(new, lease, now)
         records = [record_from_write(0, SUBMIT_WRITE, now)]
-        if first is not None and step is not None:
-            row = fold_advance(row, step[0], first.payload)
+        if first is not None and start is not None:
+            row = fold_advance(row, start, first.payload)
             records.append(record_from_write(1, first, now))
         return row, records
 
