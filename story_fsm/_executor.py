@@ -1,9 +1,11 @@
-"""A small pool of daemon threads that stage calls run on, so a timeout can abandon one.
+"""A pool of daemon threads that runs are carried on, so a timeout can abandon one.
 
-``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter exit, so one stage
-call that never returns (a hung HTTP read) would keep a finished CLI from exiting. Here the
-threads are daemons: a timed-out call's thread is left behind, its late answer discarded, and
-the process can still exit. Threads are reused, so a stage call costs no thread start.
+A run's stages are called on the thread that carries it (``runner.StageRunner.carry``), so a
+stage call that outlives its timeout leaves that thread behind and the run goes on on another.
+``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter exit, so one call
+that never returns (a hung HTTP read) would keep a finished CLI from exiting. Here the threads
+are daemons: an abandoned thread's late answer is discarded and the process can still exit.
+Threads are reused, so a run costs no thread start.
 """
 
 from __future__ import annotations
@@ -14,20 +16,19 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["CancelledCall", "StageCall", "StageExecutor", "default_executor"]
+__all__ = ["RunAbandoned", "StageCall", "StageExecutor", "default_executor"]
 
 T = TypeVar("T")
 
 
 class StageCall(Generic[T]):
-    """One call handed to a stage thread: the waiting side's view of it.
+    """One call handed to a pool thread: the waiting side's view of it.
 
     Lighter than ``concurrent.futures.Future`` (no condition variable, no callbacks): the
-    waiter blocks on one lock that the stage thread releases when the call is over, which
-    halves the cost of the hand-off that every stage call pays.
+    waiter blocks on one lock that the pool thread releases when the call is over.
     """
 
-    __slots__ = ("_done", "_error", "_fn", "_ticket", "_value")
+    __slots__ = ("_done", "_error", "_fn", "_value")
 
     def __init__(self, fn: Callable[[], T]) -> None:
         self._fn = fn
@@ -36,15 +37,8 @@ class StageCall(Generic[T]):
         # Held until the call is over; ``result`` waits on it.
         self._done = _thread.allocate_lock()
         self._done.acquire()
-        # Whoever pops the ticket first decides: the stage thread runs the call, or a
-        # cancel drops it (list.pop is atomic, so no lock is needed for the race).
-        self._ticket = [True]
 
     def _run(self) -> None:
-        try:
-            self._ticket.pop()
-        except IndexError:  # cancelled before a thread got to it
-            return
         try:
             self._value = self._fn()
         except BaseException as exc:  # delivered to the waiting thread by result()
@@ -52,18 +46,8 @@ class StageCall(Generic[T]):
         finally:
             self._done.release()
 
-    def cancel(self) -> bool:
-        """Drop the call if no thread has started it yet; True if dropped."""
-        try:
-            self._ticket.pop()
-        except IndexError:
-            return False
-        self._error = CancelledCall()
-        self._done.release()
-        return True
-
     def done(self) -> bool:
-        """True once the call returned, raised, or was cancelled."""
+        """True once the call returned or raised."""
         return not self._done.locked()
 
     def result(self, timeout: float | None = None) -> T:
@@ -80,14 +64,24 @@ class StageCall(Generic[T]):
         return self._value  # type: ignore[return-value]
 
 
-class CancelledCall(Exception):
-    """The call was cancelled before it started."""
+class RunAbandoned(BaseException):
+    """This thread's stage attempt outlived its timeout, and the run went on on another thread.
+
+    A ``BaseException`` so that no ``except Exception`` on the way out (the runner's,
+    tenacity's, a callback's) takes it for the stage's failure: it unwinds the abandoned
+    carrier, which leaves the run's state to the thread that carries it now.
+    """
 
 
 class StageExecutor:
-    """Runs callables on up to *max_workers* reusable daemon threads."""
+    """Runs callables on reusable daemon threads, at most *max_workers* (None: no cap).
 
-    def __init__(self, max_workers: int = 64) -> None:
+    The default pool has no cap: each run in progress holds one thread (its caller waits on
+    another), so the count follows the callers' own concurrency, plus any thread left in a
+    call that never returned. A cap makes runs past it wait for a thread.
+    """
+
+    def __init__(self, max_workers: int | None = None) -> None:
         self._max_workers = max_workers
         self._jobs: queue.SimpleQueue[StageCall[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -99,7 +93,7 @@ class StageExecutor:
         call = StageCall(fn)
         with self._lock:
             self._jobs.put(call)
-            if self._idle == 0 and self._threads < self._max_workers:
+            if self._idle == 0 and (self._max_workers is None or self._threads < self._max_workers):
                 self._threads += 1
                 threading.Thread(target=self._work, name="story-fsm-stage", daemon=True).start()
             else:

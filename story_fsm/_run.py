@@ -20,7 +20,7 @@ from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
-from story_fsm.machine import MachineModel
+from story_fsm.machine import MachineModel, bound_machine
 from story_fsm.models import TransitionRecord
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 from story_fsm.stages import (
@@ -74,6 +74,7 @@ class WorkflowRun(MachineModel):
         pending: NewWorkflow | None = None,
     ) -> None:
         self.story_id = row.summary.story_id
+        self.state = row.summary.state
         #: A new workflow not written yet: its rows go in with the run's first edge.
         self.pending = pending
         #: The summary row as stored now, kept current write by write (no reads).
@@ -90,6 +91,7 @@ class WorkflowRun(MachineModel):
         self.log = get_logger(story_id=self.story_id)
         self._debug = debug_enabled()
         self._stage: Stage | None = None
+        self._in_flight: tuple[Stage, Callable[[], object], Callable[[object], Any], Trigger]
 
     @property
     def seq(self) -> int:
@@ -248,14 +250,24 @@ class WorkflowRun(MachineModel):
         call: Callable[[], object],
         normalize: Callable[[object], Any],
         done: Trigger,
+        after: AttemptFailure | None = None,
     ) -> None:
-        if self.deps.should_stop():
-            raise Drained  # before the paid call: the state stays, committed, for the next holder
-        self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
+        runner = self.deps.runner
+        if after is None:
+            if self.deps.should_stop() or runner.interrupted:
+                raise Drained  # before the paid call: the state stays, committed, for the next
+            self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
         self._stage = stage
+        # Kept for a new carrier, should this one's attempt outlive its timeout.
+        self._in_flight = (stage, call, normalize, done)
         try:
-            success: StageSuccess[Any] = self.deps.runner.run(
-                stage, call, normalize, on_retry=self._attempt_failed, on_wait=self._heartbeat
+            success: StageSuccess[Any] = runner.run(
+                stage,
+                call,
+                normalize,
+                on_retry=self._attempt_failed,
+                on_wait=self.heartbeat,
+                after=after,
             )
         except StageExhausted as exc:
             self.failure = exc.failure
@@ -264,6 +276,31 @@ class WorkflowRun(MachineModel):
         self.fire(
             done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
         )
+
+    # -- carriers ------------------------------------------------------------------------------
+
+    def carried(self, trigger: Trigger, **kwargs: Any) -> None:
+        """Fire *trigger* and let the queued machine run the loop to its end, on this thread.
+
+        The thread that waits for the run (:meth:`StageRunner.carry`) calls this on a
+        carrier; the stages are called here, inline.
+        """
+        with bound_machine(self, self.state):
+            self.fire(trigger, **kwargs)
+
+    def after_timeout(self, failure: AttemptFailure) -> Callable[[], None]:
+        """Return what a new carrier runs once the attempt in flight timed out.
+
+        The stage's next attempts (the timed-out one is recorded first, like any failed
+        attempt), then the loop, on a machine of the new carrier at the current state.
+        """
+        stage, call, normalize, done = self._in_flight
+
+        def go_on() -> None:
+            with bound_machine(self, self.state):
+                self._run_stage(stage, call, normalize, done, after=failure)
+
+        return go_on
 
     @property
     def stage_log(self) -> Any:
@@ -293,7 +330,8 @@ class WorkflowRun(MachineModel):
             wait_seconds=failure.next_wait_seconds,
         )
 
-    def _heartbeat(self) -> None:
+    def heartbeat(self) -> None:
+        """Renew the run's lease while a stage call runs (failures are logged, not raised)."""
         try:
             if not self.deps.store.heartbeat(self.story_id, self.deps.lease):
                 self.stage_log.warning("lease_lost", owner=self.deps.lease.owner)

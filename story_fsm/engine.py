@@ -12,6 +12,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from transitions import EventData
@@ -306,8 +307,13 @@ class StoryWorkflowOrchestrator:
     ) -> WorkflowResult:
         """Fire *trigger* and let the queued machine run the loop to a terminal state."""
         run = WorkflowRun(row, deps, emit, records, pending)
-        with bound_machine(run, row.summary.state):
-            run.fire(trigger, takeover=takeover)
+        # The run is carried by a thread of the pool, which calls the stages inline; this
+        # thread waits for it, sends the heartbeats and enforces the stage timeouts.
+        deps.runner.carry(
+            partial(run.carried, trigger, takeover=takeover),
+            on_expired=run.after_timeout,
+            on_wait=run.heartbeat,
+        )
         if run.records is not None:  # a run that wrote the whole history knows the result
             result = build_result(run.row, run.records)
         else:

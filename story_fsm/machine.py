@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from transitions import EventData, Machine, MachineError
 
+from story_fsm._executor import RunAbandoned
 from story_fsm.errors import InvalidTransitionError
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 
@@ -241,10 +242,16 @@ def bound_machine(model: MachineModel, initial: WorkflowState) -> Iterator[Machi
     idle = _idle.machines
     machine = idle.pop() if idle else new_machine()
     model.state, model.machine = initial, machine
+    abandoned = False
     try:
         yield machine
+    except RunAbandoned:
+        # A timed-out attempt's thread: the model is bound to another thread's machine now.
+        abandoned = True
+        raise
     finally:
-        model.machine = None
+        if not abandoned:
+            model.machine = None
         # The queue is empty after a trigger returns or raises (transitions clears it on an
         # exception), so the machine is as new for the next run.
         idle.append(machine)

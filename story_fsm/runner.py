@@ -1,15 +1,25 @@
-"""Running one stage call: a timeout per attempt, retries with backoff (tenacity), and hooks.
+"""Running stage calls: a timeout per attempt, retries with backoff (tenacity), and hooks.
 
 Retries and timeouts are declared here once, around the stage call only. The runner knows
 nothing of the database or the machine: it reports each failed attempt to a hook (the engine
 records it) and returns the normalized answer, or raises :class:`StageExhausted`.
+
+Where the time goes decides the shape. A stage call runs *inline*, on the thread that carries
+the run (:meth:`StageRunner.carry`), not handed to another thread and back: on a small VM that
+round trip cost more than the rest of a transition. The thread that asked for the run waits
+for it and watches the attempt in flight (:class:`AttemptWatch`); when an attempt outlives its
+timeout, the waiter takes the attempt over (the carrier's late answer is then discarded), and
+the run goes on from that failed attempt on a new carrier thread. So a call that never
+returns costs one abandoned thread, never the caller's.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Generic, TypeVar, cast
 
@@ -21,12 +31,19 @@ from tenacity import (
     wait_exponential,
 )
 
-from story_fsm._executor import StageCall, StageExecutor, default_executor
+from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
 from story_fsm.states import Stage
 
-__all__ = ["AttemptFailure", "StageExhausted", "StageRunner", "StageSuccess"]
+__all__ = [
+    "AttemptFailure",
+    "AttemptWatch",
+    "RunAbandoned",
+    "StageExhausted",
+    "StageRunner",
+    "StageSuccess",
+]
 
 T = TypeVar("T")
 
@@ -83,15 +100,58 @@ class StageExhausted(Exception):
         self.failure = failure
 
 
+class _InFlight:
+    """One attempt in flight: its stage, number, start, deadline, and who settles it."""
+
+    __slots__ = ("_ticket", "attempt", "deadline", "stage", "started")
+
+    def __init__(self, stage: Stage, attempt: int, started: float, timeout: float) -> None:
+        self.stage = stage
+        self.attempt = attempt
+        self.started = started
+        self.deadline = started + timeout
+        self._ticket = [True]
+
+    def settle(self) -> bool:
+        """Return True to the first side that asks, False to the other.
+
+        The sides are the carrier (its call returned) and the waiter (the deadline passed).
+        ``list.pop`` is atomic, so the race needs no lock.
+        """
+        try:
+            self._ticket.pop()
+        except IndexError:
+            return False
+        return True
+
+
+class AttemptWatch:
+    """The stage attempt in flight on a run's carrier thread, as the waiting thread sees it.
+
+    The carrier publishes each attempt before its call and withdraws it after; the waiter
+    reads it to know when to send a heartbeat and when the attempt is out of time.
+    """
+
+    __slots__ = ("current",)
+
+    def __init__(self) -> None:
+        self.current: _InFlight | None = None
+
+
 class StageRunner:
     """Calls stages with a per-attempt timeout and ``config``'s retry policy.
+
+    A run is carried by :meth:`carry`, which enforces the timeouts and the heartbeat while the
+    run's own thread calls the stages inline through :meth:`run`. A :meth:`run` outside
+    :meth:`carry` has no deadline (nobody watches it).
 
     Args:
         config: Supplies ``max_stage_retries``, ``stage_timeout_seconds`` and
             ``retry_backoff_seconds``.
-        executor: Where calls run (a shared daemon pool by default).
+        executor: Where carriers run (a shared pool of daemon threads by default).
         sleep: The backoff's sleep (injectable for a stop signal).
-        heartbeat_seconds: While a call runs, ``on_wait`` is called this often.
+        heartbeat_seconds: While a stage call runs, ``on_wait`` is called this often.
+        throttle: Called before each attempt with its stage (a rate limiter).
 
     """
 
@@ -109,28 +169,76 @@ class StageRunner:
         self._executor = executor or default_executor()
         self._sleep = sleep
         self._heartbeat_seconds = heartbeat_seconds
+        self._timeout = config.stage_timeout_seconds
         # The policy is the config's, the same for every call: built once per runner.
         self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
         self._retry = retry_if_exception_type(Exception)
+        #: The attempt in flight on this runner's carrier.
+        self.watch = AttemptWatch()
+        #: Set when the waiting thread was interrupted: the run should stop at its next stage.
+        self.interrupted = False
 
-    def _await(
-        self, stage: Stage, pending: StageCall[object], on_wait: Callable[[], None] | None
-    ) -> object:
-        deadline = time.monotonic() + self._config.stage_timeout_seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pending.cancel()  # if it has not started yet; a running call is abandoned
-                raise StageTimeoutError(
-                    f"{stage.value} took longer than {self._config.stage_timeout_seconds:g}s"
-                )
-            try:
-                return pending.result(timeout=min(remaining, self._heartbeat_seconds))
-            except TimeoutError:
-                if pending.done():  # the stage itself raised a TimeoutError
-                    raise
-                if on_wait is not None:
+    # -- the waiting side ---------------------------------------------------------------------
+
+    def _launch(self, fn: Callable[[], T]) -> StageCall[T]:
+        # The carrier sees the caller's context variables (structlog's bound contextvars).
+        return self._executor.submit(partial(contextvars.copy_context().run, fn))
+
+    def carry(
+        self,
+        start: Callable[[], T],
+        *,
+        on_expired: Callable[[AttemptFailure], Callable[[], T]],
+        on_wait: Callable[[], None] | None = None,
+    ) -> T:
+        """Run *start* on a carrier thread and wait for it, enforcing the stage timeouts.
+
+        While the carrier is in a stage call, this thread calls *on_wait* every
+        ``heartbeat_seconds``; once the attempt outlives ``stage_timeout_seconds``, this
+        thread takes it over (its late answer will be discarded: the carrier stops with
+        :class:`RunAbandoned` when the call returns, touching nothing) and runs
+        ``on_expired(failure)`` on a new carrier, from that failed attempt on.
+
+        Returns what the last carrier returned; raises what it raised. If this thread is
+        interrupted (``KeyboardInterrupt``), :attr:`interrupted` is set so that the run stops
+        before its next stage.
+        """
+        pending = self._launch(start)
+        beat, timeout = self._heartbeat_seconds, self._timeout
+        last_beat = 0.0
+        try:
+            while True:
+                current, now = self.watch.current, time.monotonic()
+                if current is None:  # between stages: an attempt starting now ends later
+                    wait = min(beat, timeout)
+                else:
+                    wait = min(current.deadline, max(current.started, last_beat) + beat) - now
+                try:
+                    return pending.result(timeout=max(wait, 0.0))
+                except TimeoutError:
+                    if pending.done():  # the run itself raised a TimeoutError
+                        raise
+                current, now = self.watch.current, time.monotonic()
+                if current is None:
+                    continue
+                if now >= current.deadline:
+                    if current.settle():
+                        self.watch.current = None
+                        error = StageTimeoutError(
+                            f"{current.stage.value} took longer than {timeout:g}s"
+                        )
+                        failure = AttemptFailure(
+                            current.stage, current.attempt, error, now - current.started
+                        )
+                        pending = self._launch(on_expired(failure))
+                elif on_wait is not None and now >= max(current.started, last_beat) + beat:
+                    last_beat = now
                     on_wait()
+        except BaseException:
+            self.interrupted = True
+            raise
+
+    # -- the carrier side ---------------------------------------------------------------------
 
     def _sleeper(self, on_wait: Callable[[], None] | None) -> Callable[[float], None]:
         """Return the backoff's sleep, which keeps the lease alive during long waits too."""
@@ -153,36 +261,48 @@ class StageRunner:
         on_retry: Callable[[AttemptFailure], None],
         box: list[AttemptFailure],
         on_wait: Callable[[], None] | None,
+        done: int,
     ) -> Retrying:
-        """Tenacity's loop over attempts 2..N (its attempt 1 is the stage's attempt 2)."""
+        """Tenacity's loop over the attempts after the *done* first (its 1 is our done + 1)."""
 
         def before_sleep(state: RetryCallState) -> None:
             wait = state.next_action.sleep if state.next_action else 0.0
             on_retry(replace(box[-1], next_wait_seconds=wait))
 
         return Retrying(
-            stop=stop_after_attempt(self._config.max_stage_retries - 1),
-            wait=lambda state: self._backoff(state.attempt_number + 1),
+            stop=stop_after_attempt(self._config.max_stage_retries - done),
+            wait=lambda state: self._backoff(state.attempt_number + done),
             retry=self._retry,
             before_sleep=before_sleep,
             sleep=self._sleeper(on_wait),
             reraise=True,
         )
 
+    def _landed(self, flight: _InFlight) -> None:
+        """The call returned or raised: withdraw the attempt, unless the waiter took it over."""
+        if not flight.settle():
+            raise RunAbandoned  # past its deadline: the run went on on another thread
+        self.watch.current = None
+
     def _attempt(
         self,
         stage: Stage,
         call: Callable[[], object],
         normalize: Callable[[object], T],
-        on_wait: Callable[[], None] | None,
         number: int,
         failures: list[AttemptFailure],
     ) -> StageSuccess[T]:
         if self._throttle is not None:
             self._throttle(stage)
         started = time.monotonic()
+        flight = _InFlight(stage, number, started, self._timeout)
+        self.watch.current = flight
         try:
-            value = normalize(self._await(stage, self._executor.submit(call), on_wait))
+            try:
+                raw = call()
+            finally:
+                self._landed(flight)
+            value = normalize(raw)
         except Exception as exc:
             failures.append(AttemptFailure(stage, number, exc, time.monotonic() - started))
             raise
@@ -196,32 +316,42 @@ class StageRunner:
         *,
         on_retry: Callable[[AttemptFailure], None],
         on_wait: Callable[[], None] | None = None,
+        after: AttemptFailure | None = None,
     ) -> StageSuccess[T]:
-        """Run *call* until *normalize* accepts its answer or the attempts run out.
+        """Call *call* on this thread until *normalize* accepts its answer or attempts run out.
+
+        With *after* (an attempt that timed out on a carrier now abandoned), the attempts go
+        on from the next one: it is reported to *on_retry* and waited for like any failure.
 
         Raises:
             StageExhausted: Every attempt failed; carries the last :class:`AttemptFailure`.
+            RunAbandoned: An attempt outlived its timeout; the run goes on elsewhere.
 
         """
         failures: list[AttemptFailure] = []
-        # Most calls succeed at once, so the first attempt runs on its own: tenacity's
-        # bookkeeping (a Future per attempt) costs more than handing the call to its thread.
-        # The retries, their backoff and their stop are tenacity's.
-        try:
-            return self._attempt(stage, call, normalize, on_wait, 1, failures)
-        except Exception as exc:
-            if not failures or exc is not failures[-1].error:
-                raise  # not the stage's failure (the throttle's): as it is
-            if self._config.max_stage_retries <= 1:
-                raise StageExhausted(failures[-1]) from exc
-        wait = self._backoff(1)
-        on_retry(replace(failures[-1], next_wait_seconds=wait))
+        if after is None:
+            # Most calls succeed at once, so the first attempt runs on its own: tenacity's
+            # bookkeeping (a Future per attempt) costs more than the call's own handling.
+            # The retries, their backoff and their stop are tenacity's.
+            try:
+                return self._attempt(stage, call, normalize, 1, failures)
+            except Exception as exc:
+                if not failures or exc is not failures[-1].error:
+                    raise  # not the stage's failure (the throttle's): as it is
+            after = failures[-1]
+        else:
+            failures.append(after)
+        if after.attempt >= self._config.max_stage_retries:
+            raise StageExhausted(after) from after.error
+        done = after.attempt
+        wait = self._backoff(done)
+        on_retry(replace(after, next_wait_seconds=wait))
         self._sleeper(on_wait)(wait)
         try:
-            for attempt in self._retrying(on_retry, failures, on_wait):
+            for attempt in self._retrying(on_retry, failures, on_wait, done):
                 with attempt:
-                    number = attempt.retry_state.attempt_number + 1
-                    return self._attempt(stage, call, normalize, on_wait, number, failures)
+                    number = attempt.retry_state.attempt_number + done
+                    return self._attempt(stage, call, normalize, number, failures)
         except Exception as exc:
             # Only the stage's own failure means "exhausted"; a hook's error (the database
             # failing while recording an attempt) propagates as it is.

@@ -337,20 +337,89 @@ class TestFailures:
         config = WorkflowConfig(
             stage_timeout_seconds=0.2, max_stage_retries=2, retry_backoff_seconds=0
         )
-        release = threading.Event()
+        release, answered = threading.Event(), threading.Event()
 
         def slow() -> dict[str, Any]:
             release.wait(5)
+            answered.set()
             return review(99, "publish")
 
         reviewer = ScriptedReviewer(slow, review(60), review(99, "publish"))
         started = time.monotonic()
         result = run(store, reviewer, ScriptedPolisher(), config)
-        release.set()
         assert time.monotonic() - started < 4
         failed = [r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED]
         assert len(failed) == 1 and StageTimeoutError.__name__ in (failed[0].error or "")
         assert result.quality_scores == [60.0, 99.0]
+        # The abandoned call answers after the run went on and ended: nothing more is written.
+        rows = store.history("s-1")
+        release.set()
+        assert answered.wait(5)
+        time.sleep(0.1)
+        assert store.history("s-1") == rows
+        assert store.load_state("s-1") == result
+
+    def test_a_timed_out_stage_goes_on_to_complete_on_another_thread(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """After a timeout the rest of the loop (polish, reviews, events) runs to the end."""
+        config = WorkflowConfig(
+            stage_timeout_seconds=0.2, max_stage_retries=2, retry_backoff_seconds=0
+        )
+        release = threading.Event()
+
+        def slow_polish() -> dict[str, Any]:
+            release.wait(5)
+            return {"polished_title": "Late", "polished_script": "late", "change_log": []}
+
+        better = {"polished_title": "Better", "polished_script": "Tighter.", "change_log": ["cut"]}
+        polisher = ScriptedPolisher(slow_polish, better)
+        events: list[str] = []
+        result = run(
+            store,
+            ScriptedReviewer(review(60), review(99, "publish")),
+            polisher,
+            config,
+            progress_callback=lambda event, data: events.append(event),
+        )
+        release.set()
+        assert result.decision == "publish" and result.quality_scores == [60.0, 99.0]
+        assert (result.final_title, result.final_script) == ("Better", "Tighter.")
+        assert events.count("stage_retry") == 1 and events[-1] == "workflow_complete"
+        triggers = [r.trigger for r in store.history("s-1")]
+        assert triggers.count(Trigger.ATTEMPT_FAILED) == 1
+        assert triggers[-1] is Trigger.REVIEWED
+
+    def test_an_interrupted_caller_stops_the_run_before_its_next_stage(
+        self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C while a stage runs: the stage's result is kept, no further stage is called."""
+        reviewer_done = threading.Event()
+
+        def slow_review() -> dict[str, Any]:
+            time.sleep(0.3)
+            reviewer_done.set()
+            return review(60)
+
+        def interrupt(story_id: str, lease: Any) -> bool:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(store, "heartbeat", interrupt)
+        polisher = ScriptedPolisher()
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(slow_review), polisher, store, WorkflowConfig(), lease_seconds=0.15
+        )
+        with pytest.raises(KeyboardInterrupt):
+            orchestrator.run_story_workflow("s-1", "T", "Once upon a time.", {})
+        assert reviewer_done.wait(5)
+        deadline = time.monotonic() + 5
+        while (stored := store.load_row("s-1")) is None or stored.summary.seq < 2:
+            assert time.monotonic() < deadline, "the review was not recorded"
+            time.sleep(0.01)
+        time.sleep(0.1)
+        row = store.load_row("s-1")
+        assert row is not None and row.summary.state is WorkflowState.POLISHING
+        assert polisher.calls == []
 
     def test_callback_errors_are_logged_and_ignored(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig

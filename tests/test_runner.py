@@ -2,34 +2,54 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from story_fsm import Stage, StageTimeoutError, WorkflowConfig
-from story_fsm._executor import CancelledCall, StageExecutor
-from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner
+from story_fsm._executor import RunAbandoned, StageExecutor
+from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 
 
 def identity(value: object) -> object:
     return value
 
 
+def unexpected(failure: AttemptFailure) -> Callable[[], object]:
+    raise AssertionError(f"no attempt should time out here: {failure}")
+
+
 class TestStageRunner:
     def test_heartbeat_runs_while_a_slow_stage_runs(self) -> None:
-        """on_wait is called periodically while the stage call is in flight."""
-        beats: list[float] = []
+        """The waiting thread calls on_wait periodically while the carrier's call is in flight."""
+        beats: list[int] = []
         runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.05)
-        result = runner.run(
-            Stage.REVIEW,
-            lambda: time.sleep(0.3) or "ok",
-            identity,
-            on_retry=lambda f: None,
-            on_wait=lambda: beats.append(time.monotonic()),
+        waiter = threading.get_ident()
+
+        def stage() -> str:
+            time.sleep(0.3)
+            return "ok"
+
+        def start() -> StageSuccess[object]:
+            return runner.run(Stage.REVIEW, stage, identity, on_retry=lambda f: None)
+
+        result = runner.carry(
+            start, on_expired=unexpected, on_wait=lambda: beats.append(threading.get_ident())
         )
         assert result.value == "ok" and result.attempt == 1
-        assert len(beats) >= 3
+        assert len(beats) >= 3 and set(beats) == {waiter}
+
+    def test_no_heartbeat_between_stages(self) -> None:
+        """Nothing is in flight while the carrier does its own work: no heartbeat is sent."""
+        beats: list[int] = []
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.02)
+        runner.carry(
+            lambda: time.sleep(0.2), on_expired=unexpected, on_wait=lambda: beats.append(1)
+        )
+        assert beats == []
 
     def test_heartbeat_runs_during_backoff(self) -> None:
         """A long backoff between attempts keeps the lease alive too."""
@@ -99,7 +119,159 @@ class TestStageRunner:
         assert str(info.value.failure.error) == f"attempt {attempts}"
 
 
+class TestCarry:
+    """StageRunner.carry: the run on a carrier thread, the timeouts enforced by the waiter."""
+
+    def test_a_late_attempt_is_taken_over_and_the_run_goes_on_elsewhere(self) -> None:
+        """Past its deadline an attempt fails with StageTimeoutError; its late answer is dropped."""
+        config = WorkflowConfig(stage_timeout_seconds=0.2, retry_backoff_seconds=0)
+        runner = StageRunner(config, heartbeat_seconds=5)
+        release, returned = threading.Event(), threading.Event()
+        normalized: list[object] = []
+        reported: list[AttemptFailure] = []
+        calls: list[str] = []
+
+        def stage() -> str:
+            calls.append("call")
+            if len(calls) == 1:
+                release.wait(5)
+                returned.set()
+                return "late"
+            return "on time"
+
+        def normalize(raw: object) -> object:
+            normalized.append(raw)
+            return raw
+
+        def start() -> StageSuccess[object]:
+            return runner.run(Stage.POLISH, stage, normalize, on_retry=reported.append)
+
+        def go_on(failure: AttemptFailure) -> Callable[[], StageSuccess[object]]:
+            return lambda: runner.run(
+                Stage.POLISH, stage, normalize, on_retry=reported.append, after=failure
+            )
+
+        started = time.monotonic()
+        result = runner.carry(start, on_expired=go_on)
+        assert time.monotonic() - started < 2
+        assert (result.value, result.attempt) == ("on time", 2)
+        assert len(reported) == 1 and isinstance(reported[0].error, StageTimeoutError)
+        assert (reported[0].stage, reported[0].attempt) == (Stage.POLISH, 1)
+        assert reported[0].duration_seconds >= 0.2
+        assert "polish took longer than 0.2s" in reported[0].error_text
+        release.set()
+        assert returned.wait(5)
+        time.sleep(0.05)  # the abandoned carrier unwinds: it must not normalize or report
+        assert normalized == ["on time"] and len(reported) == 1
+        assert runner.watch.current is None
+
+    def test_the_abandoned_carrier_stops_with_run_abandoned(self) -> None:
+        """A call that returns after the waiter took its attempt over unwinds its carrier."""
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=0.1), heartbeat_seconds=5)
+        release = threading.Event()
+        outcome: list[BaseException] = []
+
+        def start() -> object:
+            try:
+                return runner.run(
+                    Stage.REVIEW, lambda: release.wait(5), identity, on_retry=lambda f: None
+                )
+            except BaseException as exc:
+                outcome.append(exc)
+                raise
+
+        failures: list[AttemptFailure] = []
+
+        def go_on(failure: AttemptFailure) -> Callable[[], str]:
+            failures.append(failure)
+            return lambda: "continued"
+
+        assert runner.carry(start, on_expired=go_on) == "continued"
+        release.set()
+        deadline = time.monotonic() + 5
+        while not outcome and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(outcome) == 1 and isinstance(outcome[0], RunAbandoned)
+        assert [f.attempt for f in failures] == [1]
+
+    def test_a_timeout_on_the_last_attempt_exhausts_the_stage(self) -> None:
+        """After a timed-out last attempt, no call is made: StageExhausted with the timeout."""
+        config = WorkflowConfig(stage_timeout_seconds=0.1, max_stage_retries=1)
+        runner = StageRunner(config, heartbeat_seconds=5)
+        release = threading.Event()
+        calls: list[int] = []
+
+        def stage() -> object:
+            calls.append(1)
+            return release.wait(5)
+
+        def go_on(failure: AttemptFailure) -> Callable[[], object]:
+            return lambda: runner.run(
+                Stage.REVIEW, stage, identity, on_retry=lambda f: None, after=failure
+            )
+
+        with pytest.raises(StageExhausted) as caught:
+            runner.carry(
+                lambda: runner.run(Stage.REVIEW, stage, identity, on_retry=lambda f: None),
+                on_expired=go_on,
+            )
+        release.set()
+        assert calls == [1]
+        assert isinstance(caught.value.failure.error, StageTimeoutError)
+
+    def test_retries_after_a_timeout_keep_their_numbers_and_backoff(self) -> None:
+        """Going on after attempt 2 of 4: attempts 3 and 4, waits 2b and 4b, then exhausted."""
+        config = WorkflowConfig(max_stage_retries=4, retry_backoff_seconds=0.01)
+        runner = StageRunner(config)
+        reported: list[AttemptFailure] = []
+        timed_out = AttemptFailure(Stage.REVIEW, 2, StageTimeoutError("late"), 0.5)
+
+        def failing() -> str:
+            raise RuntimeError("still failing")
+
+        with pytest.raises(StageExhausted) as caught:
+            runner.run(Stage.REVIEW, failing, identity, on_retry=reported.append, after=timed_out)
+        assert [f.attempt for f in reported] == [2, 3]
+        assert [f.next_wait_seconds for f in reported] == pytest.approx([0.02, 0.04])
+        assert isinstance(reported[0].error, StageTimeoutError)
+        assert caught.value.failure.attempt == 4
+
+    def test_the_carrier_sees_the_callers_context_and_errors_come_back(self) -> None:
+        """Context variables cross to the carrier; what it raises is raised to the caller."""
+        request = contextvars.ContextVar("request", default="none")
+        request.set("r-42")
+        runner = StageRunner(WorkflowConfig())
+        assert runner.carry(request.get, on_expired=unexpected) == "r-42"
+        with pytest.raises(ZeroDivisionError):
+            runner.carry(lambda: 1 / 0, on_expired=unexpected)
+
+    def test_an_interrupted_waiter_marks_the_run_to_stop(self) -> None:
+        """KeyboardInterrupt in the waiting thread sets ``interrupted`` and propagates."""
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.02)
+        release = threading.Event()
+
+        def interrupt() -> None:
+            raise KeyboardInterrupt
+
+        def start() -> object:
+            return runner.run(
+                Stage.REVIEW, lambda: release.wait(5), identity, on_retry=lambda f: None
+            )
+
+        with pytest.raises(KeyboardInterrupt):
+            runner.carry(start, on_expired=unexpected, on_wait=interrupt)
+        release.set()
+        assert runner.interrupted is True
+
+
 class TestExecutor:
+    def test_the_default_pool_has_no_cap(self) -> None:
+        """Ten calls blocked at once each get a thread: a run never waits for another's."""
+        executor = StageExecutor()
+        gate = threading.Barrier(10, timeout=5)
+        calls = [executor.submit(gate.wait) for _ in range(10)]
+        assert sorted(call.result(5) for call in calls) == list(range(10))
+
     def test_threads_are_daemons_and_reused(self) -> None:
         """Calls run on daemon threads (a hung call cannot block exit), reused across calls."""
         executor = StageExecutor(max_workers=2)
@@ -111,23 +283,6 @@ class TestExecutor:
         ]
         assert all(daemon for daemon, _ in names)
         assert len({ident for _, ident in names}) <= 2
-
-    def test_a_call_cancelled_before_it_starts_never_runs(self) -> None:
-        """Cancel wins over a queued call: it is dropped, and its waiter is told so."""
-        executor = StageExecutor(max_workers=1)
-        gate = threading.Event()
-        ran: list[str] = []
-        first = executor.submit(lambda: gate.wait(5))
-        second = executor.submit(lambda: ran.append("second"))
-        assert second.cancel() is True
-        assert second.done()
-        with pytest.raises(CancelledCall):
-            second.result(1)
-        gate.set()
-        assert first.result(5) is True
-        assert first.cancel() is False  # already ran: too late to cancel
-        assert executor.submit(lambda: "after").result(5) == "after"
-        assert ran == []
 
     def test_result_times_out_while_the_call_runs(self) -> None:
         """result(timeout) raises TimeoutError while the call is still running, then returns."""
