@@ -91,6 +91,24 @@ class TestNewRunCommitsOnce:
         ]
         assert result.decision == "publish"
 
+    def test_the_started_row_is_what_the_store_reads_back(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Inserted in its started state, the row and records equal what is read back."""
+        new = validate_new_workflow("s-1", "T", "S.", {"a": 1}, "idea", None, WorkflowConfig())
+        lease = Lease("me", "token", 30)
+        start = TransitionWrite(
+            Trigger.START, WorkflowState.INITIAL, WorkflowState.REVIEWING, 1, 1, {"owner": "me"}
+        )
+        row, records = store.create_with_record(new, lease, first=start)
+        assert (row.summary.state, row.summary.seq, row.lease_token) == (
+            WorkflowState.REVIEWING,
+            1,
+            "token",
+        )
+        assert store.load_row("s-1") == row
+        assert store.history("s-1") == records
+
     def test_existing_story_is_refused_with_nothing_written(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
     ) -> None:

@@ -324,20 +324,17 @@ class WorkflowStateManager:
         The returned row is then the row after it.
         """
         now = utcnow()
-        values, inputs = creation_values(new, lease, now)
+        # With a first edge, the summary row goes in as it stands after it (no UPDATE).
+        values, inputs = creation_values(new, lease, now, first)
         submit_values = transition_values(new.story_id, 0, SUBMIT_WRITE, now)
-        start: dict[str, Any] | None = None  # the first edge's summary update, if any
-        if first is not None:
-            assert lease is not None, "a run that writes its first edge holds the lease"
-            start = advance_params(new.story_id, 0, first, lease, now)
+        start_values = transition_values(new.story_id, 1, first, now) if first else None
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
                 tx.execute(self._fast.insert_transition, submit_values)
-                if first is not None and start is not None:
-                    start_row = transition_values(new.story_id, 1, first, now)
-                    self._advance(tx, start, start_row, first.takeover)
+                if start_values is not None:
+                    tx.execute(self._fast.insert_transition, start_values)
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
@@ -347,8 +344,10 @@ class WorkflowStateManager:
         # What was just written, without reading it back (no SELECT on the hot path).
         row = planned_row(new, lease, now)
         records = [record_from_write(0, SUBMIT_WRITE, now)]
-        if first is not None and start is not None:
-            row = fold_advance(row, start, first.payload)
+        if first is not None:
+            assert lease is not None, "a run that writes its first edge holds the lease"
+            params = advance_params(new.story_id, 0, first, lease, now)
+            row = fold_advance(row, params, first.payload)
             records.append(record_from_write(1, first, now))
         return row, records
 
