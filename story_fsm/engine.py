@@ -89,8 +89,9 @@ class StoryWorkflowOrchestrator:
         owner: Name recorded as the lease holder (default ``host:pid``).
         lease_seconds: How long a hold on a workflow lasts past each write or heartbeat.
         rate_limits: Optional per-stage caps in calls per minute, e.g. ``{"review": 60}``.
-        executor: Where stage calls run (default: a shared pool of daemon threads, so a call
-            abandoned after its timeout never keeps the process from exiting).
+        executor: Where runs are carried, their stages called inline (default: a shared,
+            uncapped pool of daemon threads, so a thread left in a call past its timeout never
+            keeps the process from exiting).
 
     Example::
 

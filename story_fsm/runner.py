@@ -204,39 +204,50 @@ class StageRunner:
         before its next stage.
         """
         pending = self._launch(start)
-        beat, timeout = self._heartbeat_seconds, self._timeout
         last_beat = 0.0
         try:
             while True:
-                current, now = self.watch.current, time.monotonic()
-                if current is None:  # between stages: an attempt starting now ends later
-                    wait = min(beat, timeout)
-                else:
-                    wait = min(current.deadline, max(current.started, last_beat) + beat) - now
                 try:
-                    return pending.result(timeout=max(wait, 0.0))
+                    return pending.result(timeout=self._until_next_look(last_beat))
                 except TimeoutError:
                     if pending.done():  # the run itself raised a TimeoutError
                         raise
-                current, now = self.watch.current, time.monotonic()
-                if current is None:
-                    continue
-                if now >= current.deadline:
-                    if current.settle():
-                        self.watch.current = None
-                        error = StageTimeoutError(
-                            f"{current.stage.value} took longer than {timeout:g}s"
-                        )
-                        failure = AttemptFailure(
-                            current.stage, current.attempt, error, now - current.started
-                        )
-                        pending = self._launch(on_expired(failure))
-                elif on_wait is not None and now >= max(current.started, last_beat) + beat:
-                    last_beat = now
-                    on_wait()
+                pending, last_beat = self._look(pending, last_beat, on_expired, on_wait)
         except BaseException:
-            self.interrupted = True
+            if not pending.done():  # this thread was interrupted, not the run ended in error
+                self.interrupted = True
             raise
+
+    def _until_next_look(self, last_beat: float) -> float:
+        """Seconds until the attempt in flight is due a heartbeat or runs out of time."""
+        current, beat = self.watch.current, self._heartbeat_seconds
+        if current is None:  # between stages: an attempt starting now ends later than this
+            return min(beat, self._timeout)
+        due = min(current.deadline, max(current.started, last_beat) + beat)
+        return max(due - time.monotonic(), 0.0)
+
+    def _look(
+        self,
+        pending: StageCall[T],
+        last_beat: float,
+        on_expired: Callable[[AttemptFailure], Callable[[], T]],
+        on_wait: Callable[[], None] | None,
+    ) -> tuple[StageCall[T], float]:
+        """Take an attempt past its deadline over, or send a heartbeat that is due."""
+        current, now = self.watch.current, time.monotonic()
+        if current is None:
+            return pending, last_beat
+        if now >= current.deadline:
+            if not current.settle():  # the call returned just now: the carrier goes on
+                return pending, last_beat
+            self.watch.current = None
+            error = StageTimeoutError(f"{current.stage.value} took longer than {self._timeout:g}s")
+            failure = AttemptFailure(current.stage, current.attempt, error, now - current.started)
+            return self._launch(on_expired(failure)), last_beat
+        if on_wait is not None and now >= max(current.started, last_beat) + self._heartbeat_seconds:
+            on_wait()
+            return pending, now
+        return pending, last_beat
 
     # -- the carrier side ---------------------------------------------------------------------
 

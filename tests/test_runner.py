@@ -244,6 +244,7 @@ class TestCarry:
         assert runner.carry(request.get, on_expired=unexpected) == "r-42"
         with pytest.raises(ZeroDivisionError):
             runner.carry(lambda: 1 / 0, on_expired=unexpected)
+        assert runner.interrupted is False  # the run ended in error: nothing to stop
 
     def test_an_interrupted_waiter_marks_the_run_to_stop(self) -> None:
         """KeyboardInterrupt in the waiting thread sets ``interrupted`` and propagates."""
