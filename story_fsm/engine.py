@@ -9,8 +9,8 @@ for the three ways a workflow moves: a new run, an explicit resume, and a worker
 from __future__ import annotations
 
 import os
+import secrets
 import socket
-import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -127,7 +127,7 @@ class StoryWorkflowOrchestrator:
         return self._config or WorkflowConfig()
 
     def _lease(self) -> Lease:
-        return Lease(self.owner, uuid.uuid4().hex, self.lease_seconds)
+        return Lease(self.owner, secrets.token_hex(16), self.lease_seconds)
 
     def _deps(
         self, config: WorkflowConfig, lease: Lease, should_stop: Callable[[], bool] | None

@@ -7,7 +7,7 @@ object a live run returns.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -256,16 +256,13 @@ def _iterations(records: list[TransitionRecord]) -> list[WorkflowIteration]:
             )
         elif rec.trigger is Trigger.POLISHED and built:
             last = built[-1]
-            built[-1] = WorkflowIteration(
-                **{
-                    **last.to_dict(),
-                    "decision": last.decision,
-                    "polish_data": rec.payload.get("polish", {}),
-                    "polished_title": rec.payload.get("title"),
-                    "changes_count": int(rec.payload.get("changes_count", 0)),
-                    "polish_seconds": rec.duration_seconds or 0.0,
-                    "cost": last.cost + (rec.cost or 0.0),
-                }
+            built[-1] = replace(
+                last,
+                polish_data=rec.payload.get("polish", {}),
+                polished_title=rec.payload.get("title"),
+                changes_count=int(rec.payload.get("changes_count", 0)),
+                polish_seconds=rec.duration_seconds or 0.0,
+                cost=last.cost + (rec.cost or 0.0),
             )
     return built
 

@@ -8,12 +8,12 @@ attempt and retries.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from story_fsm._json import as_stored
 from story_fsm._log import get_logger
 from story_fsm.errors import InvalidStageOutputError
 from story_fsm.states import ReviewDecision
@@ -135,45 +135,13 @@ def _as_dict(raw: object, stage: str) -> dict[str, Any]:
     return data
 
 
-class _NotPlain(Exception):
-    """A value JSON would change (a tuple, a non-string key, an object, NaN ...)."""
-
-
-def _plain_copy(value: Any) -> Any:
-    """Copy *value* when it is already what JSON gives back (exact types, finite floats)."""
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        raise _NotPlain
-    if kind is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotPlain
-            out[key] = _plain_copy(item)
-        return out
-    if kind is list:
-        return [_plain_copy(item) for item in value]
-    raise _NotPlain
-
-
 def _jsonable(data: dict[str, Any], stage: str) -> dict[str, Any]:
-    # The audit trail must store exactly what later reads return. Plain data (the usual LLM
-    # answer) already is that and is only copied; anything else takes a JSON round trip,
-    # which turns tuples into lists, keys into strings, objects into str(), and refuses NaN.
+    # The audit trail must store exactly what later reads return: a JSON round trip's result
+    # (tuples become lists, keys strings, objects str()); NaN is refused.
     try:
-        copied: dict[str, Any] = _plain_copy(data)
-    except _NotPlain:
-        pass
+        result: dict[str, Any] = as_stored(data, default=str)
     except RecursionError as exc:
         raise InvalidStageOutputError(f"the {stage} stage's answer is nested too deeply") from exc
-    else:
-        return copied
-    try:
-        result: dict[str, Any] = json.loads(json.dumps(data, default=str, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidStageOutputError(f"the {stage} stage's answer is not JSON: {exc}") from exc
     return result

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
+from story_fsm._json import as_stored
 from story_fsm._records import NewWorkflow
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
@@ -44,8 +44,10 @@ def _text(name: str, value: object, *, allow_empty: bool = False) -> str:
 
 def _json(name: str, value: object) -> Any:
     try:
-        # allow_nan=False: NaN is not JSON, and PostgreSQL's json would refuse it later.
-        return json.loads(json.dumps(value, allow_nan=False))
+        # NaN is refused: it is not JSON, and PostgreSQL's json would refuse it later.
+        return as_stored(value)
+    except RecursionError as exc:
+        raise InputValidationError(f"{name} is nested too deeply (or refers to itself)") from exc
     except (TypeError, ValueError) as exc:
         raise InputValidationError(f"{name} must be JSON-serializable: {exc}") from exc
 

@@ -9,9 +9,9 @@ coordinator: the database is the only shared thing.
 
 from __future__ import annotations
 
+import secrets
 import signal
 import threading
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import FrameType
@@ -178,7 +178,7 @@ class Worker:
     def _loop(self, stop_when_idle: bool) -> None:
         try:
             while not self._stopping.is_set():
-                lease = Lease(self.worker_id, uuid.uuid4().hex, self.lease_seconds)
+                lease = Lease(self.worker_id, secrets.token_hex(16), self.lease_seconds)
                 row = self.state_manager.claim_next(lease)
                 if row is not None:
                     self.stats.add("claimed")

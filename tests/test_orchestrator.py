@@ -494,6 +494,19 @@ class TestEvents:
         assert (retry["iteration"], retry["stage"]) == (1, "review")
 
 
+def _circular() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+def _deep(levels: int) -> list[Any]:
+    nested: list[Any] = []
+    for _ in range(levels):
+        nested = [nested]
+    return nested
+
+
 BAD_INPUT = [
     pytest.param({"story_id": ""}, "story_id", id="empty-id"),
     pytest.param({"story_id": "   "}, "story_id", id="blank-id"),
@@ -510,6 +523,8 @@ BAD_INPUT = [
     pytest.param({"audience_context": {"when": object()}}, "JSON", id="audience-not-json"),
     pytest.param({"audience_context": {"x": float("nan")}}, "JSON", id="audience-nan"),
     pytest.param({"original_idea": None}, "original_idea", id="idea-none"),
+    pytest.param({"audience_context": _circular()}, "itself", id="audience-circular"),
+    pytest.param({"local_review_summary": _deep(100_000)}, "deeply", id="summary-too-deep"),
 ]
 
 
@@ -538,6 +553,22 @@ class TestInputValidation:
         assert isinstance(caught.value, ValueError)
         assert store.list_workflows() == []
         assert reviewer.calls == []
+
+    def test_inputs_are_stored_as_json_reads_them_back(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Tuples become lists and keys strings, before the run: what is kept is what is read."""
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+        )
+        result = orchestrator.run_story_workflow(
+            "s-1", "T", "S", {"ages": (8, 12), 3: "three"}, "", {"notes": ("a", 1.5)}
+        )
+        assert result.decision == "publish"
+        row = store.load_row("s-1")
+        assert row is not None
+        assert row.audience_context == {"ages": [8, 12], "3": "three"}
+        assert row.local_review_summary == {"notes": ["a", 1.5]}
 
     def test_existing_story_is_refused_with_a_hint(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig

@@ -1,0 +1,58 @@
+"""What a value becomes once stored as JSON, without a round trip when it is plain already.
+
+Inputs and stage answers are kept exactly as later reads return them. A JSON round trip
+(``json.loads(json.dumps(value))``) says what that is, but costs an encode and a decode of data
+that is, nearly always, plain JSON data already; such data is only copied here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["as_stored"]
+
+
+class _NotPlain(Exception):
+    """A value JSON would change (a tuple, a non-string key, an object, NaN ...)."""
+
+
+def _plain_copy(value: Any) -> Any:
+    """Copy *value* when it is already what JSON gives back (exact types, finite floats)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _NotPlain
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlain
+            out[key] = _plain_copy(item)
+        return out
+    if kind is list:
+        return [_plain_copy(item) for item in value]
+    raise _NotPlain
+
+
+def as_stored(value: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """Return *value* as it reads back from storage: what a JSON round trip makes of it.
+
+    Plain data is copied; anything else takes the round trip (tuples become lists, keys
+    strings, and objects pass through *default*, e.g. ``str``).
+
+    Raises:
+        TypeError: A value JSON cannot encode (and *default* did not convert).
+        ValueError: NaN or an infinity (not JSON), or a circular reference.
+        RecursionError: Nested too deeply.
+    """
+    try:
+        return _plain_copy(value)
+    except _NotPlain:
+        pass
+    return json.loads(json.dumps(value, default=default, allow_nan=False))
