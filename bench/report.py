@@ -127,6 +127,7 @@ def _workers(section: dict[str, Any]) -> list[str]:
     rows = [
         [
             k,
+            str(d["stories"]),
             _fmt(d["stories_per_s"], 1),
             f"{d['ideal_per_s']:.0f}",
             _fmt(d["efficiency"], 2),
@@ -136,12 +137,13 @@ def _workers(section: dict[str, Any]) -> list[str]:
         for k, d in section["by_processes"].items()
     ]
     title = (
-        f"Workers on PostgreSQL ({section['stories']} stories, {section['threads_per_worker']} "
-        f"threads per worker, stages sleep {section['stage_sleep_s'] * 1e3:.0f} ms, "
-        f"{section['repeats']} repeats)"
+        f"Workers on PostgreSQL ({section['stories_per_thread']} stories per thread, "
+        f"{section['threads_per_worker']} threads per worker, stages sleep "
+        f"{section['stage_sleep_s'] * 1e3:.0f} ms, {section['repeats']} repeats)"
     )
     header = [
         "worker processes",
+        "stories",
         "stories/s",
         "ideal",
         "efficiency",

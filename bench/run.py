@@ -55,7 +55,7 @@ class Plan:
     stories_per_thread: int = 8
     stage_sleep: float = 0.05
     worker_processes: tuple[int, ...] = (1, 2, 4)
-    worker_stories: int = 128
+    worker_stories_per_thread: int = 16  # the same for every worker count (weak scaling)
     worker_threads: int = 8
     worker_repeats: int = 3  # each repeat runs every worker count
     peer_n: int = 200
@@ -77,7 +77,7 @@ QUICK = Plan(
     resume_repeats=3,
     stories_per_thread=1,
     worker_processes=(1, 4),
-    worker_stories=32,
+    worker_stories_per_thread=2,
     worker_repeats=1,
     peer_n=20,
     peer_lengths=(10, 100, 1000),
@@ -134,7 +134,7 @@ def _runners(plan: Plan, workdir: Path, peer_venv: str | None) -> dict[str, Call
         ),
         "workers": lambda: workers.run_section(
             processes=plan.worker_processes,
-            stories=plan.worker_stories,
+            stories_per_thread=plan.worker_stories_per_thread,
             threads=plan.worker_threads,
             repeats=plan.worker_repeats,
             sleep=plan.stage_sleep,

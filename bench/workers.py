@@ -1,11 +1,14 @@
 """Workers on PostgreSQL: stories per second with 1, 2 and 4 worker processes.
 
-N stories are submitted to a fresh schema; K worker processes (``story_fsm.Worker``, each
-with the same number of threads) start, report ready, and are released together; the rate is
-N over the time from the release to the last worker's exit (all stories COMPLETE). Stages
-sleep like LLM calls, so more processes should mean proportionally more stories per second
-until the machine's cores or the database are the limit. K is interleaved across repeats and
-each repeat's ratios are taken within it.
+K worker processes (``story_fsm.Worker``, each with the same number of threads) get
+K × threads × R stories, submitted to a fresh schema: the same R stories per thread whatever
+K is, so every configuration runs for about as long. (With one N for every K, four workers
+would finish in a quarter of the time, and their start-up and last, unevenly shared round
+would weigh four times as much: that measures the tail, not the throughput.) They start,
+report ready, and are released together; the rate is N over the time from the release to the
+last worker's exit (all stories COMPLETE). Stages sleep like LLM calls, so more processes
+should mean proportionally more stories per second until the machine's cores or the database
+are the limit. K is interleaved across repeats and each repeat's ratios are taken within it.
 """
 
 from __future__ import annotations
@@ -143,7 +146,7 @@ def measure(processes: int, stories: int, threads: int, sleep: float) -> dict[st
 def run_section(
     *,
     processes: tuple[int, ...],
-    stories: int,
+    stories_per_thread: int,
     threads: int,
     repeats: int,
     sleep: float = 0.05,
@@ -159,7 +162,7 @@ def run_section(
     runs: dict[int, list[dict[str, Any]]] = {}
     for rep in range(repeats):
         for k in rotated(processes, rep):
-            res = measure(k, stories, threads, sleep)
+            res = measure(k, k * threads * stories_per_thread, threads, sleep)
             runs.setdefault(k, []).append(res)
             log(
                 f"  workers r{rep} K={k} {res['stories_per_s']:7.1f} stories/s "
@@ -168,12 +171,13 @@ def run_section(
     one = [r["stories_per_s"] for r in runs[min(processes)]]
     return {
         "status": "measured",
-        "stories": stories,
+        "stories_per_thread": stories_per_thread,
         "threads_per_worker": threads,
         "stage_sleep_s": sleep,
         "repeats": repeats,
         "by_processes": {
             str(k): {
+                "stories": k * threads * stories_per_thread,
                 "stories_per_s": Spread.of([r["stories_per_s"] for r in rs]).to_dict(),
                 "ideal_per_s": rs[0]["ideal_per_s"],
                 "efficiency": Spread.of([r["efficiency"] for r in rs]).to_dict(),

@@ -25,7 +25,7 @@ TINY = run.replace(
     stories_per_thread=1,
     stage_sleep=0.001,
     worker_processes=(1, 2),
-    worker_stories=2,
+    worker_stories_per_thread=2,
     worker_threads=1,
     worker_repeats=1,
 )
@@ -43,6 +43,9 @@ class TestQuickPath:
         assert next(iter(storage.values()))["unchanged_script_stored_again"] is False
         assert "### Targets" in report.render(results)
         assert len(targets.targets(results)) == 8
+        workers = results["sections"]["workers"]
+        if workers["status"] == "measured":  # the same stories per thread for each worker count
+            assert [d["stories"] for d in workers["by_processes"].values()] == [2, 4]
 
 
 class TestHelpers:
