@@ -6,11 +6,11 @@ records it) and returns the normalized answer, or raises :class:`StageExhausted`
 
 Where the time goes decides the shape. A stage call runs *inline*, on the thread that carries
 the run (:meth:`StageRunner.carry`), not handed to another thread and back: on a small VM that
-round trip cost more than the rest of a transition. The thread that asked for the run waits
-for it and watches the attempt in flight (:class:`AttemptWatch`); when an attempt outlives its
-timeout, the waiter takes the attempt over (the carrier's late answer is then discarded), and
-the run goes on from that failed attempt on a new carrier thread. So a call that never
-returns costs one abandoned thread, never the caller's.
+round trip cost about as much as the rest of a transition's work. The thread that asked for
+the run waits for it and watches the attempt in flight (:class:`AttemptWatch`); when an
+attempt outlives its timeout, the waiter takes the attempt over (the carrier's late answer is
+then discarded), and the run goes on from that failed attempt on a new carrier thread. So a
+call that never returns costs one abandoned thread, never the caller's.
 """
 
 from __future__ import annotations
