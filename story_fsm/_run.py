@@ -90,8 +90,11 @@ class WorkflowRun(MachineModel):
         self.failure: AttemptFailure | None = None
         self.log = get_logger(story_id=self.story_id)
         self._debug = debug_enabled()
-        self._stage: Stage | None = None
-        self._in_flight: tuple[Stage, Callable[[], object], Callable[[object], Any], Trigger]
+        #: The stage call running now (or last), kept for a new carrier should this one's
+        #: attempt outlive its timeout: stage, call, normalizer, the trigger it fires.
+        self._stage_call: (
+            tuple[Stage, Callable[[], object], Callable[[object], Any], Trigger] | None
+        ) = None
 
     @property
     def seq(self) -> int:
@@ -257,9 +260,7 @@ class WorkflowRun(MachineModel):
             if self.deps.should_stop() or runner.interrupted:
                 raise Drained  # before the paid call: the state stays, committed, for the next
             self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
-        self._stage = stage
-        # Kept for a new carrier, should this one's attempt outlive its timeout.
-        self._in_flight = (stage, call, normalize, done)
+        self._stage_call = (stage, call, normalize, done)
         try:
             success: StageSuccess[Any] = runner.run(
                 stage,
@@ -294,7 +295,8 @@ class WorkflowRun(MachineModel):
         The stage's next attempts (the timed-out one is recorded first, like any failed
         attempt), then the loop, on a machine of the new carrier at the current state.
         """
-        stage, call, normalize, done = self._in_flight
+        assert self._stage_call is not None  # an attempt is in flight: its call is known
+        stage, call, normalize, done = self._stage_call
 
         def go_on() -> None:
             with bound_machine(self, self.state):
@@ -306,7 +308,7 @@ class WorkflowRun(MachineModel):
     def stage_log(self) -> Any:
         """The run's logger, naming the stage running now and its iteration."""
         # Bound when a line is logged (retries, heartbeats), not for every stage call.
-        stage = self._stage.value if self._stage else None
+        stage = self._stage_call[0].value if self._stage_call else None
         return self.log.bind(iteration=self.iteration, stage=stage)
 
     def _attempt_failed(self, failure: AttemptFailure) -> None:

@@ -7,7 +7,7 @@ records it) and returns the normalized answer, or raises :class:`StageExhausted`
 Where the time goes decides the shape. A stage call runs *inline*, on the thread that carries
 the run (:meth:`StageRunner.carry`), not handed to another thread and back: on a small VM that
 round trip cost about as much as the rest of a transition's work. The thread that asked for
-the run waits for it and watches the attempt in flight (:class:`AttemptWatch`); when an
+the run waits for it and watches the attempt in flight (:attr:`StageRunner.in_flight`); when an
 attempt outlives its timeout, the waiter takes the attempt over (the carrier's late answer is
 then discarded), and the run goes on from that failed attempt on a new carrier thread. So a
 call that never returns costs one abandoned thread, never the caller's.
@@ -38,7 +38,6 @@ from story_fsm.states import Stage
 
 __all__ = [
     "AttemptFailure",
-    "AttemptWatch",
     "RunAbandoned",
     "StageExhausted",
     "StageRunner",
@@ -125,19 +124,6 @@ class _InFlight:
         return True
 
 
-class AttemptWatch:
-    """The stage attempt in flight on a run's carrier thread, as the waiting thread sees it.
-
-    The carrier publishes each attempt before its call and withdraws it after; the waiter
-    reads it to know when to send a heartbeat and when the attempt is out of time.
-    """
-
-    __slots__ = ("current",)
-
-    def __init__(self) -> None:
-        self.current: _InFlight | None = None
-
-
 class StageRunner:
     """Calls stages with a per-attempt timeout and ``config``'s retry policy.
 
@@ -173,8 +159,9 @@ class StageRunner:
         # The policy is the config's, the same for every call: built once per runner.
         self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
         self._retry = retry_if_exception_type(Exception)
-        #: The attempt in flight on this runner's carrier.
-        self.watch = AttemptWatch()
+        #: The attempt in flight on this run's carrier, published for the waiting thread: it
+        #: reads it to know when a heartbeat is due and when the attempt is out of time.
+        self.in_flight: _InFlight | None = None
         #: Set when the waiting thread was interrupted: the run should stop at its next stage.
         self.interrupted = False
 
@@ -220,7 +207,7 @@ class StageRunner:
 
     def _until_next_look(self, last_beat: float) -> float:
         """Seconds until the attempt in flight is due a heartbeat or runs out of time."""
-        current, beat = self.watch.current, self._heartbeat_seconds
+        current, beat = self.in_flight, self._heartbeat_seconds
         if current is None:  # between stages: an attempt starting now ends later than this
             return min(beat, self._timeout)
         due = min(current.deadline, max(current.started, last_beat) + beat)
@@ -234,13 +221,13 @@ class StageRunner:
         on_wait: Callable[[], None] | None,
     ) -> tuple[StageCall[T], float]:
         """Take an attempt past its deadline over, or send a heartbeat that is due."""
-        current, now = self.watch.current, time.monotonic()
+        current, now = self.in_flight, time.monotonic()
         if current is None:
             return pending, last_beat
         if now >= current.deadline:
             if not current.settle():  # the call returned just now: the carrier goes on
                 return pending, last_beat
-            self.watch.current = None
+            self.in_flight = None
             error = StageTimeoutError(f"{current.stage.value} took longer than {self._timeout:g}s")
             failure = AttemptFailure(current.stage, current.attempt, error, now - current.started)
             return self._launch(on_expired(failure)), last_beat
@@ -293,7 +280,7 @@ class StageRunner:
         """The call returned or raised: withdraw the attempt, unless the waiter took it over."""
         if not flight.settle():
             raise RunAbandoned  # past its deadline: the run went on on another thread
-        self.watch.current = None
+        self.in_flight = None
 
     def _attempt(
         self,
@@ -307,7 +294,7 @@ class StageRunner:
             self._throttle(stage)
         started = time.monotonic()
         flight = _InFlight(stage, number, started, self._timeout)
-        self.watch.current = flight
+        self.in_flight = flight
         try:
             try:
                 raw = call()

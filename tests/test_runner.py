@@ -163,7 +163,7 @@ class TestCarry:
         assert returned.wait(5)
         time.sleep(0.05)  # the abandoned carrier unwinds: it must not normalize or report
         assert normalized == ["on time"] and len(reported) == 1
-        assert runner.watch.current is None
+        assert runner.in_flight is None
 
     def test_the_abandoned_carrier_stops_with_run_abandoned(self) -> None:
         """A call that returns after the waiter took its attempt over unwinds its carrier."""
