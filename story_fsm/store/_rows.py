@@ -135,12 +135,12 @@ def advance_params(
 
 
 def creation_values(
-    new: NewWorkflow, lease: Lease | None, now: datetime, first: TransitionWrite | None = None
+    new: NewWorkflow, lease: Lease | None, now: datetime, started: WorkflowSummary | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return the new workflow's summary row and its inputs row, as inserted.
 
-    With *first* (an edge that only moves the state, like ``start``), the summary row is
-    inserted as it stands after that edge: one INSERT instead of an INSERT and an UPDATE.
+    With *started* (the summary after a first edge that only moves the state, like
+    ``start``), the row goes in at that state, seq and iteration: one INSERT, no UPDATE.
     """
     inputs = {
         "story_id": new.story_id,
@@ -169,12 +169,8 @@ def creation_values(
         "lease_token": lease.token if lease else None,
         "lease_expires_at": now + timedelta(seconds=lease.seconds) if lease else None,
     }
-    if first is not None:
-        # Nothing else of the row changes on such an edge; refuse one that would.
-        assert first.source is WorkflowState.INITIAL and not first.dest.is_terminal
-        assert first.stage is None and first.cost is None and first.title is None
-        assert first.script is None and first.quality_score is None
-        values.update(state=first.dest.value, seq=1, iteration=first.next_iteration)
+    if started is not None:
+        values.update(state=started.state.value, seq=started.seq, iteration=started.iteration)
     return values, inputs
 
 

@@ -324,32 +324,35 @@ class WorkflowStateManager:
         The returned row is then the row after it.
         """
         now = utcnow()
-        # With a first edge, the summary row goes in as it stands after it (no UPDATE).
-        values, inputs = creation_values(new, lease, now, first)
-        submit_values = transition_values(new.story_id, 0, SUBMIT_WRITE, now)
-        start_values = transition_values(new.story_id, 1, first, now) if first else None
+        writes = [SUBMIT_WRITE] if first is None else [SUBMIT_WRITE, first]
+        # What is written, known before writing it (no SELECT on the hot path): with a first
+        # edge, the row after it, which is also the row inserted (no UPDATE).
+        row = planned_row(new, lease, now)
+        if first is not None:
+            assert lease is not None, "a run that writes its first edge holds the lease"
+            # Only state, seq and iteration go in changed: refuse an edge that changes more.
+            assert first.source is WorkflowState.INITIAL and not first.dest.is_terminal
+            assert first.stage is None and first.cost is None and first.title is None
+            assert first.script is None and first.quality_score is None
+            params = advance_params(new.story_id, 0, first, lease, now)
+            row = fold_advance(row, params, first.payload)
+        values, inputs = creation_values(new, lease, now, row.summary if first else None)
         try:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
-                tx.execute(self._fast.insert_transition, submit_values)
-                if start_values is not None:
-                    tx.execute(self._fast.insert_transition, start_values)
+                for seq, write in enumerate(writes):
+                    tx.execute(
+                        self._fast.insert_transition,
+                        transition_values(new.story_id, seq, write, now),
+                    )
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
             if self._is_integrity(exc.__cause__) and self.load_row(new.story_id) is not None:
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
-        # What was just written, without reading it back (no SELECT on the hot path).
-        row = planned_row(new, lease, now)
-        records = [record_from_write(0, SUBMIT_WRITE, now)]
-        if first is not None:
-            assert lease is not None, "a run that writes its first edge holds the lease"
-            params = advance_params(new.story_id, 0, first, lease, now)
-            row = fold_advance(row, params, first.payload)
-            records.append(record_from_write(1, first, now))
-        return row, records
+        return row, [record_from_write(seq, write, now) for seq, write in enumerate(writes)]
 
     def _advance(
         self, tx: RawTransaction, params: dict[str, Any], values: dict[str, Any], takeover: bool
