@@ -63,5 +63,5 @@ bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* dist build
+	rm -rf $(VENV) .venv-*/ .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* dist build
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

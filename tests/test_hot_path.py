@@ -266,3 +266,46 @@ class TestPlannedRow:
             SimpleNamespace(**{**values, **inputs, **dict.fromkeys(UNSET_AT_CREATE)})
         )
         assert planned_row(new, lease, now) == mapped
+
+
+class TestPreparedWrites:
+    def test_a_prepared_write_stores_what_core_stores(self, database_url: str) -> None:
+        """The fast path hands the driver the values Core would: the same stored text.
+
+        A timestamp with no microseconds is where formats part (sqlite3's default adapter
+        drops ``.000000``, SQLAlchemy's SQLite type keeps it). With warnings as errors, the
+        write also proves that no value reaches a driver adapter deprecated since Python 3.12.
+        """
+        import warnings
+        from datetime import UTC, datetime
+
+        from story_fsm.store._prepared import PreparedWrite, raw_transaction
+        from story_fsm.store.schema import UTCDateTime
+
+        table = sa.Table(
+            "prepared_probe",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True),
+            sa.Column("at", UTCDateTime, nullable=False),
+        )
+        engine = sa.create_engine(database_url)
+        try:
+            table.metadata.create_all(engine)
+            at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+            with engine.begin() as conn:
+                conn.execute(table.insert(), {"id": 1, "at": at})
+            write = PreparedWrite(table.insert(), engine.dialect, ["id", "at"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with raw_transaction(engine) as tx:
+                    tx.execute(write, {"id": 2, "at": at})
+            with engine.connect() as conn:
+                texts = conn.execute(
+                    sa.text("SELECT CAST(at AS TEXT) FROM prepared_probe ORDER BY id")
+                )
+                core, fast = texts.scalars().all()
+                read_back = conn.execute(sa.select(table.c.at).order_by(table.c.id)).scalars().all()
+            assert fast == core
+            assert read_back == [at, at]
+        finally:
+            engine.dispose()

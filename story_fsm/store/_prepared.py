@@ -48,7 +48,11 @@ class PreparedWrite:
             self._pick = lambda values: tuple(values[key] for key in order)
         self._processors: dict[str, Callable[[Any], Any]] = {}
         for key, bind in compiled.binds.items():
-            processor = bind.type.bind_processor(dialect)
+            # The dialect's own implementation, as Core's execution resolves it: for a
+            # TypeDecorator, ``bind_processor`` alone stops at the decorator and hands the
+            # driver a value in the generic type (a datetime, which sqlite3 would format with
+            # its default adapter: another string than Core's, and deprecated since 3.12).
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self._processors[key] = processor
 
