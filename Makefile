@@ -10,11 +10,12 @@ DEMO_DB := story_fsm_demo.db
 SAMPLE := examples/stories/lighthouse_cat.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test lint typecheck diagrams graphviz bench bench-quick clean
+.PHONY: help venv run test test-lowest lint typecheck diagrams graphviz bench bench-quick clean
 
 help:
 	@echo "make run         run the bundled sample story through the loop (offline editor, SQLite)"
 	@echo "make test        the whole test suite with coverage (SQLite and PostgreSQL)"
+	@echo "make test-lowest the suite on the oldest dependency releases pyproject.toml admits"
 	@echo "make lint        ruff + mypy"
 	@echo "make diagrams    regenerate diagrams/ from the machine definition"
 	@echo "make bench       benchmarks (bench/RESULTS.md); make bench-quick for a short run"
@@ -44,6 +45,10 @@ run: $(STAMP)
 test: $(STAMP) graphviz
 	@$(PY) -m pytest --cov=story_fsm --cov-report=term $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
+
+# The suite on the oldest release of each dependency that pyproject.toml admits (.ci/lowest.txt).
+test-lowest:
+	PIP_CONSTRAINT="$(CURDIR)/.ci/lowest.txt" $(MAKE) test VENV=.venv-lowest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

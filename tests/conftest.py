@@ -21,7 +21,12 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 def _pg_base_url() -> str:
-    return os.environ.get("STORY_FSM_TEST_POSTGRES_URL", DEFAULT_PG_URL)
+    url = sa.make_url(os.environ.get("STORY_FSM_TEST_POSTGRES_URL", DEFAULT_PG_URL))
+    if (
+        url.drivername == "postgresql"
+    ):  # as the store reads it: psycopg 3, whatever SQLAlchemy's default
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
 
 
 _pg_state: dict[str, str | None] = {}

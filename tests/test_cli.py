@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 import structlog
 from rich.console import Console
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from story_fsm import (
     ConcurrentAdvanceError,
@@ -43,6 +43,7 @@ from story_fsm.cli._progress import ProgressView, score_bar
 from story_fsm.diagrams import FORMATS, workflow_diagram
 from story_fsm.store.migrate import head_revision
 from story_fsm.store.schema import build_schema
+from tests.cli_runner import cli_runner
 from tests.fake_llm_server import FakeLLMServer
 from tests.hermetic import HOST_SETTINGS
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
@@ -80,7 +81,7 @@ def story_file(tmp_path: Path) -> Path:
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> Result:
-    return CliRunner().invoke(app, list(args), env=env)
+    return cli_runner().invoke(app, list(args), env=env)
 
 
 def one_error_line(result: Result) -> str:

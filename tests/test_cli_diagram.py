@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from story_fsm.cli import app
 from story_fsm.diagrams import render_workflow_diagram
+from tests.cli_runner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -15,18 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 class TestMachineDiagram:
     def test_prints_the_machine_diagram(self) -> None:
         """Without STORY_ID the command prints the machine's diagram in the chosen format."""
-        result = CliRunner().invoke(app, ["diagram", "--format", "dot"])
+        result = cli_runner().invoke(app, ["diagram", "--format", "dot"])
         assert result.exit_code == 0, result.output
         assert result.stdout == render_workflow_diagram("dot").rstrip("\n") + "\n"
 
     def test_output_dir_regenerates_the_committed_files(self, tmp_path: Path) -> None:
         """--output-dir writes .mmd and .dot identical to the committed ones in diagrams/."""
-        result = CliRunner().invoke(app, ["diagram", "--output-dir", str(tmp_path)])
+        result = cli_runner().invoke(app, ["diagram", "--output-dir", str(tmp_path)])
         assert result.exit_code == 0, result.output
         for name in ("story_workflow.mmd", "story_workflow.dot"):
             assert (tmp_path / name).read_text() == (ROOT / "diagrams" / name).read_text()
 
     def test_output_dir_with_a_story_is_refused(self, tmp_path: Path) -> None:
         """--output-dir is for the machine's diagrams only; with STORY_ID it exits 2."""
-        result = CliRunner().invoke(app, ["diagram", "s1", "--output-dir", str(tmp_path)])
+        result = cli_runner().invoke(app, ["diagram", "s1", "--output-dir", str(tmp_path)])
         assert result.exit_code == 2

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from story_fsm import (
     StageFailedError,
@@ -23,6 +22,7 @@ from story_fsm import (
 from story_fsm.cli import app
 from story_fsm.cli._workers import parse_rate_limits
 from story_fsm.errors import InputValidationError
+from tests.cli_runner import cli_runner
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +30,7 @@ STORIES = sorted((ROOT / "examples" / "stories").glob("*.txt"))
 
 
 def invoke(*args: str) -> object:
-    return CliRunner().invoke(app, list(args))
+    return cli_runner().invoke(app, list(args))
 
 
 class TestSubmitAndWorker:

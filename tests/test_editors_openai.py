@@ -354,8 +354,13 @@ class TestConfiguration:
         assert server.requests[0].headers["authorization"] == f"Bearer {NO_KEY_PLACEHOLDER}"
 
     def test_default_endpoint_without_key_fails_before_any_request(self) -> None:
-        """api.openai.com without any key raises the SDK's missing-credentials error."""
-        with OpenAIReviewer() as stage, pytest.raises(openai.OpenAIError, match="credentials"):
+        """api.openai.com without any key raises the SDK's missing-key error.
+
+        Its wording changed across SDK releases ("api_key client option must be set", later
+        "Missing credentials"); either is the SDK refusing before any request.
+        """
+        missing_key = "credentials|api_key client option"
+        with OpenAIReviewer() as stage, pytest.raises(openai.OpenAIError, match=missing_key):
             stage.review_story(**REVIEW_ARGS)
 
     def test_sdk_client_is_built_once(

@@ -12,7 +12,7 @@ One adapter serves OpenAI, Azure OpenAI, vLLM, Ollama and other servers speaking
 - **vLLM / Ollama**: ``base_url="http://localhost:8000/v1"`` (vLLM) or
   ``"http://localhost:11434/v1"`` (Ollama). They accept any key, so when no key is given and
   ``OPENAI_API_KEY`` is unset, a custom base URL gets :data:`NO_KEY_PLACEHOLDER`; only the
-  default ``api.openai.com`` endpoint without a key fails (the SDK's "Missing credentials").
+  default ``api.openai.com`` endpoint without a key fails (the SDK's missing-key error).
 
 ``base_url`` and ``api_key`` default from ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` exactly as
 the SDK does, because the SDK reads them. The answer is requested as a JSON object (the prompt,
