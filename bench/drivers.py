@@ -17,7 +17,13 @@ from typing import Any
 from bench import pg, storage
 from bench.workload import NoOpPolisher, NoOpReviewer, loop_config, raw_steps, run_story
 
-SQLITE_VARIANTS = ("raw_sqlite3", "sqlalchemy_core", "story_fsm", "story_fsm_unchanged")
+SQLITE_VARIANTS = (
+    "raw_sqlite3",
+    "sqlalchemy_core",
+    "story_fsm_sql",
+    "story_fsm",
+    "story_fsm_unchanged",
+)
 PG_VARIANTS = ("raw_psycopg", "story_fsm_pg")
 RAW_DDL = (
     "CREATE TABLE steps (story_id TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL, "
@@ -141,6 +147,84 @@ def _story_fsm_sqlite(args: argparse.Namespace, *, keep_script: bool = False) ->
     )
 
 
+class _Recorder:
+    """Stands in for the store's SQLite writer connection and notes what it is asked to do."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.transactions: list[list[tuple[str, Any]]] = [[]]
+
+    def cursor(self) -> Any:
+        recorder, cursor = self, self.connection.cursor()
+
+        class RecordingCursor:
+            def execute(self, sql: str, params: Any = ()) -> Any:
+                recorder.transactions[-1].append((sql, params))
+                return cursor.execute(sql, params)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(cursor, name)
+
+        return RecordingCursor()
+
+    def commit(self) -> None:
+        self.connection.commit()
+        self.transactions.append([])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
+def _story_fsm_sql(args: argparse.Namespace) -> Driver:
+    """story_fsm's own statements for one story, replayed on plain sqlite3: its SQL's floor.
+
+    One story runs through the engine with its writer connection recorded (statements,
+    parameters, commits); each timed story replays that list under a new story id, with
+    cached statements and nothing of the engine around them. What story_fsm costs above this
+    variant is the engine's own work, not its schema or its statements.
+    """
+    from story_fsm import StoryWorkflowOrchestrator, WorkflowStateManager
+
+    path = args.workdir / "story_fsm_sql.db"
+    store = WorkflowStateManager(f"sqlite:///{path}", sqlite_synchronous=args.sync)
+    recorder = _Recorder(store._writer_connection())  # the store's kept SQLite writer
+    store._writer = recorder
+    template = "template"
+    run_story(
+        StoryWorkflowOrchestrator(NoOpReviewer(), NoOpPolisher(), store, loop_config()),
+        template,
+    )
+    transactions = [tx for tx in recorder.transactions if tx]
+    store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={args.sync}")
+    conn.execute("PRAGMA foreign_keys=ON")  # as the store's connections run
+    before = storage.sqlite_used_bytes(path)
+    (steps,) = conn.execute(
+        "SELECT count(*) FROM story_fsm_transitions WHERE story_id = ?", (template,)
+    ).fetchone()
+
+    def run_one(story_id: str) -> None:
+        for statements in transactions:
+            conn.execute("BEGIN")
+            for sql, params in statements:
+                values = tuple(story_id if value == template else value for value in params)
+                if conn.execute(sql, values).rowcount != 1:
+                    raise AssertionError(f"replayed statement matched no row: {sql[:60]}")
+            conn.execute("COMMIT")
+
+    def finish(_last: str | None) -> dict[str, Any]:
+        (rows,) = conn.execute(
+            "SELECT count(*) FROM story_fsm_transitions WHERE story_id != ?", (template,)
+        ).fetchone()
+        conn.close()
+        used = storage.sqlite_used_bytes(path) - before
+        return {"rows": rows, "bytes": used, "steps_per_story": steps}
+
+    return Driver(run_one, finish)
+
+
 def _raw_psycopg(args: argparse.Namespace) -> Driver:
     conn = pg.connect(pg.base_url(), args.pg_schema)
     conn.execute(RAW_DDL.format(real="DOUBLE PRECISION"))
@@ -177,6 +261,7 @@ def _story_fsm_pg(args: argparse.Namespace) -> Driver:
 DRIVERS: dict[str, Callable[[argparse.Namespace], Driver]] = {
     "raw_sqlite3": _raw_sqlite3,
     "sqlalchemy_core": _sqlalchemy_core,
+    "story_fsm_sql": _story_fsm_sql,
     "story_fsm": _story_fsm_sqlite,
     "story_fsm_unchanged": lambda args: _story_fsm_sqlite(args, keep_script=True),
     "raw_psycopg": _raw_psycopg,

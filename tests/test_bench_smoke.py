@@ -41,6 +41,10 @@ class TestQuickPath:
         assert set(run.DEFAULT_SECTIONS) <= set(results["sections"])
         storage = results["sections"]["loop"]["storage"]
         assert next(iter(storage.values()))["unchanged_script_stored_again"] is False
+        # The replay of story_fsm's statements writes what the engine writes, row for row.
+        sqlite = next(g for g in results["sections"]["loop"]["groups"].values() if g["sync"])
+        replay, engine = sqlite["variants"]["story_fsm_sql"], sqlite["variants"]["story_fsm"]
+        assert replay["steps_per_story"] == engine["steps_per_story"] == 7
         assert "### Targets" in report.render(results)
         assert len(targets.targets(results)) == 8
         workers = results["sections"]["workers"]
