@@ -22,9 +22,9 @@ BACKENDS = ["sqlite", "postgresql"]
 
 def _pg_base_url() -> str:
     url = sa.make_url(os.environ.get("STORY_FSM_TEST_POSTGRES_URL", DEFAULT_PG_URL))
-    if (
-        url.drivername == "postgresql"
-    ):  # as the store reads it: psycopg 3, whatever SQLAlchemy's default
+    # A plain postgresql:// URL means psycopg 3, as the store reads it (SQLAlchemy 2.0 would
+    # pick psycopg2, which story_fsm does not depend on).
+    if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     return url.render_as_string(hide_password=False)
 
