@@ -426,7 +426,9 @@ class TestDb:
     def test_read_commands_do_not_migrate_an_empty_database(self, tmp_path: Path) -> None:
         """A read command on a database without the schema exits 2 naming 'db upgrade'."""
         path = tmp_path / "empty.db"
-        sa.create_engine(f"sqlite:///{path}").connect().close()
+        engine = sa.create_engine(f"sqlite:///{path}")
+        engine.connect().close()  # an empty SQLite file
+        engine.dispose()
         result = invoke("list", "--db", f"sqlite:///{path}")
         assert result.exit_code == ExitCode.USAGE and "story-fsm db upgrade" in one_error_line(
             result

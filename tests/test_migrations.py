@@ -90,6 +90,30 @@ class TestMigrations:
             WorkflowStateManager(sqlite_url)
         engine.dispose()
 
+    def test_a_refused_schema_leaves_no_connection_open(self, pg_url: str) -> None:
+        """The store that refuses a schema closes its engine's connections before it raises.
+
+        The caller never gets a store to close, so an open pooled connection would stay on the
+        server until the garbage collector happened to find it.
+        """
+        import uuid
+
+        name = f"story-fsm-refused-{uuid.uuid4().hex[:8]}"
+        url = sa.make_url(pg_url).update_query_dict({"application_name": name})
+        url_text = url.render_as_string(hide_password=False)
+        admin = make_engine(pg_url)
+        try:
+            with admin.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE story_fsm_workflows (x INTEGER)"))
+            with pytest.raises(SchemaVersionError, match="no story_fsm revision") as refused:
+                WorkflowStateManager(url_text)
+            assert refused.value is not None  # the traceback (and the store) is still alive
+            with admin.connect() as conn:
+                count = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :n")
+                assert conn.execute(count, {"n": name}).scalar_one() == 0
+        finally:
+            admin.dispose()
+
     def test_table_prefix_keeps_tables_and_versions_apart(self, database_url: str) -> None:
         """Two prefixes in one database: separate tables and separate version tables."""
         with (
@@ -100,8 +124,12 @@ class TestMigrations:
             assert {"app_workflows", "app_transitions", "app_alembic_version"} <= names
             assert {"story_fsm_workflows", "story_fsm_alembic_version"} <= names
             assert b.schema is build_schema("app_")
-        downgrade(make_engine(database_url), "base", prefix="app_")
-        assert "app_workflows" not in tables(make_engine(database_url))
+        engine = make_engine(database_url)
+        try:
+            downgrade(engine, "base", prefix="app_")
+            assert "app_workflows" not in tables(engine)
+        finally:
+            engine.dispose()
 
     @pytest.mark.parametrize("prefix", ["", "1abc", "bad-prefix", "x y"])
     def test_bad_prefix_is_refused(self, prefix: str) -> None:
@@ -214,4 +242,6 @@ class TestShippedMigrations:
             check=True,
             capture_output=True,
         )
-        assert current_revision(make_engine(url)) == head_revision()
+        engine = make_engine(url)
+        assert current_revision(engine) == head_revision()
+        engine.dispose()

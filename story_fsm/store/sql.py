@@ -238,8 +238,15 @@ class WorkflowStateManager:
             LostConnection,
             *((dbapi.Error,) if dbapi is not None else ()),
         )
-        with _translated():
-            ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
+        try:
+            with _translated():
+                ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
+        except BaseException:
+            # A refused schema (or a lost server) must not leave the pool's connections open:
+            # the caller never gets a store to close.
+            if self._owns_engine:
+                self._engine.dispose()
+            raise
 
     def _raw(
         self, story_id: str | None, *, autocommit: bool = False
