@@ -15,17 +15,15 @@ import pytest
 import sqlalchemy as sa
 
 from story_fsm import WorkflowConfig, WorkflowStateManager
+from story_fsm.store.engine import with_driver
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
 
 
 def _pg_base_url() -> str:
-    url = sa.make_url(os.environ.get("STORY_FSM_TEST_POSTGRES_URL", DEFAULT_PG_URL))
-    # A plain postgresql:// URL means psycopg 3, as the store reads it (SQLAlchemy 2.0 would
-    # pick psycopg2, which story_fsm does not depend on).
-    if url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
+    # Read as the store reads it, so that the tests' own engines use the same driver.
+    url = with_driver(sa.make_url(os.environ.get("STORY_FSM_TEST_POSTGRES_URL", DEFAULT_PG_URL)))
     return url.render_as_string(hide_password=False)
 
 

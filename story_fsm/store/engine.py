@@ -13,7 +13,7 @@ from sqlalchemy.pool import StaticPool
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["make_engine", "writer_lock"]
+__all__ = ["make_engine", "with_driver", "writer_lock"]
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -44,6 +44,16 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
     return engine
 
 
+def with_driver(url: sa.URL) -> sa.URL:
+    """Return *url* naming the driver story_fsm uses: a plain ``postgresql://`` means psycopg 3.
+
+    (SQLAlchemy 2.0 would pick psycopg2, which story_fsm does not depend on.)
+    """
+    if url.drivername == "postgresql":
+        return url.set(drivername="postgresql+psycopg")
+    return url
+
+
 def make_engine(
     url: str, *, busy_timeout_seconds: float = 30.0, sqlite_synchronous: str = "FULL"
 ) -> sa.Engine:
@@ -65,8 +75,7 @@ def make_engine(
     if backend == "sqlite":
         return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)
     if backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
+        parsed = with_driver(parsed)
         try:
             # No ping before each checkout: it would cost a round trip per transition. A
             # connection the server dropped fails at its first statement instead, and the
