@@ -147,6 +147,20 @@ def _story_fsm_sqlite(args: argparse.Namespace, *, keep_script: bool = False) ->
     )
 
 
+class _RecordingCursor:
+    """A DBAPI cursor that notes each statement and its parameters in the open transaction."""
+
+    def __init__(self, cursor: Any, transactions: list[list[tuple[str, Any]]]) -> None:
+        self._cursor, self._transactions = cursor, transactions
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        self._transactions[-1].append((sql, params))
+        return self._cursor.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
 class _Recorder:
     """Stands in for the store's SQLite writer connection and notes what it is asked to do."""
 
@@ -154,18 +168,8 @@ class _Recorder:
         self.connection = connection
         self.transactions: list[list[tuple[str, Any]]] = [[]]
 
-    def cursor(self) -> Any:
-        recorder, cursor = self, self.connection.cursor()
-
-        class RecordingCursor:
-            def execute(self, sql: str, params: Any = ()) -> Any:
-                recorder.transactions[-1].append((sql, params))
-                return cursor.execute(sql, params)
-
-            def __getattr__(self, name: str) -> Any:
-                return getattr(cursor, name)
-
-        return RecordingCursor()
+    def cursor(self) -> _RecordingCursor:
+        return _RecordingCursor(self.connection.cursor(), self.transactions)
 
     def commit(self) -> None:
         self.connection.commit()
