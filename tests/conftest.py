@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+import structlog
 
 from story_fsm import WorkflowConfig, WorkflowStateManager
 from story_fsm.store.engine import with_driver
@@ -52,6 +53,17 @@ def require_postgres() -> str:
             pytest.fail(f"CI=true requires PostgreSQL: {reason}")
         pytest.skip(reason)
     return _pg_base_url()
+
+
+@pytest.fixture(autouse=True)
+def _structlog_unconfigured() -> Iterator[None]:
+    """Every test starts with structlog as a host that never configured it leaves it.
+
+    The CLI configures structlog for its process (a level filter among it); run in-process by
+    a test, that would filter the log lines a later test captures.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

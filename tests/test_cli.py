@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import structlog
 from rich.console import Console
 from typer.testing import Result
 
@@ -63,14 +62,12 @@ class Crash(BaseException):
 
 
 @pytest.fixture(autouse=True)
-def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The developer's database/model/OpenAI settings must not steer these runs; the default
     # database (sqlite:///story_fsm.db) lands in the test's own folder.
     for name in _HERMETIC_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-    yield
-    structlog.reset_defaults()  # the CLI configured structlog; other test modules expect not
 
 
 @pytest.fixture

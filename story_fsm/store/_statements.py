@@ -74,6 +74,8 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
             .values(lease_owner=None, lease_token=None, lease_expires_at=None)
         )
+        # Which story a claim's token holds: asked only when a claim's reply was lost.
+        self.held_by = sa.select(wf.c.story_id).where(wf.c.lease_token == p("p_token")).limit(1)
         # Runnable: in a runnable state (an IN list of plain parameters rather than SQLAlchemy's
         # per-call expansion, so that every statement below compiles once to fixed SQL) with
         # its lease free or expired.

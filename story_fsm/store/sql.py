@@ -151,6 +151,9 @@ class _HeldWrite:
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
+_T = TypeVar("_T")
+#: What a write found in the database after its reply was lost: its result, or None.
+_Landed = Callable[[], _T | None]
 
 
 def _reconnecting(method: _Method) -> _Method:
@@ -170,8 +173,7 @@ def _reconnecting(method: _Method) -> _Method:
         except StoreError as exc:
             if not self._lost_connection(exc):
                 raise
-            get_logger().warning("database_reconnect", error=str(exc))
-            self._engine.dispose(close=False)  # every pooled connection may be dead as well
+            self._renew_pool(exc)
             return method(self, *args, **kwargs)
 
     return cast(_Method, wrapper)
@@ -278,6 +280,32 @@ class WorkflowStateManager:
             return bool(cause.connection_invalidated)
         return isinstance(cause, LostConnection)
 
+    def _renew_pool(self, error: StoreError) -> None:
+        """Drop the pool after a connection turned out dead: its siblings may be dead too."""
+        get_logger().warning("database_reconnect", error=str(error))
+        self._engine.dispose(close=False)
+
+    def _settled(self, story_id: str | None, write: Callable[[], _T], landed: _Landed[_T]) -> _T:
+        """Run the write transaction *write*; if its connection dies, look before a second run.
+
+        A connection that dies while a COMMIT is on its way leaves the outcome unknown: the
+        server may have committed before the reply was lost. Running the write again would then
+        be refused (by the fence or the unique key) although the row is this caller's own. So
+        *landed*, a read, is asked first: it returns the write's result when the write is in
+        the database, or None; only then is the write run again, once.
+        """
+        try:
+            return write()
+        except StoreError as exc:
+            if not self._lost_connection(exc):
+                raise
+            self._renew_pool(exc)
+        found = landed()
+        if found is not None:
+            get_logger().info("write_landed", story_id=story_id)
+            return found
+        return write()
+
     def _is_integrity(self, error: BaseException | None) -> bool:
         dbapi = self._engine.dialect.dbapi
         kinds = (sa_exc.IntegrityError, dbapi.IntegrityError) if dbapi else (sa_exc.IntegrityError,)
@@ -320,7 +348,6 @@ class WorkflowStateManager:
         """
         return self.create_with_record(new, lease)[0]
 
-    @_reconnecting
     def create_with_record(
         self, new: NewWorkflow, lease: Lease | None, first: TransitionWrite | None = None
     ) -> tuple[WorkflowRow, list[TransitionRecord]]:
@@ -344,7 +371,8 @@ class WorkflowStateManager:
             params = advance_params(new.story_id, 0, first, lease, now)
             row = fold_advance(row, params, first.payload)
         values, inputs = creation_values(new, lease, now, row.summary if first else None)
-        try:
+
+        def insert() -> bool:
             with self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
@@ -353,6 +381,20 @@ class WorkflowStateManager:
                         self._fast.insert_transition,
                         transition_values(new.story_id, seq, write, now),
                     )
+            return True
+
+        def landed() -> bool | None:
+            # This call's row: its creation time to the microsecond and its lease.
+            stored = self.load_row(new.story_id)
+            mine = stored is not None and (
+                stored.summary.started_at == now
+                and stored.lease_token == values["lease_token"]
+                and stored.summary.seq == row.summary.seq
+            )
+            return True if mine else None
+
+        try:
+            self._settled(new.story_id, insert, landed)
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
@@ -375,7 +417,6 @@ class WorkflowStateManager:
             raise _LostRace
         tx.execute(fast.insert_transition, values)
 
-    @_reconnecting
     def append(
         self,
         story_id: str,
@@ -399,9 +440,24 @@ class WorkflowStateManager:
         values = transition_values(story_id, expected_seq + 1, write, now)
         # On PostgreSQL the transition is one statement, so it commits on its own.
         single = self._fast.step is not None
-        try:
+
+        def advance() -> bool:
             with self._raw(story_id, autocommit=single) as tx:
                 self._advance(tx, params, values, write.takeover)
+            return True
+
+        def landed() -> bool | None:
+            # This call's write: the step it made, at its time to the microsecond, its lease.
+            stored = self.load_row(story_id)
+            mine = stored is not None and (
+                stored.summary.seq == params["p_seq"]
+                and stored.summary.updated_at == now
+                and stored.lease_token == params["p_lease_token"]
+            )
+            return True if mine else None
+
+        try:
+            self._settled(story_id, advance, landed)
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
         except StoreError as exc:
@@ -444,7 +500,6 @@ class WorkflowStateManager:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
-    @_reconnecting
     def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
         """Take *lease* on the oldest runnable workflow whose lease is free or expired.
 
@@ -461,10 +516,22 @@ class WorkflowStateManager:
             "p_now": now,
         }
         claim_one = self._fast.claim_one
-        if claim_one is not None:  # PostgreSQL: one statement, committed on its own
-            with self._raw(None, autocommit=True) as tx:
-                picked = tx.first(claim_one, params)
-            return None if picked is None else self.load_row(picked[0])
+        # PostgreSQL: one statement, committed on its own; a lost reply is settled by the
+        # claim's token. (SQLite has no server to drop the connection under a claim.)
+        if claim_one is not None:
+
+            def claim() -> list[str]:
+                with self._raw(None, autocommit=True) as tx:
+                    picked = tx.first(claim_one, params)
+                return [] if picked is None else [picked[0]]
+
+            def landed() -> list[str] | None:
+                with _translated(), self._reads.connect() as conn:
+                    held = conn.execute(self._sql.held_by, {"p_token": lease.token}).first()
+                return None if held is None else [held[0]]
+
+            claimed = self._settled(None, claim, landed)
+            return self.load_row(claimed[0]) if claimed else None
         query = self._sql.candidates
         with self._write_lock, _translated(), self._engine.begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
