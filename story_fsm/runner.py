@@ -32,6 +32,7 @@ from tenacity import (
 )
 
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
+from story_fsm._text import storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
 from story_fsm.states import Stage
@@ -78,8 +79,8 @@ class AttemptFailure:
 
     @property
     def error_text(self) -> str:
-        """``Type: message`` of the error, as stored in the history."""
-        return f"{type(self.error).__name__}: {self.error}"
+        """``Type: message`` of the error, as stored in the history (storable as text)."""
+        return storable(f"{type(self.error).__name__}: {self.error}")
 
 
 @dataclass(frozen=True, slots=True)

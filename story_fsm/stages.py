@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from story_fsm._json import as_stored
 from story_fsm._log import get_logger
+from story_fsm._text import unstorable_reason
 from story_fsm.errors import InvalidStageOutputError
 from story_fsm.states import ReviewDecision
 
@@ -26,6 +27,10 @@ __all__ = [
     "normalize_polish",
     "normalize_review",
 ]
+
+#: A stage cost above this is taken for a bad field, not a price (and sums of such values
+#: would overflow a database's float).
+MAX_STAGE_COST = 1e9
 
 
 @runtime_checkable
@@ -190,7 +195,8 @@ def _cost(data: Mapping[str, Any]) -> float:
         cost = data.get("cost")
     if cost is None:
         return 0.0
-    if isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost):
+    readable = not isinstance(cost, bool) and isinstance(cost, int | float)
+    if not readable or not math.isfinite(cost) or cost > MAX_STAGE_COST:
         # A bad cost field must not throw away a paid answer; say so and count it as unknown.
         get_logger().warning("stage_cost_unreadable", cost=repr(cost))
         return 0.0
@@ -226,7 +232,8 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
     """Turn a polisher's answer into a :class:`PolishOutcome`.
 
     Raises:
-        InvalidStageOutputError: None, or no non-empty ``polished_script``.
+        InvalidStageOutputError: None, no non-empty ``polished_script``, or a script or title
+            that no database can store as text (a NUL character, an unpaired surrogate).
     """
     data = _as_dict(raw, "polish")
     script = _field(raw, data, "polished_script")
@@ -237,6 +244,12 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
     title = _field(raw, data, "polished_title")
     if not isinstance(title, str) or not title.strip():
         title = current_title
+    for name, text in (("polished_script", script), ("polished_title", title)):
+        # Refused here, as a failed attempt (retried), rather than by the database in the
+        # middle of the transition that stores it.
+        reason = unstorable_reason(text)
+        if reason is not None:
+            raise InvalidStageOutputError(f"the polish's {name} {reason}")
     return PolishOutcome(
         title=title,
         script=script,

@@ -8,6 +8,7 @@ from typing import Any
 
 from story_fsm._json import as_stored
 from story_fsm._records import NewWorkflow
+from story_fsm._text import unstorable_reason
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
 
@@ -19,7 +20,8 @@ MAX_STORY_ID_LENGTH = 200
 def validate_story_id(story_id: object) -> str:
     """Return *story_id* if it is a usable id, else raise :class:`InputValidationError`.
 
-    A usable id is a non-empty string of at most 200 characters with no control characters.
+    A usable id is a non-empty string of at most 200 characters with no control characters
+    (and no unpaired surrogates, which are not text any database can store).
     """
     if not isinstance(story_id, str):
         raise InputValidationError(f"story_id must be a string, got {type(story_id).__name__}")
@@ -29,8 +31,10 @@ def validate_story_id(story_id: object) -> str:
         raise InputValidationError(
             f"story_id is {len(story_id)} characters; at most {MAX_STORY_ID_LENGTH} are allowed"
         )
-    if any(unicodedata.category(ch) == "Cc" for ch in story_id):
-        raise InputValidationError(f"story_id must not contain control characters: {story_id!r}")
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in story_id):
+        raise InputValidationError(
+            f"story_id must not contain control characters or unpaired surrogates: {story_id!r}"
+        )
     return story_id
 
 
@@ -39,6 +43,9 @@ def _text(name: str, value: object, *, allow_empty: bool = False) -> str:
         raise InputValidationError(f"{name} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
         raise InputValidationError(f"{name} must not be empty")
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise InputValidationError(f"{name} {reason}; no database can store it as text")
     return value
 
 

@@ -45,6 +45,8 @@ class WorkerStats:
         failed: Claimed workflows that went to FAILED.
         lost: Claims another process took over (fenced writes).
         released: Claims it handed back while draining.
+        errors: Claims that ended in an unexpected error (logged as ``workflow_error``); each
+            is left to expire, so the story is tried again after ``lease_seconds``.
     """
 
     claimed: int = 0
@@ -52,6 +54,7 @@ class WorkerStats:
     failed: int = 0
     lost: int = 0
     released: int = 0
+    errors: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, name: str) -> None:
@@ -173,7 +176,13 @@ class Worker:
 
     def _stats_dict(self) -> dict[str, Any]:
         s = self.stats
-        return {"claimed": s.claimed, "completed": s.completed, "failed": s.failed, "lost": s.lost}
+        return {
+            "claimed": s.claimed,
+            "completed": s.completed,
+            "failed": s.failed,
+            "lost": s.lost,
+            "errors": s.errors,
+        }
 
     def _loop(self, stop_when_idle: bool) -> None:
         try:
@@ -207,7 +216,10 @@ class Worker:
         except StoreError:
             raise
         except Exception as exc:  # a bug or bad data in one workflow must not stop the rest
-            log.exception("workflow_error", error=str(exc))
-            self.state_manager.release(row.summary.story_id, lease)
+            # The claim is kept until it expires, not released: released, the same story would
+            # be claimed again at once and fail the same way, in a loop of paid calls. Expiring,
+            # it is tried again once per lease period.
+            log.exception("workflow_error", error=str(exc), retry_after_seconds=lease.seconds)
+            self.stats.add("errors")
         else:
             self.stats.add("released" if result is None else "completed")

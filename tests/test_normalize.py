@@ -83,6 +83,15 @@ class TestReview:
         assert out.cost == 0.0
         assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
 
+    @pytest.mark.parametrize("cost", [1e308, 1e9 * 1.5])
+    def test_absurd_cost_is_counted_as_zero(self, cost: float) -> None:
+        """A cost no call can have (sums of which would overflow the database's float)."""
+        with capture_logs() as logs:
+            out = normalize_review({"decision": "polish", "quality_score": 5, "cost": cost})
+        assert out.cost == 0.0
+        assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
+        assert normalize_review({"decision": "polish", "quality_score": 5, "cost": 1e9}).cost == 1e9
+
     @pytest.mark.parametrize(
         ("raw", "message"),
         [
@@ -131,6 +140,9 @@ class TestPolish:
             ({"polished_script": "   "}, "polished_script"),
             ({"polished_script": 7}, "polished_script"),
             (PolishObject(None), "polished_script"),
+            ({"polished_script": "a\x00b"}, "polished_script contains a NUL"),
+            ({"polished_script": "a\ud800b"}, "polished_script contains an unpaired surrogate"),
+            ({"polished_script": "S", "polished_title": "T\x00"}, "polished_title contains"),
         ],
     )
     def test_bad_polish_is_invalid_output(self, raw: Any, message: str) -> None:

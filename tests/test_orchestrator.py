@@ -307,6 +307,39 @@ class TestFailures:
         assert caught.value.stage.value == "polish"
         assert store.history("s-1")[-1].source is WorkflowState.POLISHING
 
+    @pytest.mark.parametrize(
+        "script", ["new\x00script", "new\ud800script"], ids=["nul", "surrogate"]
+    )
+    def test_an_unstorable_polish_is_a_failed_attempt(
+        self, store: WorkflowStateManager, script: str
+    ) -> None:
+        """A script no database can store fails its attempt; the run ends FAILED, stored.
+
+        Before it was checked, PostgreSQL refused the NUL (StoreError) and the driver could not
+        encode the surrogate, in the middle of the transition: no attempt was recorded and
+        the story stayed mid-stage, to be paid for again by each resume.
+        """
+        config = WorkflowConfig(max_stage_retries=2, retry_backoff_seconds=0)
+        polisher = ScriptedPolisher(*[{"polished_script": script}] * 2)
+        with pytest.raises(StageFailedError) as caught:
+            run(store, ScriptedReviewer(review(40)), polisher, config)
+        assert caught.value.stage.value == "polish" and caught.value.attempts == 2
+        records = store.history("s-1")
+        assert [r.trigger for r in records][-2:] == [Trigger.ATTEMPT_FAILED, Trigger.FAIL]
+        assert "polished_script contains" in (records[-1].error or "")
+        state = store.load_state("s-1")
+        assert state is not None and state.state is WorkflowState.FAILED
+
+    def test_an_error_text_no_database_stores_is_escaped(self, store: WorkflowStateManager) -> None:
+        """A stage error whose message holds a NUL or a lone surrogate is stored escaped."""
+        config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+        reviewer = ScriptedReviewer(RuntimeError("bad\x00byte \ud800 here"))
+        with pytest.raises(StageFailedError):
+            run(store, reviewer, ScriptedPolisher(), config)
+        last = store.history("s-1")[-1]
+        assert last.trigger is Trigger.FAIL
+        assert last.error == "RuntimeError: bad\\x00byte \\ud800 here"
+
     def test_a_later_attempt_can_succeed(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
     ) -> None:
@@ -525,6 +558,13 @@ BAD_INPUT = [
     pytest.param({"original_idea": None}, "original_idea", id="idea-none"),
     pytest.param({"audience_context": _circular()}, "itself", id="audience-circular"),
     pytest.param({"local_review_summary": _deep(100_000)}, "deeply", id="summary-too-deep"),
+    # Text no backend can store: PostgreSQL refuses NUL, no driver encodes a lone surrogate.
+    pytest.param({"title": "T\x00"}, "title contains a NUL", id="title-nul"),
+    pytest.param({"script": "S\x00S"}, "script contains a NUL", id="script-nul"),
+    pytest.param({"script": "S\ud800"}, "script contains an unpaired surrogate", id="script-surr"),
+    pytest.param({"original_idea": "\udfff"}, "original_idea", id="idea-surrogate"),
+    pytest.param({"story_id": "s-\ud800"}, "surrogate", id="id-surrogate"),
+    pytest.param({"story_id": "s-\x00"}, "control", id="id-nul"),
 ]
 
 

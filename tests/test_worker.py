@@ -166,6 +166,40 @@ class TestDrainAndLoss:
         assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
         assert worker(store).run(stop_when_idle=True).completed == 1
 
+    def test_an_unexpected_error_keeps_the_claim_until_it_expires(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A story whose run raises something unforeseen is not claimed again at once.
+
+        Released at once, it was claimed again by the next free thread and failed the same
+        way, in a loop that wrote a ``resume`` row (and paid a stage call) each time.
+        """
+        poisoned, healthy = submit(store, 2)
+        w = worker(store, concurrency=1, lease_seconds=30)
+        advance = w._orchestrator.advance_claimed
+        claims: Counter[str] = Counter()
+
+        def flaky_advance(row: Any, lease: Any, **kw: Any) -> Any:
+            claims[row.summary.story_id] += 1
+            if row.summary.story_id == poisoned:
+                raise RuntimeError("a bug of the host's")
+            return advance(row, lease, **kw)
+
+        w._orchestrator.advance_claimed = flaky_advance  # type: ignore[method-assign]
+        runner = threading.Thread(target=w.run)
+        runner.start()
+        deadline = time.monotonic() + 10
+        while claims[healthy] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # ten polls: time enough to claim the poisoned story again, were it free
+        w.stop()
+        runner.join(10)
+        assert claims == {poisoned: 1, healthy: 1}
+        assert (w.stats.errors, w.stats.completed) == (1, 1)
+        summaries = {s.story_id: s for s in store.list_workflows()}
+        assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
+        assert summaries[healthy].state is WorkflowState.COMPLETE
+
     def test_lost_database_stops_the_worker_with_store_error(self, pg_url: str) -> None:
         """When the tables vanish under it, run() raises StoreError instead of spinning."""
         with WorkflowStateManager(pg_url) as store:

@@ -132,7 +132,8 @@ def worker(
         stats = runner.run(stop_when_idle=stop_when_idle)
     stderr_console().print(
         f"worker {runner.worker_id}: claimed {stats.claimed}, completed {stats.completed}, "
-        f"failed {stats.failed}, taken over {stats.lost}, released {stats.released}"
+        f"failed {stats.failed}, taken over {stats.lost}, released {stats.released}, "
+        f"errors {stats.errors}"
     )
 
 

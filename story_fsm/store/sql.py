@@ -238,6 +238,8 @@ class WorkflowStateManager:
         self._driver_errors: tuple[type[BaseException], ...] = (
             sa_exc.SQLAlchemyError,
             LostConnection,
+            # Text a driver cannot encode; validation refuses it first, so this is a last net.
+            UnicodeError,
             *((dbapi.Error,) if dbapi is not None else ()),
         )
         try:
