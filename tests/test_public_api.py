@@ -119,3 +119,22 @@ class TestLogging:
         line = next(ln for ln in done.stdout.splitlines() if "stage_retry" in ln)
         assert line.startswith("story_fsm ")
         assert "story_id='q'" in line and "stage='review'" in line and "iteration=1" in line
+
+
+def _package_modules() -> list[str]:
+    import pkgutil
+
+    modules = pkgutil.walk_packages(story_fsm.__path__, prefix="story_fsm.")
+    # A __main__ module runs its program when imported: it holds no examples.
+    return sorted(m.name for m in modules if not m.name.endswith(".__main__"))
+
+
+class TestDocstringExamples:
+    @pytest.mark.parametrize("name", _package_modules())
+    def test_examples_in_docstrings_hold(self, name: str) -> None:
+        """Every ``>>>`` example in the package's docstrings gives what it shows."""
+        import doctest
+
+        module = importlib.import_module(name)
+        failed, _tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS, verbose=False)
+        assert failed == 0, f"{failed} docstring example(s) of {name} do not hold (see above)"
