@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from story_fsm.store.engine import make_engine
-from story_fsm.store.migrate import migration_table_prefix
+from story_fsm.store.migrate import migration_connection, migration_table_prefix
 from story_fsm.store.schema import build_schema
 
 config = context.config
@@ -56,6 +56,10 @@ else:
         _run(connection)
     else:
         engine = make_engine(_url())  # a plain postgresql:// URL gets psycopg 3, as elsewhere
-        with engine.begin() as conn:
-            _run(conn)
-        engine.dispose()
+        try:
+            # As story_fsm migrates: on SQLite with foreign keys off, or rebuilding the summary
+            # table would cascade-delete the whole history.
+            with migration_connection(engine, _prefix()) as conn:
+                _run(conn)
+        finally:
+            engine.dispose()

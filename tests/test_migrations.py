@@ -138,31 +138,69 @@ class TestMigrations:
             build_schema(prefix)
 
 
+def _store_at_0001(engine: sa.Engine) -> None:
+    """Migrate to 0001 and store one workflow with its submit row, as 0001 kept them."""
+    upgrade(engine, "0001")
+    now = "2026-11-24 10:00:00"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO story_fsm_workflows (story_id, state, seq, iteration, title, script, "
+                "initial_title, initial_script, audience_context, original_idea, "
+                "local_review_summary, config, total_reviews, total_polishes, total_cost, "
+                "started_at, updated_at) VALUES ('old', 'initial', 0, 1, 'T', 'S', 'T0', 'S0', "
+                "'{\"age\": 9}', 'idea', NULL, '{\"max_iterations\": 2}', 0, 0, 0, :now, :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO story_fsm_transitions (story_id, seq, trigger, source, dest, "
+                "iteration, created_at, payload) VALUES ('old', 0, 'submit', 'initial', "
+                "'initial', 1, :now, '{}')"
+            ),
+            {"now": now},
+        )
+
+
+def _count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
 class TestDataMigration:
+    def test_0001_data_survives_the_alembic_command_line(
+        self, database_url: str, tmp_path: Path
+    ) -> None:
+        """``alembic upgrade head`` / ``downgrade 0001``, as the README shows them, keep the data.
+
+        On SQLite the table rebuild of 0002 drops the old summary table; with foreign keys on
+        (as story_fsm's engines run), that drop cascaded to the whole history.
+        """
+        engine = make_engine(database_url)
+        try:
+            _store_at_0001(engine)
+            env = {"STORY_FSM_DATABASE_URL": database_url, "PATH": str(Path(sys.executable).parent)}
+            for step in (["upgrade", "head"], ["downgrade", "0001"], ["upgrade", "head"]):
+                subprocess.run(
+                    [sys.executable, "-m", "alembic", *step],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                assert (_count(engine, "story_fsm_transitions"), step) == (1, step)
+            with WorkflowStateManager(database_url) as store:
+                assert [r.trigger.value for r in store.history("old")] == ["submit"]
+                row = store.load_row("old")
+                assert row is not None and row.initial_script == "S0"
+        finally:
+            engine.dispose()
+
     def test_0001_data_survives_upgrade_and_downgrade(self, database_url: str) -> None:
         """A workflow stored at 0001 reads the same after the upgrade, and again after a downgrade."""
         engine = make_engine(database_url)
-        upgrade(engine, "0001")
-        now = "2026-11-24 10:00:00"
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO story_fsm_workflows (story_id, state, seq, iteration, title, script, "
-                    "initial_title, initial_script, audience_context, original_idea, "
-                    "local_review_summary, config, total_reviews, total_polishes, total_cost, "
-                    "started_at, updated_at) VALUES ('old', 'initial', 0, 1, 'T', 'S', 'T0', 'S0', "
-                    "'{\"age\": 9}', 'idea', NULL, '{\"max_iterations\": 2}', 0, 0, 0, :now, :now)"
-                ),
-                {"now": now},
-            )
-            conn.execute(
-                sa.text(
-                    "INSERT INTO story_fsm_transitions (story_id, seq, trigger, source, dest, "
-                    "iteration, created_at, payload) VALUES ('old', 0, 'submit', 'initial', "
-                    "'initial', 1, :now, '{}')"
-                ),
-                {"now": now},
-            )
+        _store_at_0001(engine)
         with WorkflowStateManager(database_url) as store:  # migrates 0001 -> head on first use
             assert current_revision(store.engine) == head_revision()
             row = store.load_row("old")

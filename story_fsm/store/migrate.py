@@ -34,6 +34,7 @@ __all__ = [
     "downgrade",
     "ensure_schema",
     "head_revision",
+    "migration_connection",
     "migration_table_prefix",
     "script_location",
     "upgrade",
@@ -123,7 +124,12 @@ def _stored_revision(engine: sa.Engine, prefix: str) -> str | None:
 
 
 @contextmanager
-def _migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connection]:
+def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connection]:
+    """Yield a connection in a transaction, set up for running migrations on *engine*.
+
+    Every way of migrating goes through it (the store, ``story-fsm db``, the ``alembic``
+    command): SQLite's foreign keys off during the run, PostgreSQL's advisory lock held.
+    """
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         if sqlite:
@@ -150,7 +156,7 @@ def upgrade(
     engine: sa.Engine, revision: str = "head", *, prefix: str = DEFAULT_TABLE_PREFIX
 ) -> None:
     """Upgrade the database to *revision* (default: the newest)."""
-    with _migration_connection(engine, prefix) as conn:
+    with migration_connection(engine, prefix) as conn:
         from alembic import command
 
         command.upgrade(alembic_config(conn, prefix), revision)
@@ -158,7 +164,7 @@ def upgrade(
 
 def downgrade(engine: sa.Engine, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
     """Downgrade the database to *revision* (``"base"`` drops story_fsm's tables)."""
-    with _migration_connection(engine, prefix) as conn:
+    with migration_connection(engine, prefix) as conn:
         from alembic import command
 
         command.downgrade(alembic_config(conn, prefix), revision)
