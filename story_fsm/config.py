@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from story_fsm.errors import InputValidationError
+
 __all__ = ["WorkflowConfig"]
 
 
@@ -31,7 +33,8 @@ class WorkflowConfig:
         polish_model: Passed to the polisher as ``model=`` when set.
 
     Raises:
-        ValueError: A field is out of range; the message names the field.
+        InputValidationError: A field is out of range; the message names the field (it is
+            also a ``ValueError``).
 
     Example:
         >>> WorkflowConfig(max_iterations=2, quality_threshold=90).max_iterations
@@ -50,20 +53,28 @@ class WorkflowConfig:
         for name in ("max_iterations", "max_stage_retries"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+                raise InputValidationError(f"{name} must be an integer >= 1, got {value!r}")
         threshold = self.quality_threshold
         if not _is_number(threshold) or not 0 <= threshold <= 100:
-            raise ValueError(f"quality_threshold must be a number from 0 to 100, got {threshold!r}")
+            raise InputValidationError(
+                f"quality_threshold must be a number from 0 to 100, got {threshold!r}"
+            )
         timeout = self.stage_timeout_seconds
         if not _is_number(timeout) or timeout <= 0:
-            raise ValueError(f"stage_timeout_seconds must be a number > 0, got {timeout!r}")
+            raise InputValidationError(
+                f"stage_timeout_seconds must be a number > 0, got {timeout!r}"
+            )
         backoff = self.retry_backoff_seconds
         if not _is_number(backoff) or backoff < 0:
-            raise ValueError(f"retry_backoff_seconds must be a number >= 0, got {backoff!r}")
+            raise InputValidationError(
+                f"retry_backoff_seconds must be a number >= 0, got {backoff!r}"
+            )
         for name in ("review_model", "polish_model"):
             model = getattr(self, name)
             if model is not None and (not isinstance(model, str) or not model.strip()):
-                raise ValueError(f"{name} must be None or a non-empty string, got {model!r}")
+                raise InputValidationError(
+                    f"{name} must be None or a non-empty string, got {model!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serializable dict (stored with each workflow)."""

@@ -257,10 +257,16 @@ class StoryWorkflowOrchestrator:
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
         state = row.summary.state
-        started = (
-            Event.WORKFLOW_STARTED if state is WorkflowState.INITIAL else Event.WORKFLOW_RESUMED
-        )
-        emit(started, state=state.value, seq=row.summary.seq, iteration=row.summary.iteration)
+        # The same events, with the same data, as run_story_workflow's and resume()'s.
+        if state is WorkflowState.INITIAL:
+            emit(Event.WORKFLOW_STARTED, title=row.summary.title, config=config.to_dict())
+        else:
+            emit(
+                Event.WORKFLOW_RESUMED,
+                state=state.value,
+                seq=row.summary.seq,
+                iteration=row.summary.iteration,
+            )
         # A workflow only submitted has one row, known from its summary: this run will then
         # have written (or know) the whole history and need not read it back at the end.
         known = [submitted_record(row)] if row.summary.seq == 0 else None

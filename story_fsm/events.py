@@ -17,7 +17,8 @@ ProgressCallback = Callable[[str, dict[str, Any]], None]
 class Event(StrEnum):
     """The names passed as the first argument of a progress callback.
 
-    ``Event`` members are strings, so a callback may compare with plain ``"review_complete"``.
+    The callback gets the member itself; members are strings, so a callback may as well
+    compare with plain ``"review_complete"`` (or serialize it as that string).
     """
 
     WORKFLOW_STARTED = "workflow_started"
@@ -44,7 +45,7 @@ class Emitter:
             return
         payload = {"story_id": self._story_id, **data}
         try:
-            self._callback(event.value, payload)
+            self._callback(event, payload)  # the member: equal to its plain string too
         except Exception:  # a progress display must never fail a paid workflow
             get_logger(story_id=self._story_id).exception(
                 "progress_callback_failed", progress_event=event.value

@@ -34,7 +34,14 @@ class StageRateLimiter:
         for stage, limit in per_minute.items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
                 raise InputValidationError(f"rate limit for {stage} must be an integer >= 1")
-            self._items[Stage(stage)] = RateLimitItemPerMinute(limit)
+            try:
+                named = Stage(stage)
+            except ValueError:
+                stages = ", ".join(s.value for s in Stage)
+                raise InputValidationError(
+                    f"rate limit for unknown stage {stage!r}; use one of {stages}"
+                ) from None
+            self._items[named] = RateLimitItemPerMinute(limit)
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._lock = threading.Lock()
 

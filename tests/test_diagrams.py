@@ -18,7 +18,6 @@ import pytest
 from story_fsm import (
     InputValidationError,
     StageFailedError,
-    StoryFSMError,
     StoryWorkflowOrchestrator,
     TransitionRecord,
     Trigger,
@@ -27,6 +26,7 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
+from story_fsm.cli import app
 from story_fsm.diagrams import (
     DIAGRAM_NAME,
     FORMATS,
@@ -38,6 +38,7 @@ from story_fsm.diagrams import (
 )
 from story_fsm.diagrams._common import dot_quote, mermaid_text
 from story_fsm.machine import EDGES, Edge
+from tests.cli_runner import cli_runner
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "diagrams"
@@ -273,10 +274,13 @@ class TestSvg:
     def test_svg_without_dot_is_a_clear_error(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
-        """Without dot on PATH, asking for SVG says how to install Graphviz."""
+        """Without dot on PATH, asking for SVG says how to install Graphviz (CLI exit 2)."""
         monkeypatch.setenv("PATH", str(tmp_path))
-        with pytest.raises(StoryFSMError, match="apt-get install graphviz"):
+        with pytest.raises(InputValidationError, match="apt-get install graphviz"):
             render_workflow_diagram("svg")
+        result = cli_runner().invoke(app, ["diagram", "--format", "svg"])
+        assert result.exit_code == 2
+        assert "apt-get install graphviz" in result.stderr
 
     def test_cli_skips_svg_without_dot(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -12,6 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from story_fsm import (
+    Event,
     InputValidationError,
     InvalidStageOutputError,
     StageFailedError,
@@ -500,6 +501,7 @@ class TestEvents:
             "review_complete",
             "workflow_complete",
         ]
+        assert all(type(e) is Event for e, _ in events)  # the members, as documented
         assert all(d["story_id"] == "s-1" for _, d in events)
         reviews = [d for e, d in events if e == "review_complete"]
         assert [

@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from story_fsm import ReviewDecision, Stage, Trigger, WorkflowConfig, WorkflowState
+from story_fsm import (
+    InputValidationError,
+    ReviewDecision,
+    Stage,
+    Trigger,
+    WorkflowConfig,
+    WorkflowState,
+)
 
 
 class TestPersistedValues:
@@ -75,8 +82,8 @@ class TestWorkflowConfig:
         ],
     )
     def test_bad_value_raises_value_error_naming_the_field(self, field: str, value: object) -> None:
-        """Each out-of-range value is refused with a ValueError that names its field."""
-        with pytest.raises(ValueError, match=field):
+        """Each out-of-range value is refused with story_fsm's error (a ValueError) naming it."""
+        with pytest.raises(InputValidationError, match=field):
             WorkflowConfig(**{field: value})  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("threshold", [0, 100, 72.5])

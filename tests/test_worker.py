@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from story_fsm import (
+    Event,
     InputValidationError,
     InvalidTransitionError,
     Stage,
@@ -200,6 +201,38 @@ class TestDrainAndLoss:
         assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
         assert summaries[healthy].state is WorkflowState.COMPLETE
 
+    def test_worker_runs_report_the_documented_events(self, store: WorkflowStateManager) -> None:
+        """A worker's runs send the events, with the data, that a caller's runs send."""
+
+        class Crash(BaseException):
+            """The process dying inside a stage (never retried)."""
+
+        (submitted,) = submit(store, 1)
+        # A second story whose process died in its second review (its lease soon expires).
+        dying = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(50), Crash()), ScriptedPolisher(), store, CONFIG,
+            lease_seconds=0.05,
+        )  # fmt: skip
+        with pytest.raises(Crash):
+            dying.run_story_workflow("crashed", "Title", "Script.", {})
+        time.sleep(0.1)
+        events: list[tuple[str, dict[str, Any]]] = []
+        lock = threading.Lock()
+
+        def collect(event: str, data: dict[str, Any]) -> None:
+            with lock:
+                events.append((event, data))
+
+        assert worker(store, progress_callback=collect).run(stop_when_idle=True).completed == 2
+        first = {d["story_id"]: (e, d) for e, d in reversed(events)}
+        assert all(type(e) is Event for e, _ in events)
+        event, data = first[submitted]
+        assert event == "workflow_started"
+        assert data == {"story_id": submitted, "title": "Title", "config": CONFIG.to_dict()}
+        event, data = first["crashed"]
+        assert event == "workflow_resumed"
+        assert data == {"story_id": "crashed", "state": "reviewing", "seq": 3, "iteration": 2}
+
     def test_lost_database_stops_the_worker_with_store_error(self, pg_url: str) -> None:
         """When the tables vanish under it, run() raises StoreError instead of spinning."""
         with WorkflowStateManager(pg_url) as store:
@@ -232,8 +265,8 @@ class TestRateLimit:
 
     @pytest.mark.parametrize("bad", [{"review": 0}, {"review": 1.5}, {"reviewing": 3}])
     def test_bad_limits_are_refused(self, bad: dict[str, Any]) -> None:
-        """Limits must be whole numbers >= 1 for known stages."""
-        with pytest.raises((InputValidationError, ValueError)):
+        """Limits must be whole numbers >= 1 for known stages (story_fsm's own error)."""
+        with pytest.raises(InputValidationError, match="rate limit"):
             StageRateLimiter(bad)
 
 

@@ -65,10 +65,11 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
 #: The exit-code table as the ``--help`` epilog shows it.
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; "
-    "1 the workflow failed (a stage failed on every attempt; resume it once fixed); "
+    "1 the workflow failed (a stage failed on every attempt; resume it once fixed), or "
+    "Graphviz could not draw a diagram; "
     "2 usage or input error (bad option, missing or empty story file, unknown story id, "
     "story id already started, bad database URL, schema version, retry of a workflow that is "
-    "not FAILED); "
+    "not FAILED, --format svg without Graphviz); "
     "3 another process advanced the workflow first (lost race); "
     "4 the database could not be used (unreachable, locked); "
     "130 interrupted (resume the story to continue)."

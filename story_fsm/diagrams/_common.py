@@ -93,11 +93,13 @@ def dot_to_svg(dot_source: str) -> str:
     """Lay *dot_source* out with Graphviz's ``dot`` and return the SVG text.
 
     Raises:
-        StoryFSMError: ``dot`` is not installed, or it rejected the source.
+        InputValidationError: ``dot`` is not installed (ask for another format, or install it).
+        StoryFSMError: ``dot`` rejected the source or took too long.
     """
     dot = shutil.which("dot")
     if dot is None:
-        raise StoryFSMError(f"{SVG_SKIPPED_HINT}; or ask for 'mmd' or 'dot' instead")
+        # The format asked for cannot be served on this machine: an input error (CLI exit 2).
+        raise InputValidationError(f"{SVG_SKIPPED_HINT}; or ask for 'mmd' or 'dot' instead")
     try:
         done = subprocess.run(
             [dot, "-Tsvg"],

@@ -18,6 +18,7 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from story_fsm.errors import InputValidationError
 from story_fsm.states import Stage, Trigger, WorkflowState
 
 __all__ = ["DEFAULT_TABLE_PREFIX", "NAMING_CONVENTION", "Schema", "UTCDateTime", "build_schema"]
@@ -179,7 +180,10 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
         'pipeline_workflows'
     """
     if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha():
-        raise ValueError(f"table_prefix must be letters, digits and '_' (got {prefix!r})")
+        raise InputValidationError(
+            f"table_prefix must start with a letter and hold only letters, digits and '_' "
+            f"(got {prefix!r})"
+        )
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     return Schema(
         prefix=prefix,
