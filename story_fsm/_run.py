@@ -32,7 +32,7 @@ from story_fsm.stages import (
     normalize_review,
 )
 from story_fsm.states import Stage, Trigger, WorkflowState
-from story_fsm.store.sql import WorkflowStateManager
+from story_fsm.store.sql import WorkflowStateManager, utcnow
 
 __all__ = ["Drained", "RunDeps", "WorkflowRun"]
 
@@ -138,6 +138,14 @@ class WorkflowRun(MachineModel):
         if trigger is Trigger.FAIL:
             return failure_write(trigger, src, dst, self.iteration, kw["failure"])
         payload = {"owner": self.deps.lease.owner}
+        takeover = bool(kw.get("takeover"))
+        if takeover:
+            held_by = self._live_holder()
+            if held_by is not None:
+                # An explicit resume took the story from a lease that had not expired: the
+                # audit trail says from whom (that holder, if alive, is fenced off now).
+                payload["took_over_from"] = held_by
+                self.log.warning("lease_taken_over", previous_owner=held_by, owner=payload["owner"])
         return TransitionWrite(
             trigger,
             src,
@@ -145,8 +153,16 @@ class WorkflowRun(MachineModel):
             self.iteration,
             self.iteration,
             payload=payload,
-            takeover=bool(kw.get("takeover")),
+            takeover=takeover,
         )
+
+    def _live_holder(self) -> str | None:
+        """The owner of the stored lease if it had not expired yet (else None)."""
+        summary = self.row.summary
+        expires = summary.lease_expires_at
+        if summary.lease_owner is None or expires is None or expires <= utcnow():
+            return None
+        return summary.lease_owner
 
     def _append(self, write: TransitionWrite) -> None:
         if self.pending is not None:

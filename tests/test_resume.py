@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 import story_fsm
 from story_fsm import (
@@ -76,6 +78,34 @@ class TestResumeFromEachState:
         assert polisher.calls[0]["original_idea"] == "idea"
         assert [c["story_version"] for c in reviewer.calls] == ["v2"]
         assert (result.total_reviews, result.total_polishes) == (2, 1)
+
+    @pytest.mark.parametrize("expired", [False, True], ids=["live-lease", "expired-lease"])
+    def test_a_takeover_of_a_live_lease_is_in_the_audit_trail(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig, expired: bool
+    ) -> None:
+        """The ``resume`` row names the holder whose unexpired lease it took over, and logs it."""
+        crashed = StoryWorkflowOrchestrator(
+            ScriptedReviewer(Crash()), ScriptedPolisher(), store, fast_config,
+            owner="crashed-host:4242", lease_seconds=0.01 if expired else 600,
+        )  # fmt: skip
+        with pytest.raises(Crash):
+            crashed.run_story_workflow("s-1", "T", "S", {})
+        if expired:
+            time.sleep(0.05)
+        operator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config,
+            owner="operator",
+        )  # fmt: skip
+        with capture_logs() as logs:
+            assert operator.resume("s-1").decision == "publish"
+        resume = next(r for r in store.history("s-1") if r.trigger is Trigger.RESUME)
+        taken = [e for e in logs if e["event"] == "lease_taken_over"]
+        if expired:
+            assert resume.payload == {"owner": "operator"}
+            assert taken == []
+        else:
+            assert resume.payload == {"owner": "operator", "took_over_from": "crashed-host:4242"}
+            assert [e["previous_owner"] for e in taken] == ["crashed-host:4242"]
 
     def test_resume_writes_its_claim_before_the_stage(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
