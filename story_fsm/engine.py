@@ -32,7 +32,7 @@ from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
 from story_fsm.store._rows import planned_row, submitted_record
 from story_fsm.store.sql import WorkflowStateManager, utcnow
-from story_fsm.validation import validate_new_workflow, validate_story_id
+from story_fsm.validation import validate_new_workflow, validate_seconds, validate_story_id
 
 __all__ = ["StoryWorkflowOrchestrator"]
 
@@ -117,7 +117,7 @@ class StoryWorkflowOrchestrator:
         self.state_manager = state_manager
         self._config = config
         self.owner = owner or default_owner()
-        self.lease_seconds = lease_seconds
+        self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self._executor = executor
         self._throttle = StageRateLimiter(rate_limits) if rate_limits else None
 

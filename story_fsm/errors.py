@@ -82,6 +82,8 @@ class ConcurrentAdvanceError(StoryFSMError):
 
     def __init__(self, story_id: str, detail: str = "") -> None:
         self.story_id = story_id
+        #: What the database showed (the step it is at, or who holds the lease); may be "".
+        self.detail = detail
         message = f"story {story_id!r} was advanced by another writer"
         if detail:
             message += f" ({detail})"

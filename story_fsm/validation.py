@@ -12,9 +12,26 @@ from story_fsm._text import unstorable_reason
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
 
-__all__ = ["validate_new_workflow", "validate_story_id"]
+__all__ = ["MAX_LEASE_SECONDS", "validate_new_workflow", "validate_seconds", "validate_story_id"]
 
 MAX_STORY_ID_LENGTH = 200
+#: The longest lease (and poll interval) accepted: a week. Longer is a mistake, and beyond a
+#: point the expiry it adds to the clock is not a date at all.
+MAX_LEASE_SECONDS = 7 * 24 * 3600.0
+
+
+def validate_seconds(name: str, value: object, maximum: float = MAX_LEASE_SECONDS) -> float:
+    """Return *value* if it is a number of seconds > 0 and <= *maximum*, else raise.
+
+    Raises:
+        InputValidationError: Not a number, not finite, <= 0, or above *maximum*.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not 0 < value <= maximum:  # type: ignore[operator]  # NaN fails too
+        raise InputValidationError(
+            f"{name} must be a number of seconds > 0 and at most {maximum:g}, got {value!r}"
+        )
+    return float(value)  # type: ignore[arg-type]
 
 
 def validate_story_id(story_id: object) -> str:

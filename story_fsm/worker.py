@@ -31,6 +31,7 @@ from story_fsm.events import ProgressCallback
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager
+from story_fsm.validation import validate_seconds
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -105,12 +106,10 @@ class Worker:
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InputValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        if lease_seconds <= 0 or poll_seconds <= 0:
-            raise InputValidationError("lease_seconds and poll_seconds must be > 0")
         self.worker_id = worker_id or default_owner()
         self.concurrency = concurrency
-        self.lease_seconds = lease_seconds
-        self.poll_seconds = poll_seconds
+        self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
+        self.poll_seconds = validate_seconds("poll_seconds", poll_seconds)
         self.state_manager = state_manager
         self.stats = WorkerStats()
         self._orchestrator = StoryWorkflowOrchestrator(
@@ -124,7 +123,7 @@ class Worker:
         )
         self._progress = progress_callback
         self._stopping = threading.Event()
-        self._fatal: StoreError | None = None
+        self._fatal: BaseException | None = None
         self._log = get_logger(worker_id=self.worker_id)
 
     def stop(self) -> None:
@@ -156,6 +155,8 @@ class Worker:
 
         Raises:
             StoreError: The database was lost; the message says what failed.
+            Exception: Whatever else stopped a worker thread outside a story's run (every
+                thread stops then; claims expire and other workers take them over).
         """
         self._log.info("worker_started", concurrency=self.concurrency)
         threads = [
@@ -200,6 +201,12 @@ class Worker:
             # A lost database stops the whole worker: its claims will expire and be taken over.
             self._fatal = exc
             self._log.error("worker_database_lost", error=str(exc))
+            self._stopping.set()
+        except BaseException as exc:
+            # Anything else that escapes the loop (outside any one story's run) would end this
+            # thread alone and leave a worker that claims nothing but exits 0: stop them all.
+            self._fatal = exc
+            self._log.error("worker_failed", error=f"{type(exc).__name__}: {exc}")
             self._stopping.set()
 
     def _advance(self, row: Any, lease: Lease) -> None:

@@ -215,6 +215,36 @@ class TestRun:
         assert "workflow_complete" in result.stderr
         assert json.loads(result.stdout)["state"] == "complete"
 
+    @pytest.mark.parametrize("debug", [False, True], ids=["default", "debug"])
+    def test_logged_errors_show_no_local_variables(
+        self, capsys: pytest.CaptureFixture[str], debug: bool
+    ) -> None:
+        """A logged exception is one line by default, a traceback with --debug; never locals.
+
+        The frames of a failed connection hold its parameters, the password among them.
+        """
+        import logging
+
+        from story_fsm._log import get_logger
+        from story_fsm.cli._logging import configure_logging
+
+        configure_logging(logging.DEBUG if debug else logging.WARNING)
+
+        def connect(password: str) -> None:
+            raise ConnectionError("server closed the connection")
+
+        secret = "".join(["S3", "CRET", "PW"])  # not in the source lines a traceback quotes
+        try:
+            connect(password=secret)
+        except ConnectionError:
+            get_logger().exception("heartbeat_failed")
+        err = capsys.readouterr().err
+        assert "ConnectionError: server closed the connection" in err
+        assert "S3CRETPW" not in err
+        assert ("Traceback" in err) is debug
+        if not debug:
+            assert len(err.strip().splitlines()) == 2  # the event, then the error's line
+
     def test_openai_editor_without_key_or_url_exits_2(self, story_file: Path) -> None:
         """--editor openai with neither OPENAI_API_KEY nor OPENAI_BASE_URL fails fast with 2."""
         result = invoke("run", str(story_file), "--editor", "openai")
@@ -232,8 +262,10 @@ class TestStoryFileErrors:
             (b"  \n\n \t\n", "is empty"),
             (b"Only a title\n\n", "no script"),
             (b"\xff\xfe not utf-8 \x81", "not UTF-8"),
+            (b"Title\n\nA script with a NUL \x00 byte.", "script contains a NUL"),
+            (b"Title\n" + b"word " * 200_001, "at most 1,000,000"),
         ],
-        ids=["missing", "empty", "blank", "title-only", "not-utf8"],
+        ids=["missing", "empty", "blank", "title-only", "not-utf8", "nul", "too-large"],
     )
     def test_bad_story_file_exits_2_with_one_line(
         self, tmp_path: Path, content: bytes | None, expected: str
@@ -246,6 +278,16 @@ class TestStoryFileErrors:
         assert result.exit_code == ExitCode.USAGE
         assert expected in one_error_line(result)
         assert result.stdout == ""
+        assert not (tmp_path / "story_fsm.db").exists()
+
+    @pytest.mark.parametrize("command", ["run", "submit"])
+    def test_bad_story_id_creates_no_database(self, tmp_path: Path, command: str) -> None:
+        """A story id the library would refuse is refused before the database is opened."""
+        path = tmp_path / "story.txt"
+        path.write_text("Title\n\nScript.", encoding="utf-8")
+        result = invoke(command, str(path), "--story-id", "")
+        assert result.exit_code == ExitCode.USAGE
+        assert "story_id must not be empty" in one_error_line(result)
         assert not (tmp_path / "story_fsm.db").exists()
 
     def test_directory_is_refused(self, tmp_path: Path) -> None:
@@ -299,6 +341,14 @@ class TestResume:
         result = invoke("resume", "ghost", "--db", database_url)
         assert result.exit_code == ExitCode.USAGE
         assert "no workflow for story 'ghost'" in one_error_line(result)
+
+    def test_control_characters_in_an_id_are_not_echoed_raw(self, sqlite_url: str) -> None:
+        """An id with an escape sequence is shown escaped everywhere in the error line."""
+        invoke("db", "upgrade", "--db", sqlite_url)
+        result = invoke("status", "x\x1b[2Jy", "--db", sqlite_url)
+        line = one_error_line(result)
+        assert "\x1b" not in result.stderr
+        assert r"--story-id $'x\x1b[2Jy'" in line
 
 
 class TestStatus:
@@ -414,6 +464,20 @@ class TestDb:
         assert result.exit_code == 0 and "revision none" in result.stdout
         assert not (tmp_path / "new.db").exists()
 
+    def test_current_of_a_newer_schema_says_to_upgrade_story_fsm(self, sqlite_url: str) -> None:
+        """A revision this story_fsm does not ship: `db upgrade` cannot help, so not advised."""
+        assert invoke("db", "upgrade", "--db", sqlite_url).exit_code == 0
+        engine = sa.create_engine(sqlite_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("UPDATE story_fsm_alembic_version SET version_num = '0099'"))
+        finally:
+            engine.dispose()
+        result = invoke("db", "current", "--db", sqlite_url)
+        assert result.exit_code == 0
+        assert "revision 0099" in result.stdout and "upgrade story_fsm" in result.stdout
+        assert "db upgrade" not in result.stdout
+
     def test_unknown_revision_exits_2(self, sqlite_url: str) -> None:
         """A downgrade to a revision that does not exist exits 2 with one line."""
         assert invoke("db", "upgrade", "--db", sqlite_url).exit_code == 0
@@ -427,9 +491,9 @@ class TestDb:
         engine.connect().close()  # an empty SQLite file
         engine.dispose()
         result = invoke("list", "--db", f"sqlite:///{path}")
-        assert result.exit_code == ExitCode.USAGE and "story-fsm db upgrade" in one_error_line(
-            result
-        )
+        line = one_error_line(result)
+        assert result.exit_code == ExitCode.USAGE and "story-fsm db upgrade" in line
+        assert "has no story_fsm schema" in line and "None" not in line
 
     def test_unknown_schema_revision_exits_2(self, sqlite_url: str) -> None:
         """A database stamped with a revision this story_fsm does not know exits 2."""
@@ -567,9 +631,13 @@ class TestErrorBoundary:
         """A message with line breaks is printed on one line."""
         assert message_for(StoreError("first\nsecond")) == "first second"
 
-    def test_race_message_says_what_to_do(self) -> None:
-        """The lost-race line keeps the library's advice."""
-        assert "reload its state" in message_for(ConcurrentAdvanceError("s"))
+    def test_race_and_busy_messages_name_commands(self) -> None:
+        """The lost-race and locked-database lines give an operator's next step, not an API's."""
+        line = message_for(ConcurrentAdvanceError("s 1", "expected step 2, the database is at 3"))
+        assert "(expected step 2, the database is at 3)" in line
+        assert "story-fsm status 's 1'" in line and "reload" not in line
+        busy = message_for(DatabaseBusyError("... raise busy_timeout_seconds ..."))
+        assert "busy_timeout_seconds" not in busy and "PostgreSQL" in busy
 
     def test_help_epilog_lists_the_exit_codes(self) -> None:
         """`--help` documents every exit code."""

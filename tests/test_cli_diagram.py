@@ -25,6 +25,17 @@ class TestMachineDiagram:
         for name in ("story_workflow.mmd", "story_workflow.dot"):
             assert (tmp_path / name).read_text() == (ROOT / "diagrams" / name).read_text()
 
+    def test_output_dir_that_cannot_be_made_is_one_line(self, tmp_path: Path) -> None:
+        """An --output-dir that is a file (or under one) exits 2 with one line, no traceback."""
+        taken = tmp_path / "a-file"
+        taken.write_text("x", encoding="utf-8")
+        for target in (taken, taken / "below"):
+            result = cli_runner().invoke(app, ["diagram", "--output-dir", str(target)])
+            assert result.exit_code == 2, result.output
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and "cannot write the diagrams" in lines[0]
+            assert "Traceback" not in result.output
+
     def test_output_dir_with_a_story_is_refused(self, tmp_path: Path) -> None:
         """--output-dir is for the machine's diagrams only; with STORY_ID it exits 2."""
         result = cli_runner().invoke(app, ["diagram", "s1", "--output-dir", str(tmp_path)])

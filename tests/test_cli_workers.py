@@ -47,6 +47,26 @@ class TestSubmitAndWorker:
         with WorkflowStateManager(database_url) as store:
             assert {s.state for s in store.list_workflows()} == {WorkflowState.COMPLETE}
 
+    @pytest.mark.parametrize("lease", ["inf", "1e12", "nan"])
+    def test_absurd_lease_is_a_usage_error(self, tmp_path: Path, lease: str) -> None:
+        """A lease no clock can add is refused (exit 2) before any database is made."""
+        url = f"sqlite:///{tmp_path}/w.db"
+        result = invoke("worker", "--db", url, "--lease-seconds", lease, "--stop-when-idle")
+        assert result.exit_code == 2, result.output
+        assert "lease" in result.stderr
+        assert not (tmp_path / "w.db").exists()
+
+    def test_openai_worker_without_key_creates_no_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The editor is set up before the store: a missing API key leaves nothing behind."""
+        for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+        url = f"sqlite:///{tmp_path}/w.db"
+        result = invoke("worker", "--db", url, "--editor", "openai", "--stop-when-idle")
+        assert result.exit_code == 2 and "OPENAI_API_KEY" in result.stderr
+        assert not (tmp_path / "w.db").exists()
+
     def test_submit_twice_is_a_usage_error(self, sqlite_url: str) -> None:
         """Submitting a story id that exists exits 2 with the resume hint."""
         assert invoke("submit", str(STORIES[0]), "--db", sqlite_url).exit_code == 0

@@ -182,6 +182,24 @@ class TestEngines:
         with pytest.raises(InputValidationError):
             WorkflowStateManager(url)
 
+    def test_a_silent_postgresql_server_is_given_up_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A server that accepts connections and never answers is a StoreError, not a hang."""
+        import socket
+        import time
+
+        from story_fsm.store import engine as engine_module
+
+        monkeypatch.setattr(engine_module, "CONNECT_TIMEOUT_SECONDS", 1)
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # listens; never answers
+            port = silent.getsockname()[1]
+            started = time.monotonic()
+            with pytest.raises(StoreError):
+                WorkflowStateManager(f"postgresql://postgres@127.0.0.1:{port}/test")
+            # Generous for a loaded machine; without a timeout it never ends.
+            assert time.monotonic() - started < 30
+
     def test_sqlite_folder_must_exist(self, tmp_path: Path) -> None:
         """A SQLite path in a missing folder is refused before anything is created."""
         with pytest.raises(InputValidationError, match="does not exist"):

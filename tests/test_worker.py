@@ -131,12 +131,47 @@ class TestClaims:
             orchestrator.requeue("s0000")
 
     @pytest.mark.parametrize(
-        "bad", [{"concurrency": 0}, {"concurrency": 2.5}, {"lease_seconds": 0}]
+        "bad",
+        [
+            {"concurrency": 0},
+            {"concurrency": 2.5},
+            {"lease_seconds": 0},
+            # Beyond a week a lease is a mistake; 1e12 s is past the calendar's last date.
+            {"lease_seconds": float("inf")},
+            {"lease_seconds": float("nan")},
+            {"lease_seconds": 1e12},
+            {"lease_seconds": "30"},
+            {"poll_seconds": float("inf")},
+            {"poll_seconds": -1},
+        ],
     )
     def test_bad_worker_settings(self, store: WorkflowStateManager, bad: dict[str, Any]) -> None:
         """Nonsense worker settings are refused up front."""
-        with pytest.raises(InputValidationError):
+        with pytest.raises(InputValidationError, match=r"concurrency|lease_seconds|poll_seconds"):
             worker(store, **bad)
+
+    @pytest.mark.parametrize("lease", [float("inf"), 0.0, 1e12])
+    def test_bad_lease_of_an_orchestrator_is_refused(
+        self, store: WorkflowStateManager, lease: float
+    ) -> None:
+        """run_story_workflow's and resume's lease is checked where it is given."""
+        with pytest.raises(InputValidationError, match="lease_seconds"):
+            StoryWorkflowOrchestrator(
+                ScriptedReviewer(), ScriptedPolisher(), store, lease_seconds=lease
+            )
+
+    def test_an_error_outside_any_story_stops_the_worker_and_is_raised(
+        self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker thread's loop that fails is not a silent, idle worker that exits 0."""
+        submit(store, 1)
+
+        def broken_claim(lease: Any) -> Any:
+            raise RuntimeError("claim broke")
+
+        monkeypatch.setattr(store, "claim_next", broken_claim)
+        with pytest.raises(RuntimeError, match="claim broke"):
+            worker(store, concurrency=2).run(stop_when_idle=True)
 
 
 class TestDrainAndLoss:

@@ -59,7 +59,12 @@ def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) ->
     if as_json:
         print_json(info)
         return
-    state = "up to date" if info["up_to_date"] else "run 'story-fsm db upgrade'"
+    if info["up_to_date"]:
+        state = "up to date"
+    elif revision is not None and not migrate.is_known_revision(revision):
+        state = "newer than this story_fsm knows; upgrade story_fsm"  # db upgrade cannot help
+    else:
+        state = "run 'story-fsm db upgrade'"
     stdout_console().print(
         f"{info['database']}: revision {revision or 'none'} (head {info['head']}; {state})"
     )

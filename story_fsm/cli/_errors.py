@@ -14,6 +14,7 @@ from enum import IntEnum
 
 from story_fsm.errors import (
     ConcurrentAdvanceError,
+    DatabaseBusyError,
     InputValidationError,
     InvalidTransitionError,
     SchemaVersionError,
@@ -24,7 +25,15 @@ from story_fsm.errors import (
     WorkflowNotFoundError,
 )
 
-__all__ = ["EXIT_CODES_HELP", "ExitCode", "Interrupted", "exit_code_for", "message_for", "report"]
+__all__ = [
+    "EXIT_CODES_HELP",
+    "ExitCode",
+    "Interrupted",
+    "exit_code_for",
+    "message_for",
+    "report",
+    "shell_quote",
+]
 
 
 class ExitCode(IntEnum):
@@ -45,7 +54,7 @@ class Interrupted(Exception):
         self.story_id = story_id
         super().__init__(
             f"interrupted; story {story_id!r} stopped mid-stage and keeps its committed steps; "
-            f"run 'story-fsm resume {shlex.quote(story_id)}' to continue"
+            f"run 'story-fsm resume {shell_quote(story_id)}' to continue"
         )
 
 
@@ -84,8 +93,34 @@ def exit_code_for(error: BaseException) -> ExitCode:
     return ExitCode.WORKFLOW_FAILED
 
 
+def shell_quote(text: str) -> str:
+    r"""Quote *text* as one shell word that a terminal shows as it is.
+
+    ``shlex.quote`` keeps control characters raw: printed, an escape sequence in a story id
+    would act on the terminal. Such text is written in bash's ``$'...'`` form instead.
+
+    >>> print(shell_quote("s-42"), shell_quote("it's"), shell_quote("x\x1b[2J"))
+    s-42 'it'"'"'s' $'x\x1b[2J'
+    """
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for ch in text:
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return "$'" + "".join(out) + "'"
+
+
 def _resume_hint(story_id: str) -> str:
-    return f"run 'story-fsm resume {shlex.quote(story_id)}'"
+    return f"run 'story-fsm resume {shell_quote(story_id)}'"
 
 
 def message_for(error: BaseException) -> str:
@@ -106,7 +141,18 @@ def _message(error: BaseException) -> str:
     if isinstance(error, WorkflowNotFoundError):
         return (
             f"no workflow for story {error.story_id!r}; start one with 'story-fsm run FILE "
-            f"--story-id {shlex.quote(error.story_id)}', or check --db / STORY_FSM_DATABASE_URL"
+            f"--story-id {shell_quote(error.story_id)}', or check --db / STORY_FSM_DATABASE_URL"
+        )
+    if isinstance(error, ConcurrentAdvanceError):
+        detail = f" ({error.detail})" if error.detail else ""
+        return (
+            f"story {error.story_id!r} was advanced by another process{detail}; see where it "
+            f"stands with 'story-fsm status {shell_quote(error.story_id)}'"
+        )
+    if isinstance(error, DatabaseBusyError):
+        return (
+            "the SQLite database stayed locked by another process past the busy timeout; "
+            "try again, or put many writers on PostgreSQL"
         )
     if isinstance(error, StageFailedError):
         cause = error.__cause__ or (error.result.error if error.result else None)

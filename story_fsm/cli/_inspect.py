@@ -116,7 +116,13 @@ def diagram(
             raise InputValidationError(
                 "--output-dir regenerates the machine's diagrams; drop STORY_ID"
             )
-        for path in write_diagrams(output_dir):
+        try:
+            written = write_diagrams(output_dir)
+        except OSError as exc:
+            raise InputValidationError(
+                f"cannot write the diagrams to {str(output_dir)!r}: {exc.strerror}"
+            ) from None
+        for path in written:
             stderr_console().print(f"wrote {path}")
         return
     if story_id is None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["SHOWN_BY_CLI", "configure_logging", "level_for"]
+__all__ = ["SHOWN_BY_CLI", "configure_logging", "level_for", "one_line_exception"]
 
 #: Library events the command line shows in its own words (the progress view shows retries,
 #: the error line a failed workflow); at the default level they are not logged a second time.
@@ -44,6 +44,25 @@ def _drop_shown(_logger: Any, _method: str, event_dict: Any) -> Any:
     return event_dict
 
 
+def one_line_exception(sio: TextIO, exc_info: Any) -> None:
+    """Render a logged exception as one line: its type and message, no traceback.
+
+    The default for the command line: an operator's stderr (often a journal) should say what
+    failed, not print a traceback per heartbeat; ``--debug`` shows the tracebacks.
+    """
+    _kind, error, _tb = exc_info
+    sio.write(f"\n  {type(error).__name__}: {error} (--debug shows the traceback)")
+
+
+def _exception_formatter(level: int) -> Any:
+    if level > logging.DEBUG:
+        return one_line_exception
+    # Never the frames' local variables: they hold connection parameters, passwords included.
+    return structlog.dev.RichTracebackFormatter(
+        show_locals=False, color_system="truecolor" if sys.stderr.isatty() else None
+    )
+
+
 def level_for(verbosity: int, *, debug: bool = False) -> int:
     """Return the log level: WARNING by default, INFO for ``-v``, DEBUG for ``-vv`` or --debug."""
     if debug or verbosity >= 2:
@@ -63,7 +82,9 @@ def configure_logging(level: int) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()),
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(), exception_formatter=_exception_formatter(level)
+            ),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_factory,

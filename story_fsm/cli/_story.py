@@ -1,6 +1,7 @@
 """Reading a story file: UTF-8 text whose first non-empty line is the title.
 
-Checked here, before any database is opened, so a bad file costs nothing and creates nothing.
+Checked here, before any database is opened, so a bad file (or story id) costs nothing and
+creates nothing: the file itself, then the same checks the library makes before it writes.
 """
 
 from __future__ import annotations
@@ -8,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
+from story_fsm.validation import validate_new_workflow
 
-__all__ = ["StoryInput", "read_story"]
+__all__ = ["MAX_STORY_BYTES", "StoryInput", "read_story"]
+
+#: The largest story file read. A story script is a few kilobytes; a file of megabytes is a
+#: mistake (a book, a log), and every stage call would pay for it, likely up to its timeout.
+MAX_STORY_BYTES = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +37,12 @@ class StoryInput:
 
 def _read_text(path: Path) -> str:
     try:
+        size = path.stat().st_size
+        if size > MAX_STORY_BYTES:
+            raise InputValidationError(
+                f"story file {str(path)!r} is {size:,} bytes; a story file may be at most "
+                f"{MAX_STORY_BYTES:,}"
+            )
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputValidationError(f"story file {str(path)!r} does not exist") from None
@@ -49,8 +62,9 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
     """Read *path* into a :class:`StoryInput`.
 
     Raises:
-        InputValidationError: The file is missing, unreadable, not UTF-8, empty, or has a
-            title line and no script.
+        InputValidationError: The file is missing, unreadable, too large, not UTF-8, empty, or
+            has a title line and no script; or the story id, title or script would be refused
+            by the library (e.g. an empty id, a NUL character).
     """
     text = _read_text(path).lstrip("\ufeff")
     if not text.strip():
@@ -66,6 +80,8 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         script = text.strip()
     if not title.strip():
         raise InputValidationError("--title must not be empty")
-    return StoryInput(
+    story = StoryInput(
         story_id=story_id if story_id is not None else path.stem, title=title, script=script
     )
+    validate_new_workflow(story.story_id, title, script, {}, "", None, WorkflowConfig())
+    return story

@@ -19,6 +19,7 @@ from story_fsm.engine import StoryWorkflowOrchestrator
 from story_fsm.errors import InputValidationError
 from story_fsm.models import WorkflowSummary
 from story_fsm.states import Stage
+from story_fsm.validation import validate_seconds
 from story_fsm.worker import Worker
 
 __all__ = ["parse_rate_limits", "retry", "submit", "worker"]
@@ -100,7 +101,7 @@ def worker(
     editor: Annotated[Editor, typer.Option(case_sensitive=False)] = Editor.OFFLINE,
     model: Annotated[str, typer.Option(envvar=MODEL_ENV, show_envvar=True)] = DEFAULT_MODEL,
     lease_seconds: Annotated[
-        float, typer.Option(min=0.5, help="Claim length without a heartbeat.")
+        float, typer.Option(min=0.5, help="Claim length without a heartbeat (at most a week).")
     ] = 30.0,
     rate_limit: Annotated[
         list[str] | None,
@@ -112,9 +113,11 @@ def worker(
 ) -> None:
     """Claim runnable workflows and advance them until SIGTERM (which drains, then exits 0)."""
     limits = parse_rate_limits(rate_limit or [])
+    validate_seconds("--lease-seconds", lease_seconds)
+    # The editor first: a missing API key must not leave a new database behind.
     with (
-        open_store(db, must_exist=False, migrate=True) as store,
         editor_stages(editor, threshold=_DEFAULTS.quality_threshold, model=model) as stages,
+        open_store(db, must_exist=False, migrate=True) as store,
     ):
         runner = Worker(
             stages.reviewer,

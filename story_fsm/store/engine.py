@@ -13,9 +13,14 @@ from sqlalchemy.pool import StaticPool
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["make_engine", "with_driver", "writer_lock"]
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "make_engine", "with_driver", "writer_lock"]
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+#: How long a new PostgreSQL connection may take, unless the URL sets ``connect_timeout``:
+#: without a bound, a server that accepts the connection and never answers (a half-dead
+#: host, a firewall that swallows packets) would hang every command and worker forever.
+CONNECT_TIMEOUT_SECONDS = 10
 
 
 def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -> sa.Engine:
@@ -59,7 +64,8 @@ def make_engine(
 ) -> sa.Engine:
     """Return an engine for *url*: a SQLite file (WAL, busy timeout, foreign keys) or PostgreSQL.
 
-    A plain ``postgresql://`` URL uses psycopg 3.
+    A plain ``postgresql://`` URL uses psycopg 3; a connection attempt gives up after
+    :data:`CONNECT_TIMEOUT_SECONDS` unless the URL sets ``connect_timeout``.
 
     Raises:
         InputValidationError: The URL cannot be parsed, or names an unsupported database.
@@ -80,7 +86,10 @@ def make_engine(
             # No ping before each checkout: it would cost a round trip per transition. A
             # connection the server dropped fails at its first statement instead, and the
             # store then renews the pool and runs that transaction again (sql._reconnecting).
-            return sa.create_engine(parsed)
+            connect_args = {}
+            if "connect_timeout" not in parsed.query:
+                connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+            return sa.create_engine(parsed, connect_args=connect_args)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise InputValidationError(f"cannot use database URL {url!r}: {exc}") from exc
     raise InputValidationError(

@@ -34,6 +34,7 @@ __all__ = [
     "downgrade",
     "ensure_schema",
     "head_revision",
+    "is_known_revision",
     "migration_connection",
     "migration_table_prefix",
     "script_location",
@@ -94,6 +95,11 @@ def head_revision() -> str:
     head = _script().get_current_head()
     assert head is not None  # a release always ships at least one migration
     return head
+
+
+def is_known_revision(revision: str) -> bool:
+    """True when *revision* is one of the migrations this story_fsm ships."""
+    return _known(revision)
 
 
 def _known(revision: str) -> bool:
@@ -202,7 +208,6 @@ def ensure_schema(
             f"know (it ships up to {head!r}); upgrade story_fsm"
         )
     if not auto_migrate:
-        raise SchemaVersionError(
-            f"the database is at revision {current!r}, not {head!r}; run 'story-fsm db upgrade'"
-        )
+        where = "has no story_fsm schema" if current is None else f"is at revision {current!r}"
+        raise SchemaVersionError(f"the database {where}, not {head!r}; run 'story-fsm db upgrade'")
     upgrade(engine, prefix=prefix)
