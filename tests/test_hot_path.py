@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from story_fsm._records import Lease, TransitionWrite
 from story_fsm.store._rows import advance_params, fold_advance, planned_row
 from story_fsm.store.sql import utcnow
 from story_fsm.validation import validate_new_workflow
-from tests.pg_proxy import reply_dropping_proxy
+from tests.pg_proxy import ReplyDroppingProxy, reply_dropping_proxy
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 AUDIENCE = {"age_range": "8-12"}
@@ -222,6 +223,19 @@ class TestDroppedConnections:
             store.close()
 
 
+Proxied = tuple[ReplyDroppingProxy, WorkflowStateManager]
+
+
+@pytest.fixture
+def proxied(pg_url: str) -> Iterator[Proxied]:
+    """A store on PostgreSQL through a proxy that can lose one reply on purpose."""
+    with (
+        reply_dropping_proxy(pg_url) as proxy,
+        WorkflowStateManager(proxy.url(pg_url)) as store,
+    ):
+        yield proxy, store
+
+
 class TestAmbiguousCommits:
     """The connection dies after the server committed, before the reply arrives.
 
@@ -231,95 +245,79 @@ class TestAmbiguousCommits:
     """
 
     def test_a_transition_whose_commit_landed_is_not_written_again(
-        self, pg_url: str, fast_config: WorkflowConfig
+        self, proxied: Proxied, fast_config: WorkflowConfig
     ) -> None:
-        with reply_dropping_proxy(pg_url) as proxy:
-            store = WorkflowStateManager(proxy.url(pg_url))
-            try:
-                calls: list[str] = []
+        proxy, store = proxied
+        calls: list[str] = []
 
-                class Arming(ScriptedPolisher):
-                    def polish_story(self, **kwargs: Any) -> Any:
-                        calls.append("polish")
-                        # The next statement carrying this stage's trigger is the one whose
-                        # reply is lost: the ``polished`` transition.
-                        proxy.arm(lambda data: b"polished" in data)
-                        return super().polish_story(**kwargs)
+        class Arming(ScriptedPolisher):
+            def polish_story(self, **kwargs: Any) -> Any:
+                calls.append("polish")
+                # The next statement carrying this stage's trigger is the one whose
+                # reply is lost: the ``polished`` transition.
+                proxy.arm(lambda data: b"polished" in data)
+                return super().polish_story(**kwargs)
 
-                reviewer = ScriptedReviewer(review(50), review(99, "publish"))
-                orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, fast_config)
-                with capture_logs() as logs:
-                    result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
-                assert proxy.dropped == 1
-                events = [e["event"] for e in logs]
-                assert events.count("database_reconnect") == 1
-                assert events.count("write_landed") == 1  # found, not written twice
-                assert result.decision == "publish"
-                assert calls == ["polish"]  # the committed stage was not asked again
-                history = store.history("s-1")
-                assert [r.seq for r in history] == list(range(5))
-                assert [r.trigger for r in history].count(Trigger.POLISHED) == 1
-                row = store.load_row("s-1")
-                assert row is not None and row.summary.state is WorkflowState.COMPLETE
-                assert row.summary.seq == 4 and row.total_polishes == 1
-            finally:
-                store.close()
+        reviewer = ScriptedReviewer(review(50), review(99, "publish"))
+        orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, fast_config)
+        with capture_logs() as logs:
+            result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+        assert proxy.dropped == 1
+        events = [e["event"] for e in logs]
+        assert events.count("database_reconnect") == 1
+        assert events.count("write_landed") == 1  # found, not written twice
+        assert result.decision == "publish"
+        assert calls == ["polish"]  # the committed stage was not asked again
+        history = store.history("s-1")
+        assert [r.seq for r in history] == list(range(5))
+        assert [r.trigger for r in history].count(Trigger.POLISHED) == 1
+        row = store.load_row("s-1")
+        assert row is not None and row.summary.state is WorkflowState.COMPLETE
+        assert row.summary.seq == 4 and row.total_polishes == 1
 
     def test_a_creation_whose_commit_landed_is_the_run_s_own(
-        self, pg_url: str, fast_config: WorkflowConfig
+        self, proxied: Proxied, fast_config: WorkflowConfig
     ) -> None:
-        with reply_dropping_proxy(pg_url) as proxy:
-            store = WorkflowStateManager(proxy.url(pg_url))
-            try:
-                orch = orchestrator(store, fast_config)
-                proxy.arm(lambda data: b"COMMIT" in data)  # the creation's transaction
-                with capture_logs() as logs:
-                    result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
-                assert proxy.dropped == 1
-                assert [e["event"] for e in logs].count("write_landed") == 1
-                assert result.decision == "publish"
-                assert [r.trigger for r in store.history("s-1")] == [
-                    Trigger.SUBMIT, Trigger.START, Trigger.REVIEWED
-                ]  # fmt: skip
-                # A later creation of the same id is still refused: the check is the run's own.
-                with pytest.raises(WorkflowExistsError):
-                    orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
-            finally:
-                store.close()
+        proxy, store = proxied
+        orch = orchestrator(store, fast_config)
+        proxy.arm(lambda data: b"COMMIT" in data)  # the creation's transaction
+        with capture_logs() as logs:
+            result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+        assert proxy.dropped == 1
+        assert [e["event"] for e in logs].count("write_landed") == 1
+        assert result.decision == "publish"
+        assert [r.trigger for r in store.history("s-1")] == [
+            Trigger.SUBMIT, Trigger.START, Trigger.REVIEWED
+        ]  # fmt: skip
+        # A later creation of the same id is still refused: the check is the run's own.
+        with pytest.raises(WorkflowExistsError):
+            orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
 
     def test_a_submission_whose_commit_landed_is_not_reported_as_taken(
-        self, pg_url: str, fast_config: WorkflowConfig
+        self, proxied: Proxied, fast_config: WorkflowConfig
     ) -> None:
         """Without a lease (a submission for workers) the creation is still recognized."""
-        with reply_dropping_proxy(pg_url) as proxy:
-            store = WorkflowStateManager(proxy.url(pg_url))
-            try:
-                orch = orchestrator(store, fast_config)
-                proxy.arm(lambda data: b"COMMIT" in data)
-                summary = orch.submit("s-1", "T", "Script.", AUDIENCE)
-                assert proxy.dropped == 1
-                assert summary.state is WorkflowState.INITIAL and summary.lease_owner is None
-                assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT]
-            finally:
-                store.close()
+        proxy, store = proxied
+        orch = orchestrator(store, fast_config)
+        proxy.arm(lambda data: b"COMMIT" in data)
+        summary = orch.submit("s-1", "T", "Script.", AUDIENCE)
+        assert proxy.dropped == 1
+        assert summary.state is WorkflowState.INITIAL and summary.lease_owner is None
+        assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT]
 
-    def test_a_claim_whose_commit_landed_is_kept(self, pg_url: str) -> None:
+    def test_a_claim_whose_commit_landed_is_kept(self, proxied: Proxied) -> None:
         """The claim that landed is the one returned: no second story is held by it."""
-        with reply_dropping_proxy(pg_url) as proxy:
-            store = WorkflowStateManager(proxy.url(pg_url))
-            try:
-                orch = orchestrator(store, WorkflowConfig())
-                for n in (1, 2):
-                    orch.submit(f"s-{n}", "T", "Script.", AUDIENCE)
-                lease = Lease("worker-a", "claim-token", 30)
-                proxy.arm(lambda data: b"claim-token" in data)
-                row = store.claim_next(lease)
-                assert proxy.dropped == 1
-                assert row is not None and row.summary.story_id == "s-1"
-                held = {s.story_id: s.lease_owner for s in store.list_workflows()}
-                assert held == {"s-1": "worker-a", "s-2": None}
-            finally:
-                store.close()
+        proxy, store = proxied
+        orch = orchestrator(store, WorkflowConfig())
+        for n in (1, 2):
+            orch.submit(f"s-{n}", "T", "Script.", AUDIENCE)
+        lease = Lease("worker-a", "claim-token", 30)
+        proxy.arm(lambda data: b"claim-token" in data)
+        row = store.claim_next(lease)
+        assert proxy.dropped == 1
+        assert row is not None and row.summary.story_id == "s-1"
+        held = {s.story_id: s.lease_owner for s in store.list_workflows()}
+        assert held == {"s-1": "worker-a", "s-2": None}
 
 
 class TestRowFold:
