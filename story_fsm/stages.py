@@ -196,11 +196,12 @@ def _cost(data: Mapping[str, Any]) -> float:
     if cost is None:
         return 0.0
     readable = not isinstance(cost, bool) and isinstance(cost, int | float)
-    if not readable or not math.isfinite(cost) or cost > MAX_STAGE_COST:
+    # A plain comparison: exact for any int (math.isfinite overflows on 10**400), false for NaN.
+    if not readable or not 0 <= cost <= MAX_STAGE_COST:
         # A bad cost field must not throw away a paid answer; say so and count it as unknown.
         get_logger().warning("stage_cost_unreadable", cost=repr(cost))
         return 0.0
-    return max(float(cost), 0.0)
+    return float(cost)
 
 
 def normalize_review(raw: object) -> ReviewOutcome:

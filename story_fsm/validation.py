@@ -12,7 +12,13 @@ from story_fsm._text import unstorable_reason
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
 
-__all__ = ["MAX_LEASE_SECONDS", "validate_new_workflow", "validate_seconds", "validate_story_id"]
+__all__ = [
+    "MAX_LEASE_SECONDS",
+    "validate_new_workflow",
+    "validate_seconds",
+    "validate_story_id",
+    "validate_text",
+]
 
 MAX_STORY_ID_LENGTH = 200
 #: The longest lease (and poll interval) accepted: a week. Longer is a mistake, and beyond a
@@ -26,12 +32,11 @@ def validate_seconds(name: str, value: object, maximum: float = MAX_LEASE_SECOND
     Raises:
         InputValidationError: Not a number, not finite, <= 0, or above *maximum*.
     """
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not 0 < value <= maximum:  # type: ignore[operator]  # NaN fails too
-        raise InputValidationError(
-            f"{name} must be a number of seconds > 0 and at most {maximum:g}, got {value!r}"
-        )
-    return float(value)  # type: ignore[arg-type]
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= maximum:
+        return float(value)  # NaN fails the comparison, like infinity
+    raise InputValidationError(
+        f"{name} must be a number of seconds > 0 and at most {maximum:g}, got {value!r}"
+    )
 
 
 def validate_story_id(story_id: object) -> str:
@@ -55,7 +60,13 @@ def validate_story_id(story_id: object) -> str:
     return story_id
 
 
-def _text(name: str, value: object, *, allow_empty: bool = False) -> str:
+def validate_text(name: str, value: object, *, allow_empty: bool = False) -> str:
+    """Return *value* if it is a string every backend can store (non-empty unless allowed).
+
+    Raises:
+        InputValidationError: Not a string, empty (or blank), or holding a NUL character or an
+            unpaired surrogate; the message names the field *name*.
+    """
     if not isinstance(value, str):
         raise InputValidationError(f"{name} must be a string, got {type(value).__name__}")
     if not allow_empty and not value.strip():
@@ -96,10 +107,10 @@ def validate_new_workflow(
         )
     return NewWorkflow(
         story_id=validate_story_id(story_id),
-        title=_text("title", title),
-        script=_text("script", script),
+        title=validate_text("title", title),
+        script=validate_text("script", script),
         audience_context=_json("audience_context", dict(audience_context)),
-        original_idea=_text("original_idea", original_idea, allow_empty=True),
+        original_idea=validate_text("original_idea", original_idea, allow_empty=True),
         local_review_summary=_json("local_review_summary", local_review_summary),
         config=config.to_dict(),
     )

@@ -124,12 +124,14 @@ class Worker:
         self._progress = progress_callback
         self._stopping = threading.Event()
         self._fatal: BaseException | None = None
+        self._fatal_lock = threading.Lock()
         self._log = get_logger(worker_id=self.worker_id)
 
     def stop(self) -> None:
         """Ask the worker to drain and return from :meth:`run`.
 
-        Stages in flight finish and are recorded; no new stage starts; claims are released.
+        Stages in flight finish and are recorded; no new stage starts; claims are released
+        (except those of runs that ended in an unexpected error: they are left to expire).
         """
         self._stopping.set()
 
@@ -199,15 +201,20 @@ class Worker:
                     self._stopping.wait(self.poll_seconds)
         except StoreError as exc:
             # A lost database stops the whole worker: its claims will expire and be taken over.
-            self._fatal = exc
             self._log.error("worker_database_lost", error=str(exc))
-            self._stopping.set()
+            self._fail(exc)
         except BaseException as exc:
             # Anything else that escapes the loop (outside any one story's run) would end this
             # thread alone and leave a worker that claims nothing but exits 0: stop them all.
-            self._fatal = exc
             self._log.error("worker_failed", error=f"{type(exc).__name__}: {exc}")
-            self._stopping.set()
+            self._fail(exc)
+
+    def _fail(self, error: BaseException) -> None:
+        """Stop every thread; :meth:`run` raises the first error (the others follow from it)."""
+        with self._fatal_lock:
+            if self._fatal is None:
+                self._fatal = error
+        self._stopping.set()
 
     def _advance(self, row: Any, lease: Lease) -> None:
         log = self._log.bind(story_id=row.summary.story_id)

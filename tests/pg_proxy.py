@@ -1,11 +1,17 @@
-"""A TCP proxy in front of the test PostgreSQL server that can lose a reply on purpose.
+"""A TCP proxy in front of the test PostgreSQL server that can cut a connection on purpose.
 
 It forwards PostgreSQL's wire protocol unchanged until it is armed with a predicate on what the
-client sends. The first client message that matches is forwarded and executed by the server,
-but the server's reply is withheld: once the reply is complete (its ReadyForQuery message),
-the proxy closes that connection. The client sees its connection die in the middle of a
-statement whose COMMIT did land: the ambiguous outcome that a failover or a network cut
-produces, made deterministic.
+client sends. The first client data that matches is then either
+
+* forwarded and executed by the server, with the server's reply withheld: once that reply is
+  complete (its ReadyForQuery message) the proxy closes the connection. The client sees its
+  connection die in the middle of a statement whose COMMIT did land: the ambiguous outcome
+  that a failover or a network cut produces, made deterministic; or
+* with ``lose_request=True``, not forwarded at all: the connection is closed at once, and the
+  statement never reached the server.
+
+The predicate sees each chunk the client sends together with the end of the chunk before (if
+that one was sent while armed too), so a marker split across two chunks is still found.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import sqlalchemy as sa
 __all__ = ["ReplyDroppingProxy", "reply_dropping_proxy"]
 
 _READY_FOR_QUERY = b"Z"
+_TAIL = 256  # bytes of the previous chunk the predicate also sees
 
 
 class ReplyDroppingProxy:
@@ -32,21 +39,31 @@ class ReplyDroppingProxy:
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._armed: Callable[[bytes], bool] | None = None
+        self._lose_request = False
         self._closed = threading.Event()
         self._sockets: list[socket.socket] = []
-        #: How many replies were withheld (each closed its connection).
+        self._threads: list[threading.Thread] = []
+        #: How many connections were cut (a reply withheld, or a request lost).
         self.dropped = 0
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        #: Errors met while connecting to the server (a test should find none).
+        self.errors: list[OSError] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
-    def arm(self, matches: Callable[[bytes], bool]) -> None:
-        """Withhold the reply to the next client message for which *matches* is true."""
+    def arm(self, matches: Callable[[bytes], bool], *, lose_request: bool = False) -> None:
+        """Cut the connection of the next client data for which *matches* is true.
+
+        By default after the server executed it (its reply is lost); with *lose_request*,
+        before it reaches the server.
+        """
         with self._lock:
-            self._armed = matches
+            self._armed, self._lose_request = matches, lose_request
 
     def url(self, url: str) -> str:
-        """Return *url* pointing at this proxy instead of the server (in clear text, so that
-        the proxy can read what the client sends)."""
+        """Return *url* pointing at this proxy instead of the server.
+
+        In clear text (``sslmode=disable``), so that the proxy can read what the client sends.
+        """
         parsed = sa.make_url(url).set(host="127.0.0.1", port=self.port)
         parsed = parsed.update_query_dict({"sslmode": "disable"})
         return parsed.render_as_string(hide_password=False)
@@ -54,11 +71,13 @@ class ReplyDroppingProxy:
     def close(self) -> None:
         """Stop listening and close every forwarded connection."""
         self._closed.set()
-        self._listener.close()
+        _close(self._listener)  # shutdown() first: close() alone leaves accept() blocked
+        self._acceptor.join(timeout=5)
         with self._lock:
-            for sock in self._sockets:
-                _close(sock)
-        for thread in self._threads[1:]:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            _close(sock)
+        for thread in threads:
             thread.join(timeout=5)
 
     def _accept(self) -> None:
@@ -67,23 +86,46 @@ class ReplyDroppingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self._upstream)
+            try:
+                server = socket.create_connection(self._upstream, timeout=10)
+                server.settimeout(None)
+            except OSError as exc:  # the client then sees its connection refused, not a hang
+                self.errors.append(exc)
+                _close(client)
+                continue
             victim = threading.Event()  # set when this connection's next reply is withheld
+            threads = [
+                threading.Thread(target=target, args=(client, server, victim), daemon=True)
+                for target in (self._client_to_server, self._server_to_client)
+            ]
             with self._lock:
                 self._sockets += [client, server]
-            for target in (self._client_to_server, self._server_to_client):
-                thread = threading.Thread(target=target, args=(client, server, victim), daemon=True)
+                self._threads += threads
+            for thread in threads:
                 thread.start()
-                self._threads.append(thread)
 
     def _client_to_server(
         self, client: socket.socket, server: socket.socket, victim: threading.Event
     ) -> None:
+        tail = b""
+        lose = False
         while data := _recv(client):
             with self._lock:
-                if self._armed is not None and self._armed(data):
+                matched = self._armed is not None and self._armed(tail + data)
+                if matched:
                     self._armed = None
-                    victim.set()
+                    lose = self._lose_request
+                # Only what was sent while armed may complete a marker: a chunk from before
+                # (the COMMIT of an earlier transaction, say) must not.
+                tail = data[-_TAIL:] if self._armed is not None else b""
+            if matched and lose:
+                with self._lock:
+                    self.dropped += 1
+                _close(client)
+                _close(server)
+                return
+            if matched:
+                victim.set()  # before the data goes out: the reply may come back at once
             try:
                 server.sendall(data)
             except OSError:
@@ -100,8 +142,8 @@ class ReplyDroppingProxy:
                 except OSError:
                     return
                 continue
-            # The reply to the matched message: keep it from the client until it is whole,
-            # then cut the connection as a network failure would.
+            # The reply to the matched data: keep it from the client until it is whole, then
+            # cut the connection as a network failure would.
             pending += data
             if _ends_ready(pending):
                 with self._lock:
@@ -145,3 +187,4 @@ def reply_dropping_proxy(pg_url: str) -> Iterator[ReplyDroppingProxy]:
         yield proxy
     finally:
         proxy.close()
+    assert proxy.errors == [], proxy.errors

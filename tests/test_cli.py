@@ -230,8 +230,8 @@ class TestRun:
 
         configure_logging(logging.DEBUG if debug else logging.WARNING)
 
-        def connect(password: str) -> None:
-            raise ConnectionError("server closed the connection")
+        def connect(password: str) -> None:  # a driver's message runs over lines
+            raise ConnectionError("server closed the connection\n\tIs the server running?")
 
         secret = "".join(["S3", "CRET", "PW"])  # not in the source lines a traceback quotes
         try:
@@ -240,6 +240,8 @@ class TestRun:
             get_logger().exception("heartbeat_failed")
         err = capsys.readouterr().err
         assert "ConnectionError: server closed the connection" in err
+        if not debug:
+            assert "connection Is the server running?" in err
         assert "S3CRETPW" not in err
         assert ("Traceback" in err) is debug
         if not debug:
@@ -349,6 +351,20 @@ class TestResume:
         line = one_error_line(result)
         assert "\x1b" not in result.stderr
         assert r"--story-id $'x\x1b[2Jy'" in line
+
+    @pytest.mark.parametrize("story_id", ["x\x1b[2Jy", "no\u00a0break", "tab\there", "it's"])
+    def test_quoted_ids_are_the_same_id_to_bash(self, story_id: str) -> None:
+        """What the hints print is one shell word that bash reads back as the very id."""
+        import subprocess
+
+        from story_fsm.cli._errors import shell_quote
+
+        echoed = subprocess.run(
+            ["bash", "-c", f"printf %s {shell_quote(story_id)}"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert echoed.decode("utf-8") == story_id
 
 
 class TestStatus:

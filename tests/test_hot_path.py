@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from story_fsm import (
+    StageFailedError,
     StoreError,
     StoryWorkflowOrchestrator,
     Trigger,
@@ -303,6 +304,75 @@ class TestAmbiguousCommits:
         summary = orch.submit("s-1", "T", "Script.", AUDIENCE)
         assert proxy.dropped == 1
         assert summary.state is WorkflowState.INITIAL and summary.lease_owner is None
+        assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT]
+
+    def test_a_transition_that_never_reached_the_server_is_written_once(
+        self, proxied: Proxied, fast_config: WorkflowConfig
+    ) -> None:
+        """The other side of the question: the write did not land, so it is run again."""
+        proxy, store = proxied
+
+        class Arming(ScriptedPolisher):
+            def polish_story(self, **kwargs: Any) -> Any:
+                proxy.arm(lambda data: b"polished" in data, lose_request=True)
+                return super().polish_story(**kwargs)
+
+        reviewer = ScriptedReviewer(review(50), review(99, "publish"))
+        orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, fast_config)
+        with capture_logs() as logs:
+            result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+        assert proxy.dropped == 1
+        events = [e["event"] for e in logs]
+        assert events.count("database_reconnect") == 1 and "write_landed" not in events
+        assert result.decision == "publish"
+        triggers = [r.trigger for r in store.history("s-1")]
+        assert triggers.count(Trigger.POLISHED) == 1 and len(triggers) == 5
+
+    def test_a_landed_write_is_recognized_after_the_story_moved_on(
+        self, proxied: Proxied, pg_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """A re-queue whose reply was lost, claimed by a worker before the store looks.
+
+        The summary row has changed by then (a new lease); the history row written is the
+        proof that the re-queue landed, and it is not reported as a lost race.
+        """
+        proxy, store = proxied
+        orch = orchestrator(store, fast_config, reviewer=ScriptedReviewer(RuntimeError("x")))
+        with pytest.raises(StageFailedError):
+            orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+        renew = store._renew_pool
+
+        def renew_then_claim(error: Any) -> None:
+            renew(error)
+            with WorkflowStateManager(pg_url) as other:  # a worker, straight to the server
+                assert other.claim_next(Lease("worker", "claim", 30)) is not None
+
+        store._renew_pool = renew_then_claim  # type: ignore[method-assign]
+        proxy.arm(lambda data: b"retry" in data)
+        with capture_logs() as logs:
+            summary = orch.requeue("s-1")
+        assert proxy.dropped == 1
+        assert [e["event"] for e in logs].count("write_landed") == 1
+        assert [r.trigger for r in store.history("s-1")][-1] is Trigger.RETRY
+        assert summary.lease_owner == "worker"  # read after the claim: the story moved on
+
+    def test_a_submission_claimed_before_the_check_is_still_the_caller_s(
+        self, proxied: Proxied, pg_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """A submission whose reply was lost and which a worker claimed at once is not 'taken'."""
+        proxy, store = proxied
+        renew = store._renew_pool
+
+        def renew_then_claim(error: Any) -> None:
+            renew(error)
+            with WorkflowStateManager(pg_url) as other:
+                assert other.claim_next(Lease("worker", "claim", 30)) is not None
+
+        store._renew_pool = renew_then_claim  # type: ignore[method-assign]
+        proxy.arm(lambda data: b"COMMIT" in data)
+        summary = orchestrator(store, fast_config).submit("s-1", "T", "Script.", AUDIENCE)
+        assert proxy.dropped == 1
+        assert summary.story_id == "s-1"
         assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT]
 
     def test_a_claim_whose_commit_landed_is_kept(self, proxied: Proxied) -> None:

@@ -83,7 +83,7 @@ class TestReview:
         assert out.cost == 0.0
         assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
 
-    @pytest.mark.parametrize("cost", [1e308, 1e9 * 1.5])
+    @pytest.mark.parametrize("cost", [1e308, 1e9 * 1.5, 10**400, -0.5])
     def test_absurd_cost_is_counted_as_zero(self, cost: float) -> None:
         """A cost no call can have (sums of which would overflow the database's float)."""
         with capture_logs() as logs:

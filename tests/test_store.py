@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import uuid
 from datetime import UTC, datetime
@@ -185,20 +186,36 @@ class TestEngines:
     def test_a_silent_postgresql_server_is_given_up_on(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A server that accepts connections and never answers is a StoreError, not a hang."""
+        """A server that accepts connections and never answers is a StoreError, not a hang.
+
+        Tried once: a connection that timed out is not taken for a missing schema and tried
+        again (which doubled the wait).
+        """
         import socket
+        import threading
         import time
 
         from story_fsm.store import engine as engine_module
 
         monkeypatch.setattr(engine_module, "CONNECT_TIMEOUT_SECONDS", 1)
-        with socket.create_server(("127.0.0.1", 0)) as silent:  # listens; never answers
+        accepted: list[socket.socket] = []
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts; never answers
+
+            def accept() -> None:
+                with contextlib.suppress(OSError):
+                    while True:
+                        accepted.append(silent.accept()[0])
+
+            threading.Thread(target=accept, daemon=True).start()
             port = silent.getsockname()[1]
             started = time.monotonic()
             with pytest.raises(StoreError):
                 WorkflowStateManager(f"postgresql://postgres@127.0.0.1:{port}/test")
             # Generous for a loaded machine; without a timeout it never ends.
             assert time.monotonic() - started < 30
+            assert len(accepted) == 1
+        for conn in accepted:
+            conn.close()
 
     def test_sqlite_folder_must_exist(self, tmp_path: Path) -> None:
         """A SQLite path in a missing folder is refused before anything is created."""

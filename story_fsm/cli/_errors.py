@@ -110,7 +110,7 @@ def shell_quote(text: str) -> str:
             out.append("\\" + ch)
         elif ch.isprintable():
             out.append(ch)
-        elif ord(ch) < 0x100:
+        elif ord(ch) < 0x80:  # bash's \\xHH is one byte: only ASCII is a character
             out.append(f"\\x{ord(ch):02x}")
         elif ord(ch) < 0x10000:
             out.append(f"\\u{ord(ch):04x}")

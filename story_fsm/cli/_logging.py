@@ -51,7 +51,8 @@ def one_line_exception(sio: TextIO, exc_info: Any) -> None:
     failed, not print a traceback per heartbeat; ``--debug`` shows the tracebacks.
     """
     _kind, error, _tb = exc_info
-    sio.write(f"\n  {type(error).__name__}: {error} (--debug shows the traceback)")
+    text = " ".join(str(error).split())  # a driver's message may run over several lines
+    sio.write(f"\n  {type(error).__name__}: {text} (--debug shows the traceback)")
 
 
 def _exception_formatter(level: int) -> Any:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
-from story_fsm.validation import validate_new_workflow
+from story_fsm.validation import validate_story_id, validate_text
 
 __all__ = ["MAX_STORY_BYTES", "StoryInput", "read_story"]
 
@@ -83,5 +82,7 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
     story = StoryInput(
         story_id=story_id if story_id is not None else path.stem, title=title, script=script
     )
-    validate_new_workflow(story.story_id, title, script, {}, "", None, WorkflowConfig())
+    validate_story_id(story.story_id)
+    validate_text("title", title)
+    validate_text("script", script)
     return story

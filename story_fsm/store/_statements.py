@@ -74,8 +74,12 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"), wf.c.lease_token == p("p_token"))
             .values(lease_owner=None, lease_token=None, lease_expires_at=None)
         )
-        # Which story a claim's token holds: asked only when a claim's reply was lost.
+        # Asked only when a write's reply was lost: which story a claim's token holds, and
+        # when a history row was written (a row never changes once written).
         self.held_by = sa.select(wf.c.story_id).where(wf.c.lease_token == p("p_token")).limit(1)
+        self.written_at = sa.select(tr.c.created_at).where(
+            tr.c.story_id == p("p_story_id"), tr.c.seq == p("p_seq")
+        )
         # Runnable: in a runnable state (an IN list of plain parameters rather than SQLAlchemy's
         # per-call expansion, so that every statement below compiles once to fixed SQL) with
         # its lease free or expired.

@@ -120,13 +120,17 @@ def current_revision(engine: sa.Engine, prefix: str = DEFAULT_TABLE_PREFIX) -> s
 
 
 def _stored_revision(engine: sa.Engine, prefix: str) -> str | None:
-    """The revision by one SELECT; None when there is no version table (or no row)."""
+    """The revision by one SELECT; None when there is no version table (or no row).
+
+    A database that cannot be reached raises (the connection is made outside the ``try``):
+    taken for "no table", it would be tried again by the slow path, doubling the wait.
+    """
     versions = sa.table(build_schema(prefix).version_table, sa.column("version_num"))
-    try:
-        with engine.connect() as conn:
+    with engine.connect() as conn:
+        try:
             return conn.execute(sa.select(versions.c.version_num)).scalar()
-    except sa.exc.DBAPIError:  # no version table yet: the slow path finds out why
-        return None
+        except sa.exc.DBAPIError:  # no version table yet: the slow path finds out why
+            return None
 
 
 @contextmanager

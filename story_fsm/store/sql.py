@@ -161,9 +161,11 @@ def _reconnecting(method: _Method) -> _Method:
 
     Connections are not pinged before each use (a round trip per transition); a connection the
     server dropped (a restart, an idle timeout) fails at its first statement instead. Then the
-    pool is replaced and the method runs again, once. Each method is one transaction, fenced
-    or idempotent: if a COMMIT did land before the connection died, the second run is refused
-    by the fence (ConcurrentAdvanceError) or the unique key, never written twice.
+    pool is replaced and the method runs again, once. It wraps the reads and the writes that
+    are idempotent (a heartbeat, a release): run twice, they change nothing more. One quirk: a
+    release whose reply was lost reports False the second time, the lease being free already.
+    The writes that must not run twice (a transition, a creation, a claim) are settled by
+    :meth:`WorkflowStateManager._settled` instead, which first reads whether they landed.
     """
 
     @functools.wraps(method)
@@ -445,14 +447,13 @@ class WorkflowStateManager:
             return True
 
         def landed() -> bool | None:
-            # This call's write: the step it made, at its time to the microsecond, its lease.
-            stored = self.load_row(story_id)
-            mine = stored is not None and (
-                stored.summary.seq == params["p_seq"]
-                and stored.summary.updated_at == now
-                and stored.lease_token == params["p_lease_token"]
-            )
-            return True if mine else None
+            # This call's row: the step it wrote, at this call's time to the microsecond. The
+            # history row, not the summary: by now another process may have moved the story
+            # on (a worker claiming a re-queued story, say), but a written row stays as it is.
+            row_key = {"p_story_id": story_id, "p_seq": expected_seq + 1}
+            with _translated(story_id), self._reads.connect() as conn:
+                written = conn.execute(self._sql.written_at, row_key).scalar()
+            return True if written == now else None
 
         try:
             self._settled(story_id, advance, landed)
