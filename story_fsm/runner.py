@@ -251,9 +251,17 @@ class StageRunner:
 
         return sleep
 
-    def _backoff(self, attempt: int) -> float:
-        """The policy's wait after failed attempt number *attempt* (tenacity's own formula)."""
-        return float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
+    def _backoff(self, attempt: int, error: BaseException | None = None) -> float:
+        """The wait after failed attempt number *attempt*.
+
+        The policy's (tenacity's formula), or longer when the stage's error asks for it
+        (``retry_after_seconds``, as an HTTP ``Retry-After`` does), up to the stage timeout.
+        """
+        wait = float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
+        asked = getattr(error, "retry_after_seconds", None)
+        if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
+            wait = min(float(asked), self._timeout)  # NaN fails the comparison above
+        return wait
 
     def _retrying(
         self,
@@ -270,7 +278,10 @@ class StageRunner:
 
         return Retrying(
             stop=stop_after_attempt(self._config.max_stage_retries - done),
-            wait=lambda state: self._backoff(state.attempt_number + done),
+            wait=lambda state: self._backoff(
+                state.attempt_number + done,
+                state.outcome.exception() if state.outcome is not None else None,
+            ),
             retry=self._retry,
             before_sleep=before_sleep,
             sleep=self._sleeper(on_wait),
@@ -343,7 +354,7 @@ class StageRunner:
         if after.attempt >= self._config.max_stage_retries:
             raise StageExhausted(after) from after.error
         done = after.attempt
-        wait = self._backoff(done)
+        wait = self._backoff(done, after.error)
         on_retry(replace(after, next_wait_seconds=wait))
         self._sleeper(on_wait)(wait)
         try:

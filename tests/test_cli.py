@@ -247,6 +247,17 @@ class TestRun:
         if not debug:
             assert len(err.strip().splitlines()) == 2  # the event, then the error's line
 
+    def test_openai_requests_end_with_the_stage_timeout(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An attempt the engine abandons does not go on for the SDK's default ten minutes."""
+        from story_fsm.cli._editors import Editor, editor_stages
+
+        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        with editor_stages(Editor.OPENAI, threshold=95, model="m") as stages:
+            timeouts = {stages.reviewer.timeout, stages.polisher.timeout}  # type: ignore[attr-defined]
+        assert timeouts == {WorkflowConfig().stage_timeout_seconds}
+
     def test_openai_editor_without_key_or_url_exits_2(self, story_file: Path) -> None:
         """--editor openai with neither OPENAI_API_KEY nor OPENAI_BASE_URL fails fast with 2."""
         result = invoke("run", str(story_file), "--editor", "openai")

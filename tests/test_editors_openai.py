@@ -27,7 +27,7 @@ from story_fsm.editors.openai_compat import (
 from story_fsm.errors import InputValidationError, InvalidStageOutputError
 from story_fsm.stages import normalize_polish, normalize_review
 from story_fsm.states import ReviewDecision
-from tests.fake_llm_server import FakeLLMServer
+from tests.fake_llm_server import FakeLLMServer, chat_completion_body
 from tests.hermetic import HOST_SETTINGS
 
 SCRIPT = "Mara found the lighthouse keeper's logbook. Its last page was written tomorrow."
@@ -291,6 +291,101 @@ class TestMalformedAnswers:
         (entry,) = [e for e in logs if e["event"] == "llm_answer_invalid"]
         assert entry["cost_estimate"] > 0
         assert entry["story_id"] == "story-1"
+
+
+class TestOddReplies:
+    """Replies that real providers and proxies send: each is an answer the engine can judge."""
+
+    @pytest.mark.parametrize(
+        ("usage", "field"),
+        [
+            ({"prompt_tokens": None, "completion_tokens": None}, "prompt_tokens"),
+            ({"prompt_tokens": "many", "completion_tokens": "few"}, "prompt_tokens"),
+            ({}, "prompt_tokens"),
+        ],
+        ids=["nulls", "string", "empty"],
+    )
+    def test_unreadable_usage_keeps_the_answer(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer, usage: dict[str, Any], field: str
+    ) -> None:
+        """A paid, usable answer is kept when its usage fields are not numbers (cost 0, logged)."""
+        body = chat_completion_body(_answer(GOOD_REVIEW))
+        body["usage"] = usage
+        server.enqueue(body)
+        with capture_logs() as logs:
+            answer = reviewer.review_story(**REVIEW_ARGS)
+        assert answer["decision"] == "polish" and answer["_meta"]["cost_estimate"] == 0.0
+        unreadable = [e for e in logs if e["event"] == "llm_usage_unreadable"]
+        assert unreadable and unreadable[0]["field"] == field
+
+    @pytest.mark.parametrize(
+        ("reply", "kind", "message"),
+        [
+            (b"<html>502 Bad Gateway</html>", "text/html", "other than a chat completion"),
+            (b"", "application/json", "not JSON"),
+            (b"<html>oops</html>", "application/json", "not JSON"),
+        ],
+        ids=["html", "empty", "html-labelled-json"],
+    )
+    def test_a_reply_that_is_no_completion_is_an_invalid_answer(
+        self,
+        server: FakeLLMServer,
+        reviewer: OpenAIReviewer,
+        reply: bytes,
+        kind: str,
+        message: str,
+    ) -> None:
+        """A 200 whose body is not a chat completion is InvalidStageOutputError (retried)."""
+        server.enqueue(reply, headers={"content-type": kind})
+        with pytest.raises(InvalidStageOutputError, match=message):
+            reviewer.review_story(**REVIEW_ARGS)
+
+    def test_odd_message_shapes_are_invalid_answers_with_their_cost(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """No message, or content given as a list of parts: invalid, and the tokens are paid."""
+        no_message = chat_completion_body("x", prompt_tokens=1000)
+        del no_message["choices"][0]["message"]
+        parts = chat_completion_body("x", prompt_tokens=1000)
+        parts["choices"][0]["message"]["content"] = [{"type": "text", "text": "{}"}]
+        for body, message in ((no_message, "no message"), (parts, "not text")):
+            server.enqueue(body)
+            with pytest.raises(InvalidStageOutputError, match=message) as caught:
+                reviewer.review_story(**REVIEW_ARGS)
+            assert caught.value.cost > 0
+
+    def test_unstorable_polish_is_refused_with_its_cost(
+        self, server: FakeLLMServer, polisher: OpenAIPolisher
+    ) -> None:
+        """A NUL in the polished script: an invalid answer that still says what it cost."""
+        server.enqueue_completion(
+            _answer(GOOD_POLISH, polished_script="a\x00b"), prompt_tokens=1000
+        )
+        with pytest.raises(InvalidStageOutputError, match="polished_script contains a NUL") as c:
+            polisher.polish_story(**POLISH_ARGS)
+        assert c.value.cost > 0
+
+    @pytest.mark.parametrize(
+        ("headers", "seconds"),
+        [
+            ({"retry-after": "7"}, 7.0),
+            ({"retry-after-ms": "1500"}, 1.5),
+            ({"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"}, None),
+            ({}, None),
+        ],
+    )
+    def test_rate_limit_carries_its_retry_after(
+        self,
+        server: FakeLLMServer,
+        reviewer: OpenAIReviewer,
+        headers: dict[str, str],
+        seconds: float | None,
+    ) -> None:
+        """The SDK's error carries the wait the server asked for, for the engine's backoff."""
+        server.enqueue_error(429, "slow down", headers=headers)
+        with pytest.raises(openai.RateLimitError) as caught:
+            reviewer.review_story(**REVIEW_ARGS)
+        assert caught.value.retry_after_seconds == seconds  # type: ignore[attr-defined]
 
 
 class TestHTTPErrors:

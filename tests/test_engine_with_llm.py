@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from story_fsm import (
@@ -53,6 +55,19 @@ class TestEngineOverHttp:
         assert result.total_cost > 0
         failed = [r for r in store.history("llm") if r.trigger is Trigger.ATTEMPT_FAILED]
         assert len(failed) == 1 and "RateLimitError" in (failed[0].error or "")
+
+    def test_retry_after_is_waited_for(self, store: WorkflowStateManager) -> None:
+        """A 429 asking for a 1 s pause is retried no sooner, though the backoff is 0."""
+        with FakeLLMServer() as server:
+            server.enqueue_error(429, "slow down", headers={"retry-after": "1"})
+            server.enqueue_completion(REVIEW_PUBLISH)
+            started = time.monotonic()
+            result = orchestrator(store, server).run_story_workflow("ra", "Title", "A script.", {})
+            elapsed = time.monotonic() - started
+        assert result.decision == "publish"
+        failed = next(r for r in store.history("ra") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.payload["next_wait_seconds"] == 1.0
+        assert elapsed >= 1.0
 
     def test_malformed_answer_and_slow_answer_count_as_failures(
         self, store: WorkflowStateManager

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from story_fsm._text import unstorable_reason
 from story_fsm.errors import InvalidStageOutputError
 from story_fsm.states import ReviewDecision
 
@@ -114,6 +115,10 @@ def validate_review(data: Mapping[str, Any], where: str) -> dict[str, Any]:
 def _text(value: object, name: str, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _bad(where, f"{name} must be a non-empty string, got {value!r:.{_SNIPPET}}")
+    # Checked here as well as by the engine, so that the refusal carries this call's cost.
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise _bad(where, f"{name} {reason}")
     return value
 
 

@@ -9,6 +9,7 @@ completion, its cost, and the answer handed to a strict validator.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from story_fsm.editors._answers import parse_json_object
 from story_fsm.editors._pricing import Price, PriceTable
 from story_fsm.errors import InputValidationError, InvalidStageOutputError
 
-__all__ = ["NO_KEY_PLACEHOLDER", "OpenAIStage", "as_json", "as_text"]
+__all__ = ["NO_KEY_PLACEHOLDER", "OpenAIStage", "as_json", "as_text", "retry_after_seconds"]
 
 NO_KEY_PLACEHOLDER = "no-key-required"
 """The key sent to a custom ``base_url`` when none is configured (local servers ignore it)."""
@@ -93,10 +94,19 @@ def _check_settings(
         raise InputValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
 
 
-def _content(response: ChatCompletion, where: str) -> str:
+def _content(response: object, where: str) -> str:
+    if not isinstance(response, ChatCompletion):
+        # The SDK hands back the body as it came when it is not JSON (an HTML error page
+        # from a proxy, say): an answer like any other that the engine can retry.
+        raise InvalidStageOutputError(
+            f"{where}: the endpoint answered with something other than a chat completion: "
+            f"{str(response)[:200]!r}"
+        )
     if not response.choices:
         raise InvalidStageOutputError(f"{where}: the response has no choices")
     choice = response.choices[0]
+    if choice.message is None:
+        raise InvalidStageOutputError(f"{where}: the response's choice has no message")
     if choice.message.refusal:
         raise InvalidStageOutputError(
             f"{where}: the model refused: {choice.message.refusal!r:.200}"
@@ -106,9 +116,42 @@ def _content(response: ChatCompletion, where: str) -> str:
             f"{where}: the answer was cut off at the token limit (finish_reason='length')"
         )
     content = choice.message.content
+    if content is not None and not isinstance(content, str):
+        raise InvalidStageOutputError(
+            f"{where}: the answer is not text (content is a {type(content).__name__})"
+        )
     if content is None or not content.strip():
         raise InvalidStageOutputError(f"{where}: the answer is empty")
     return content
+
+
+def _tokens(usage: object, name: str, log: Any) -> int:
+    """A token count of *usage*, or 0 (logged) when the server sent no usable number."""
+    value = getattr(usage, name, None)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    log.warning("llm_usage_unreadable", field=name, value=repr(value)[:80])
+    return 0
+
+
+def retry_after_seconds(error: BaseException) -> float | None:
+    """The wait an HTTP error's ``Retry-After`` (or ``retry-after-ms``) header asks for.
+
+    Only the delay-seconds forms; an HTTP date or a missing header gives None.
+    """
+    response = getattr(error, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        text = headers.get(name)
+        try:
+            seconds = float(text) * scale if text is not None else None
+        except ValueError:
+            continue
+        if seconds is not None and math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
 
 
 class OpenAIStage:
@@ -185,14 +228,21 @@ class OpenAIStage:
         model = model or self.model
         prompt = _prompt(self._prompt_version)
         log = get_logger(story_id=story_id, stage=self._stage, model=model)
-        response = self._sdk().chat.completions.create(
-            model=model,
-            messages=prompt.messages(fields),
-            response_format={"type": "json_object"},
-            **self._optional_params(),
-        )
-        meta = self._meta(response, model, prompt.version, log)
         where = f"{self._stage} of story {story_id!r} by {model}"
+        try:
+            response: object = self._sdk().chat.completions.create(
+                model=model,
+                messages=prompt.messages(fields),
+                response_format={"type": "json_object"},
+                **self._optional_params(),
+            )
+        except openai.APIStatusError as exc:
+            # The engine waits at least this long before its next attempt (runner.py).
+            exc.retry_after_seconds = retry_after_seconds(exc)  # type: ignore[attr-defined]
+            raise
+        except json.JSONDecodeError as exc:  # an empty or cut body that claimed to be JSON
+            raise InvalidStageOutputError(f"{where}: the endpoint's reply is not JSON") from exc
+        meta = self._meta(response, model, prompt.version, log)
         try:
             answer = validate(parse_json_object(_content(response, where), where), where)
         except InvalidStageOutputError as exc:
@@ -213,20 +263,25 @@ class OpenAIStage:
             params["timeout"] = self.timeout  # per request, so it also applies to client=
         return params
 
-    def _meta(
-        self, response: ChatCompletion, model: str, prompt_version: str, log: Any
-    ) -> dict[str, Any]:
-        usage = response.usage
+    def _meta(self, response: object, model: str, prompt_version: str, log: Any) -> dict[str, Any]:
+        # Read defensively: the call was paid whatever shape its reply has, and a reply that
+        # is not a proper completion is judged by _content, after its cost is known.
+        usage = getattr(response, "usage", None)
+        response_id = getattr(response, "id", None)
+        reported = getattr(response, "model", None)
+        reported = reported if isinstance(reported, str) else None
         if usage is None:
-            log.warning("llm_usage_missing", response_id=response.id)
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        completion_tokens = usage.completion_tokens if usage else 0
+            log.warning("llm_usage_missing", response_id=response_id)
+            prompt_tokens = completion_tokens = 0
+        else:
+            prompt_tokens = _tokens(usage, "prompt_tokens", log)
+            completion_tokens = _tokens(usage, "completion_tokens", log)
         return {
             "cost_estimate": self._prices.cost(
-                (model, response.model), prompt_tokens, completion_tokens
+                (model, reported or ""), prompt_tokens, completion_tokens
             ),
-            "model": response.model or model,
+            "model": reported or model,
             "prompt_version": prompt_version,
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens},
-            "response_id": response.id,
+            "response_id": response_id,
         }
