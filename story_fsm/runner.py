@@ -26,7 +26,7 @@ from typing import Generic, TypeVar, cast
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_attempt,
     wait_exponential,
 )
@@ -125,6 +125,15 @@ class _InFlight:
         return True
 
 
+def _retryable(error: BaseException) -> bool:
+    """False for a stage error that says another attempt cannot succeed (``retryable=False``).
+
+    The OpenAI stages mark the client errors that way (a bad request, a wrong key, an unknown
+    model): retrying them only adds backoff before the same answer.
+    """
+    return isinstance(error, Exception) and getattr(error, "retryable", True) is not False
+
+
 class StageRunner:
     """Calls stages with a per-attempt timeout and ``config``'s retry policy.
 
@@ -159,7 +168,7 @@ class StageRunner:
         self._timeout = config.stage_timeout_seconds
         # The policy is the config's, the same for every call: built once per runner.
         self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
-        self._retry = retry_if_exception_type(Exception)
+        self._retry = retry_if_exception(_retryable)
         #: The attempt in flight on this run's carrier, published for the waiting thread: it
         #: reads it to know when a heartbeat is due and when the attempt is out of time.
         self.in_flight: _InFlight | None = None
@@ -351,7 +360,7 @@ class StageRunner:
             after = failures[-1]
         else:
             failures.append(after)
-        if after.attempt >= self._config.max_stage_retries:
+        if after.attempt >= self._config.max_stage_retries or not _retryable(after.error):
             raise StageExhausted(after) from after.error
         done = after.attempt
         wait = self._backoff(done, after.error)

@@ -56,6 +56,19 @@ class TestEngineOverHttp:
         failed = [r for r in store.history("llm") if r.trigger is Trigger.ATTEMPT_FAILED]
         assert len(failed) == 1 and "RateLimitError" in (failed[0].error or "")
 
+    @pytest.mark.parametrize("status", [400, 401, 404])
+    def test_a_request_that_cannot_succeed_is_not_retried(
+        self, store: WorkflowStateManager, status: int
+    ) -> None:
+        """A bad request, a wrong key, an unknown model: FAILED after one attempt, not three."""
+        with FakeLLMServer() as server:
+            server.enqueue_error(status, "no")
+            with pytest.raises(StageFailedError) as caught:
+                orchestrator(store, server).run_story_workflow("bad", "Title", "A script.", {})
+            assert len(server.requests) == 1
+        assert caught.value.attempts == 1
+        assert [r.trigger for r in store.history("bad")][-1] is Trigger.FAIL
+
     def test_retry_after_is_waited_for(self, store: WorkflowStateManager) -> None:
         """A 429 asking for a 1 s pause is retried no sooner, though the backoff is 0."""
         with FakeLLMServer() as server:

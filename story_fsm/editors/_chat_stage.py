@@ -35,6 +35,9 @@ NO_KEY_PLACEHOLDER = "no-key-required"
 
 _Validator = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
+#: HTTP statuses after which the same request cannot succeed: no further attempt is made.
+_FINAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+
 
 @dataclass(frozen=True)
 class _Prompt:
@@ -237,8 +240,11 @@ class OpenAIStage:
                 **self._optional_params(),
             )
         except openai.APIStatusError as exc:
-            # The engine waits at least this long before its next attempt (runner.py).
+            # Read by the engine's retries (runner.py): how long to wait before the next
+            # attempt, and whether one can succeed at all (not after a bad request, a wrong
+            # key, an unknown model).
             exc.retry_after_seconds = retry_after_seconds(exc)  # type: ignore[attr-defined]
+            exc.retryable = exc.status_code not in _FINAL_STATUSES  # type: ignore[attr-defined]
             raise
         except json.JSONDecodeError as exc:  # an empty or cut body that claimed to be JSON
             raise InvalidStageOutputError(f"{where}: the endpoint's reply is not JSON") from exc
