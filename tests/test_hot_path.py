@@ -245,36 +245,59 @@ class TestAmbiguousCommits:
     writes again (writing again would be refused by the fence or the key).
     """
 
-    def test_a_transition_whose_commit_landed_is_not_written_again(
-        self, proxied: Proxied, fast_config: WorkflowConfig
-    ) -> None:
+    @staticmethod
+    def _cut_the_polished_write(
+        proxied: Proxied, config: WorkflowConfig, *, lose_request: bool
+    ) -> tuple[Any, list[str], list[str]]:
+        """Run a story whose ``polished`` transition loses its connection; return the
+        result, the log events and the polisher's calls."""
         proxy, store = proxied
         calls: list[str] = []
 
         class Arming(ScriptedPolisher):
             def polish_story(self, **kwargs: Any) -> Any:
                 calls.append("polish")
-                # The next statement carrying this stage's trigger is the one whose
-                # reply is lost: the ``polished`` transition.
-                proxy.arm(lambda data: b"polished" in data)
+                # The next statement carrying this stage's trigger: the transition.
+                proxy.arm(lambda data: b"polished" in data, lose_request=lose_request)
                 return super().polish_story(**kwargs)
 
         reviewer = ScriptedReviewer(review(50), review(99, "publish"))
-        orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, fast_config)
+        orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, config)
         with capture_logs() as logs:
             result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
         assert proxy.dropped == 1
-        events = [e["event"] for e in logs]
+        return result, [e["event"] for e in logs], calls
+
+    def test_a_transition_whose_commit_landed_is_not_written_again(
+        self, proxied: Proxied, fast_config: WorkflowConfig
+    ) -> None:
+        """The reply to the ``polished`` write is lost after its COMMIT: found, not redone."""
+        result, events, calls = self._cut_the_polished_write(
+            proxied, fast_config, lose_request=False
+        )
         assert events.count("database_reconnect") == 1
         assert events.count("write_landed") == 1  # found, not written twice
         assert result.decision == "publish"
         assert calls == ["polish"]  # the committed stage was not asked again
+        store = proxied[1]
         history = store.history("s-1")
         assert [r.seq for r in history] == list(range(5))
         assert [r.trigger for r in history].count(Trigger.POLISHED) == 1
         row = store.load_row("s-1")
         assert row is not None and row.summary.state is WorkflowState.COMPLETE
         assert row.summary.seq == 4 and row.total_polishes == 1
+
+    def test_a_transition_that_never_reached_the_server_is_written_once(
+        self, proxied: Proxied, fast_config: WorkflowConfig
+    ) -> None:
+        """The other side of the question: the write did not land, so it is run again."""
+        result, events, calls = self._cut_the_polished_write(
+            proxied, fast_config, lose_request=True
+        )
+        assert events.count("database_reconnect") == 1 and "write_landed" not in events
+        assert result.decision == "publish" and calls == ["polish"]
+        triggers = [r.trigger for r in proxied[1].history("s-1")]
+        assert triggers.count(Trigger.POLISHED) == 1 and len(triggers) == 5
 
     def test_a_creation_whose_commit_landed_is_the_run_s_own(
         self, proxied: Proxied, fast_config: WorkflowConfig
@@ -305,28 +328,6 @@ class TestAmbiguousCommits:
         assert proxy.dropped == 1
         assert summary.state is WorkflowState.INITIAL and summary.lease_owner is None
         assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT]
-
-    def test_a_transition_that_never_reached_the_server_is_written_once(
-        self, proxied: Proxied, fast_config: WorkflowConfig
-    ) -> None:
-        """The other side of the question: the write did not land, so it is run again."""
-        proxy, store = proxied
-
-        class Arming(ScriptedPolisher):
-            def polish_story(self, **kwargs: Any) -> Any:
-                proxy.arm(lambda data: b"polished" in data, lose_request=True)
-                return super().polish_story(**kwargs)
-
-        reviewer = ScriptedReviewer(review(50), review(99, "publish"))
-        orch = StoryWorkflowOrchestrator(reviewer, Arming(), store, fast_config)
-        with capture_logs() as logs:
-            result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
-        assert proxy.dropped == 1
-        events = [e["event"] for e in logs]
-        assert events.count("database_reconnect") == 1 and "write_landed" not in events
-        assert result.decision == "publish"
-        triggers = [r.trigger for r in store.history("s-1")]
-        assert triggers.count(Trigger.POLISHED) == 1 and len(triggers) == 5
 
     def test_a_landed_write_is_recognized_after_the_story_moved_on(
         self, proxied: Proxied, pg_url: str, fast_config: WorkflowConfig
