@@ -310,6 +310,19 @@ class WorkflowStateManager:
             return found
         return write()
 
+    def _row_written_at(self, story_id: str, seq: int, now: datetime) -> bool | None:
+        """True when history row *seq* of the story was written at *now*, else None.
+
+        How a write whose reply was lost recognizes its own row: by its time, to the
+        microsecond. The history row rather than the summary, because by now another process
+        may have moved the story on (a worker claiming a submission or a re-queued story), but
+        a written row never changes.
+        """
+        key = {"p_story_id": story_id, "p_seq": seq}
+        with _translated(story_id), self._reads.connect() as conn:
+            written = conn.execute(self._sql.written_at, key).scalar()
+        return True if written == now else None
+
     def _is_integrity(self, error: BaseException | None) -> bool:
         dbapi = self._engine.dialect.dbapi
         kinds = (sa_exc.IntegrityError, dbapi.IntegrityError) if dbapi else (sa_exc.IntegrityError,)
@@ -387,14 +400,8 @@ class WorkflowStateManager:
                     )
             return True
 
-        def landed() -> bool | None:
-            # This call's row: created at this call's time, to the microsecond. Only that: in
-            # the meantime a worker may have claimed and advanced a submission already.
-            stored = self.load_row(new.story_id)
-            return True if stored is not None and stored.summary.started_at == now else None
-
         try:
-            self._settled(new.story_id, insert, landed)
+            self._settled(new.story_id, insert, lambda: self._row_written_at(new.story_id, 0, now))
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
@@ -446,17 +453,10 @@ class WorkflowStateManager:
                 self._advance(tx, params, values, write.takeover)
             return True
 
-        def landed() -> bool | None:
-            # This call's row: the step it wrote, at this call's time to the microsecond. The
-            # history row, not the summary: by now another process may have moved the story
-            # on (a worker claiming a re-queued story, say), but a written row stays as it is.
-            row_key = {"p_story_id": story_id, "p_seq": expected_seq + 1}
-            with _translated(story_id), self._reads.connect() as conn:
-                written = conn.execute(self._sql.written_at, row_key).scalar()
-            return True if written == now else None
-
         try:
-            self._settled(story_id, advance, landed)
+            self._settled(
+                story_id, advance, lambda: self._row_written_at(story_id, expected_seq + 1, now)
+            )
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
         except StoreError as exc:
