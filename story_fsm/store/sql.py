@@ -21,7 +21,6 @@ from story_fsm._log import get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.errors import (
     ConcurrentAdvanceError,
-    DatabaseBusyError,
     InputValidationError,
     StoreError,
     WorkflowExistsError,
@@ -52,6 +51,7 @@ from story_fsm.store._statements import (
     PreparedStatements,
     Statements,
 )
+from story_fsm.store._transactions import HeldWrite, translated
 from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
@@ -62,92 +62,6 @@ __all__ = ["WorkflowStateManager"]
 def utcnow() -> datetime:
     """Return the current time, aware, in UTC."""
     return datetime.now(UTC)
-
-
-def _is_busy(error: BaseException) -> bool:
-    text = str(getattr(error, "orig", error)).lower()
-    return "database is locked" in text or "database is busy" in text
-
-
-def _driver_error(error: BaseException) -> BaseException:
-    """The driver's own exception, whether SQLAlchemy wrapped it or not."""
-    return getattr(error, "orig", None) or error
-
-
-def _translate(exc: BaseException, story_id: str | None) -> StoreError:
-    """Return story_fsm's error for a driver or SQLAlchemy error (raise it ``from exc``)."""
-    if _is_busy(exc):
-        return DatabaseBusyError(
-            f"the SQLite database stayed locked past the busy timeout"
-            f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
-            "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
-        )
-    return StoreError(f"database error: {_driver_error(exc)}")
-
-
-_CORE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)
-
-
-@contextmanager
-def _translated(
-    story_id: str | None = None, errors: tuple[type[BaseException], ...] = _CORE_ERRORS
-) -> Iterator[None]:
-    """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers.
-
-    *errors* are the kinds to translate: SQLAlchemy's (the default, for Core), or the store's
-    ``_driver_errors`` for the prepared fast path, which meets the driver's own.
-    """
-    try:
-        yield
-    except errors as exc:
-        raise _translate(exc, story_id) from exc
-
-
-class _HeldWrite:
-    """One write transaction on SQLite's kept connection, under the file's writer lock.
-
-    A class rather than stacked generator context managers: this runs once per transition.
-    Driver errors leave it as story_fsm's (:func:`_translate`); others pass through as raised.
-    """
-
-    __slots__ = ("_connection", "_cursor", "_errors", "_lock", "_open", "_story_id")
-
-    def __init__(self, store: WorkflowStateManager, story_id: str | None) -> None:
-        self._lock = store._write_lock
-        self._story_id = story_id
-        self._errors = store._driver_errors
-        self._open = store._writer_connection
-        self._connection: Any = None
-        self._cursor: Any = None
-
-    def __enter__(self) -> RawTransaction:
-        self._lock.__enter__()
-        try:
-            self._connection = self._open()
-            self._cursor = self._connection.cursor()
-        except BaseException as exc:
-            self._lock.__exit__(None, None, None)
-            if isinstance(exc, self._errors):
-                raise _translate(exc, self._story_id) from exc
-            raise
-        return RawTransaction(self._cursor)
-
-    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        connection = self._connection
-        try:
-            try:
-                if error is None:
-                    connection.commit()
-                else:
-                    connection.rollback()
-            finally:
-                self._cursor.close()
-        except self._errors as exc:
-            raise _translate(exc, self._story_id) from exc
-        finally:
-            self._lock.__exit__(None, None, None)
-        if error is not None and isinstance(error, self._errors):
-            raise _translate(error, self._story_id) from error
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -245,7 +159,7 @@ class WorkflowStateManager:
             *((dbapi.Error,) if dbapi is not None else ()),
         )
         try:
-            with _translated():
+            with translated():
                 ensure_schema(self._engine, prefix=table_prefix, auto_migrate=auto_migrate)
         except BaseException:
             # A refused schema (or a lost server) must not leave the pool's connections open:
@@ -259,14 +173,16 @@ class WorkflowStateManager:
     ) -> AbstractContextManager[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
         if self._keeps_writer:
-            return _HeldWrite(self, story_id)
+            return HeldWrite(
+                self._write_lock, self._writer_connection, self._driver_errors, story_id
+            )
         return self._pooled_write(story_id, autocommit)
 
     @contextmanager
     def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
         with (
             self._write_lock,
-            _translated(story_id, self._driver_errors),
+            translated(story_id, self._driver_errors),
             raw_transaction(self._engine, autocommit=autocommit) as tx,
         ):
             yield tx
@@ -319,7 +235,7 @@ class WorkflowStateManager:
         a written row never changes.
         """
         key = {"p_story_id": story_id, "p_seq": seq}
-        with _translated(story_id), self._reads.connect() as conn:
+        with translated(story_id), self._reads.connect() as conn:
             written = conn.execute(self._sql.written_at, key).scalar()
         return True if written == now else None
 
@@ -489,13 +405,13 @@ class WorkflowStateManager:
             "p_token": lease.token,
             "p_expires": utcnow() + timedelta(seconds=lease.seconds),
         }
-        with self._write_lock, _translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, translated(story_id), self._engine.begin() as conn:
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
     @_reconnecting
     def release(self, story_id: str, lease: Lease) -> bool:
         """Give up *lease* so another worker can claim the story at once (False if not held)."""
-        with self._write_lock, _translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, translated(story_id), self._engine.begin() as conn:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
@@ -525,14 +441,14 @@ class WorkflowStateManager:
                 return [] if picked is None else [picked[0]]
 
             def landed() -> list[str] | None:
-                with _translated(), self._reads.connect() as conn:
+                with translated(), self._reads.connect() as conn:
                     held = conn.execute(self._sql.held_by, {"p_token": lease.token}).first()
                 return None if held is None else [held[0]]
 
             claimed = self._settled(None, claim, landed)
             return self.load_row(claimed[0]) if claimed else None
         query = self._sql.candidates
-        with self._write_lock, _translated(), self._engine.begin() as conn:
+        with self._write_lock, translated(), self._engine.begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
                 if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
                     break
@@ -545,7 +461,7 @@ class WorkflowStateManager:
         """Return True while any workflow is submitted or mid-loop (held or not)."""
         wf = self.schema.workflows
         query = sa.select(wf.c.story_id).where(wf.c.state.in_(RUNNABLE_STATES)).limit(1)
-        with _translated(), self._reads.connect() as conn:
+        with translated(), self._reads.connect() as conn:
             return conn.execute(query).first() is not None
 
     # -- reads --------------------------------------------------------------------------------
@@ -553,7 +469,7 @@ class WorkflowStateManager:
     @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
         """Return the workflow's summary row and its last review: one query, any history."""
-        with _translated(story_id), self._reads.connect() as conn:
+        with translated(story_id), self._reads.connect() as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
@@ -564,7 +480,7 @@ class WorkflowStateManager:
         Raises:
             WorkflowNotFoundError: The story has no workflow.
         """
-        with _translated(story_id), self._reads.connect() as conn:
+        with translated(story_id), self._reads.connect() as conn:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
         if not rows:
             raise WorkflowNotFoundError(story_id)
@@ -589,7 +505,7 @@ class WorkflowStateManager:
                 names = ", ".join(s.value for s in WorkflowState)
                 raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
             query = query.where(wf.c.state == wanted.value)
-        with _translated(), self._reads.connect() as conn:
+        with translated(), self._reads.connect() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
 
 

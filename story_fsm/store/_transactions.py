@@ -1,0 +1,111 @@
+"""The plumbing under the store's transactions: errors translated, SQLite's writer held.
+
+Driver and SQLAlchemy errors become story_fsm's, and SQLite's kept writer connection is used
+under the file's lock. Kept apart from :mod:`story_fsm.store.sql`, so that the store reads as
+what it stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+from sqlalchemy import exc as sa_exc
+
+from story_fsm.errors import DatabaseBusyError, StoreError
+from story_fsm.store._prepared import RawTransaction
+
+__all__ = ["CORE_ERRORS", "HeldWrite", "driver_error", "is_busy", "translate", "translated"]
+
+
+def is_busy(error: BaseException) -> bool:
+    text = str(getattr(error, "orig", error)).lower()
+    return "database is locked" in text or "database is busy" in text
+
+
+def driver_error(error: BaseException) -> BaseException:
+    """The driver's own exception, whether SQLAlchemy wrapped it or not."""
+    return getattr(error, "orig", None) or error
+
+
+def translate(exc: BaseException, story_id: str | None) -> StoreError:
+    """Return story_fsm's error for a driver or SQLAlchemy error (raise it ``from exc``)."""
+    if is_busy(exc):
+        return DatabaseBusyError(
+            f"the SQLite database stayed locked past the busy timeout"
+            f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
+            "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
+        )
+    return StoreError(f"database error: {driver_error(exc)}")
+
+
+CORE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)
+
+
+@contextmanager
+def translated(
+    story_id: str | None = None, errors: tuple[type[BaseException], ...] = CORE_ERRORS
+) -> Iterator[None]:
+    """Turn driver errors into story_fsm's, so no ``sqlalchemy.exc`` reaches callers.
+
+    *errors* are the kinds to translate: SQLAlchemy's (the default, for Core), or the store's
+    driver errors for the prepared fast path, which meets the driver's own.
+    """
+    try:
+        yield
+    except errors as exc:
+        raise translate(exc, story_id) from exc
+
+
+class HeldWrite:
+    """One write transaction on SQLite's kept connection, under the file's writer lock.
+
+    A class rather than stacked generator context managers: this runs once per transition.
+    Driver errors leave it as story_fsm's (:func:`translate`); others pass through as raised.
+    """
+
+    __slots__ = ("_connection", "_cursor", "_errors", "_lock", "_open", "_story_id")
+
+    def __init__(
+        self,
+        lock: AbstractContextManager[Any],
+        open_connection: Callable[[], Any],
+        errors: tuple[type[BaseException], ...],
+        story_id: str | None,
+    ) -> None:
+        self._lock = lock
+        self._story_id = story_id
+        self._errors = errors
+        self._open = open_connection
+        self._connection: Any = None
+        self._cursor: Any = None
+
+    def __enter__(self) -> RawTransaction:
+        self._lock.__enter__()
+        try:
+            self._connection = self._open()
+            self._cursor = self._connection.cursor()
+        except BaseException as exc:
+            self._lock.__exit__(None, None, None)
+            if isinstance(exc, self._errors):
+                raise translate(exc, self._story_id) from exc
+            raise
+        return RawTransaction(self._cursor)
+
+    def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+        connection = self._connection
+        try:
+            try:
+                if error is None:
+                    connection.commit()
+                else:
+                    connection.rollback()
+            finally:
+                self._cursor.close()
+        except self._errors as exc:
+            raise translate(exc, self._story_id) from exc
+        finally:
+            self._lock.__exit__(None, None, None)
+        if error is not None and isinstance(error, self._errors):
+            raise translate(error, self._story_id) from error
