@@ -112,8 +112,8 @@ class WorkflowStateManager:
         SchemaVersionError: The database's schema is unknown or newer than this story_fsm.
 
     Example:
-        >>> store = WorkflowStateManager("sqlite:///:memory:")
-        >>> store.list_workflows()
+        >>> with WorkflowStateManager("sqlite:///:memory:") as store:
+        ...     store.list_workflows()
         []
     """
 
