@@ -143,7 +143,9 @@ class TestProcess:
             [sys.executable, "-m", "story_fsm.cli", "run", str(story_file), "--db", url,
              "--editor", "openai"],
             cwd=tmp_path,
-            env=child_env(OPENAI_BASE_URL=server.url, OPENAI_API_KEY="test-key"),
+            env=child_env(
+                OPENAI_BASE_URL=server.url, OPENAI_API_KEY="test-key", PYTHONFAULTHANDLER="1"
+            ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -152,7 +154,13 @@ class TestProcess:
         while not server.requests and time.monotonic() < deadline:
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
+        try:
+            _out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            # Say where it hangs: faulthandler prints every thread's stack on SIGABRT.
+            proc.send_signal(signal.SIGABRT)
+            _out, err = proc.communicate(timeout=30)
+            pytest.fail(f"no exit within 30 s of SIGINT; the process's threads:\n{err}")
         assert proc.returncode == 130, err
         assert err.splitlines()[-1] == (
             "error: interrupted; story 'keepers_cat' stopped mid-stage and keeps its committed "
