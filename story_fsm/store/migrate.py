@@ -99,10 +99,6 @@ def head_revision() -> str:
 
 def is_known_revision(revision: str) -> bool:
     """True when *revision* is one of the migrations this story_fsm ships."""
-    return _known(revision)
-
-
-def _known(revision: str) -> bool:
     try:
         return _script().get_revision(revision) is not None
     except Exception:  # alembic raises several types for an unknown id
@@ -206,7 +202,7 @@ def ensure_schema(
             f"tables with prefix {prefix!r} exist but carry no story_fsm revision; "
             "they belong to something else, or were created by hand"
         )
-    if current is not None and not _known(current):
+    if current is not None and not is_known_revision(current):
         raise SchemaVersionError(
             f"the database is at schema revision {current!r}, which this story_fsm does not "
             f"know (it ships up to {head!r}); upgrade story_fsm"
