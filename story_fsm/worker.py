@@ -13,7 +13,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import FrameType
 from typing import Any
 
@@ -178,14 +178,8 @@ class Worker:
         return self.stats
 
     def _stats_dict(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "claimed": s.claimed,
-            "completed": s.completed,
-            "failed": s.failed,
-            "lost": s.lost,
-            "errors": s.errors,
-        }
+        # Every counter of WorkerStats, read off its fields, so a new counter is logged too.
+        return {f.name: getattr(self.stats, f.name) for f in fields(self.stats) if f.compare}
 
     def _loop(self, stop_when_idle: bool) -> None:
         try:

@@ -25,6 +25,7 @@ from story_fsm import (
     StoryWorkflowOrchestrator,
     Trigger,
     Worker,
+    WorkerStats,
     WorkflowConfig,
     WorkflowState,
     WorkflowStateManager,
@@ -159,6 +160,21 @@ class TestClaims:
             StoryWorkflowOrchestrator(
                 ScriptedReviewer(), ScriptedPolisher(), store, lease_seconds=lease
             )
+
+    def test_the_stop_line_reports_every_counter(self, store: WorkflowStateManager) -> None:
+        """``worker_stopped`` carries each WorkerStats counter (``released`` was missing)."""
+        import dataclasses
+
+        from structlog.testing import capture_logs
+
+        submit(store, 1)
+        with capture_logs() as logs:
+            worker(store).run(stop_when_idle=True)
+        (stopped,) = [e for e in logs if e["event"] == "worker_stopped"]
+        counters = [f.name for f in dataclasses.fields(WorkerStats) if f.compare]
+        assert {name: stopped[name] for name in counters} == {
+            "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "released": 0, "errors": 0
+        }  # fmt: skip
 
     def test_an_error_outside_any_story_stops_the_worker_and_is_raised(
         self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
