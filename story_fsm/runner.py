@@ -269,7 +269,8 @@ class StageRunner:
         wait = float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
         asked = getattr(error, "retry_after_seconds", None)
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
-            wait = min(float(asked), self._timeout)  # NaN fails the comparison above
+            # Longer, never shorter than the policy's own wait; NaN fails the comparison.
+            wait = max(wait, min(float(asked), self._timeout))
         return wait
 
     def _retrying(

@@ -302,3 +302,27 @@ class TestExecutor:
         executor = StageExecutor(max_workers=1)
         with pytest.raises(ZeroDivisionError):
             executor.submit(lambda: 1 / 0).result(5)
+
+
+class TestRetryAfter:
+    @pytest.mark.parametrize(
+        ("backoff", "timeout", "asked", "expected"),
+        [
+            (0.0, 300, 7.0, 7.0),  # the server's wait, longer than the policy's
+            (10.0, 300, 3.0, 10.0),  # the policy's, when longer
+            (0.0, 5, 60.0, 5.0),  # capped at the stage timeout
+            (400.0, 300, 500.0, 400.0),  # the cap never shortens the policy's own wait
+            (1.0, 300, float("nan"), 1.0),
+            (1.0, 300, None, 1.0),
+        ],
+    )
+    def test_the_wait_honours_retry_after_within_bounds(
+        self, backoff: float, timeout: float, asked: float | None, expected: float
+    ) -> None:
+        """After attempt 1 the policy waits *backoff*; an error may ask for longer."""
+        runner = StageRunner(
+            WorkflowConfig(retry_backoff_seconds=backoff, stage_timeout_seconds=timeout)
+        )
+        error = RuntimeError("429")
+        error.retry_after_seconds = asked  # type: ignore[attr-defined]
+        assert runner._backoff(1, error) == expected
