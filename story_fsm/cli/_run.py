@@ -22,7 +22,7 @@ from story_fsm.cli._store import open_store
 from story_fsm.cli._story import read_story
 from story_fsm.config import WorkflowConfig
 from story_fsm.engine import StoryWorkflowOrchestrator
-from story_fsm.errors import InputValidationError, StageFailedError, WorkflowNotFoundError
+from story_fsm.errors import StageFailedError, WorkflowNotFoundError
 from story_fsm.events import ProgressCallback
 from story_fsm.models import WorkflowResult
 
@@ -63,15 +63,13 @@ def _new_config(
 ) -> WorkflowConfig:
     # The model is stored with the workflow, so a resume asks the same model again.
     named = model if editor is Editor.OPENAI else None
-    try:
-        return WorkflowConfig(
-            max_iterations=max_iterations,
-            quality_threshold=threshold,
-            review_model=named,
-            polish_model=named,
-        )
-    except ValueError as exc:
-        raise InputValidationError(str(exc)) from None
+    # A refused value raises InputValidationError from the config itself (exit 2).
+    return WorkflowConfig(
+        max_iterations=max_iterations,
+        quality_threshold=threshold,
+        review_model=named,
+        polish_model=named,
+    )
 
 
 @app.command()
