@@ -125,6 +125,10 @@ class _InFlight:
         return True
 
 
+#: The longest the waiting thread blocks at once (see :meth:`StageRunner.carry`).
+_SIGNAL_POLL_SECONDS = 0.5
+
+
 def _retryable(error: BaseException) -> bool:
     """False for a stage error that says another attempt cannot succeed (``retryable=False``).
 
@@ -205,7 +209,11 @@ class StageRunner:
         try:
             while True:
                 try:
-                    return pending.result(timeout=self._until_next_look(last_beat))
+                    # Waits are cut to _SIGNAL_POLL_SECONDS: a Ctrl-C that the kernel delivers to
+                    # another thread (the carrier in a socket read) only marks it pending, and
+                    # this thread raises KeyboardInterrupt once it runs Python code again.
+                    wait = min(self._until_next_look(last_beat), _SIGNAL_POLL_SECONDS)
+                    return pending.result(timeout=wait)
                 except TimeoutError:
                     if pending.done():  # the run itself raised a TimeoutError
                         raise

@@ -6,6 +6,7 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -326,3 +327,48 @@ class TestRetryAfter:
         error = RuntimeError("429")
         error.retry_after_seconds = asked  # type: ignore[attr-defined]
         assert runner._backoff(1, error) == expected
+
+
+class TestInterrupt:
+    def test_ctrl_c_delivered_to_the_carrier_reaches_the_caller_promptly(
+        self, sqlite_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """A SIGINT that lands on the carrier thread still interrupts the waiting caller.
+
+        The kernel may deliver a process's Ctrl-C to any thread; Python then only marks it
+        pending for the main thread, which used to notice it after its next heartbeat wait
+        (20 s by default): seen once in CI as a run that ignored Ctrl-C.
+        """
+        import signal
+        import threading
+        import time
+
+        from story_fsm import StoryWorkflowOrchestrator, Trigger, WorkflowStateManager
+        from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+        release = threading.Event()
+
+        def review_then_wait() -> Any:
+            signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this carrier thread
+            release.wait(10)
+            return review(99, "publish")
+
+        store = WorkflowStateManager(sqlite_url)
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review_then_wait), ScriptedPolisher(), store, fast_config
+        )
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                orchestrator.run_story_workflow("s-1", "T", "Script.", {})
+            elapsed = time.monotonic() - started
+        finally:
+            release.set()
+            # The carrier records the review it was in, then stops: let it, then close.
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and Trigger.REVIEWED not in [
+                r.trigger for r in store.history("s-1")
+            ]:
+                time.sleep(0.05)
+            store.close()
+        assert elapsed < 5  # at most a poll interval plus scheduling, not a heartbeat period
