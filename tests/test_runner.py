@@ -353,6 +353,8 @@ class TestInterrupt:
             release.wait(10)
             return review(99, "publish")
 
+        # Python's own Ctrl-C handler (a worker test of this process may have replaced it).
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
         store = WorkflowStateManager(sqlite_url)
         orchestrator = StoryWorkflowOrchestrator(
             ScriptedReviewer(review_then_wait), ScriptedPolisher(), store, fast_config
@@ -371,4 +373,5 @@ class TestInterrupt:
             ]:
                 time.sleep(0.05)
             store.close()
+            signal.signal(signal.SIGINT, previous)
         assert elapsed < 5  # at most a poll interval plus scheduling, not a heartbeat period
