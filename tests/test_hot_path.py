@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -479,3 +480,68 @@ class TestPreparedWrites:
             assert read_back == [at, at]
         finally:
             engine.dispose()
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),  # no microseconds: ".000000" is kept
+            datetime(2026, 12, 3, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+            # Another zone: converted to UTC first (here across a day boundary).
+            datetime(2026, 5, 1, 21, 30, 0, 7, tzinfo=timezone(timedelta(hours=-5))),
+            datetime(2026, 5, 1, 1, 0, tzinfo=timezone(timedelta(hours=3, minutes=30))),
+        ],
+    )
+    def test_sqlite_datetime_text_is_sqlalchemys(self, value: datetime) -> None:
+        """UTCDateTime's one-call SQLite processor writes the text SQLAlchemy's chain would."""
+        from sqlalchemy.dialects import sqlite
+
+        from story_fsm.store.schema import UTCDateTime
+
+        dialect = sqlite.dialect()
+        fast = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        core = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fast is not None and core is not None
+        expected = core(UTCDateTime().process_bind_param(value, dialect))
+        assert fast(value) == expected
+        assert fast(None) is None
+
+    def test_sqlite_datetime_refuses_a_naive_value(self) -> None:
+        from sqlalchemy.dialects import sqlite
+
+        from story_fsm.store.schema import UTCDateTime
+
+        dialect = sqlite.dialect()
+        fast = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fast is not None
+        with pytest.raises(ValueError, match="timezone-aware"):
+            fast(datetime(2026, 1, 1))
+
+    def test_prepared_params_carry_constants_not_required_markers(self) -> None:
+        """Constants the statement holds are merged in; the required binds come from the call."""
+        from sqlalchemy.dialects import sqlite
+
+        from story_fsm.store._prepared import PreparedWrite
+        from story_fsm.store.schema import UTCDateTime
+
+        table = sa.Table(
+            "probe",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer),
+            sa.Column("kind", sa.String),
+            sa.Column("score", sa.Float),
+            sa.Column("at", UTCDateTime),
+        )
+        stmt = (
+            table.update()
+            .where(table.c.id == sa.bindparam("p_id"))
+            .values(kind="fixed", score=sa.bindparam("p_score"), at=sa.bindparam("p_at"))
+        )
+        write = PreparedWrite(stmt, sqlite.dialect())
+        at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+        params = write.params({"p_id": 7, "p_score": 3, "p_at": at})
+        assert list(params) == ["fixed", 3.0, "2026-01-02 03:04:05.000006", 7]
+        assert isinstance(params[1], float)
+        with pytest.raises(KeyError):
+            write.params({"p_id": 7, "p_score": 3})  # a required value is missing

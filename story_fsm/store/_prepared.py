@@ -37,16 +37,14 @@ class PreparedWrite:
     ) -> None:
         compiled: Any = stmt.compile(dialect=dialect, column_keys=list(column_keys or []) or None)
         self.sql = str(compiled)
-        #: Parameters whose values the statement carries itself (constants, a LIMIT).
-        self._fixed = {key: value for key, value in compiled.params.items() if value is not None}
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        # itemgetter picks the positional values in C; with one key it returns a bare value.
-        self._pick: Callable[[dict[str, Any]], Any] | None = None
-        if order is not None and len(order) > 1:
-            self._pick = operator.itemgetter(*order)
-        elif order is not None:
-            self._pick = lambda values: tuple(values[key] for key in order)
-        self._processors: dict[str, Callable[[Any], Any]] = {}
+        #: Parameters whose values the statement carries itself (constants, a LIMIT); not
+        #: the ones every call must give (their value is SQLAlchemy's REQUIRED marker).
+        self._fixed = {
+            key: value
+            for key, value in compiled.params.items()
+            if value is not None and not compiled.binds[key].required
+        }
+        processors: dict[str, Callable[[Any], Any]] = {}
         for key, bind in compiled.binds.items():
             # The dialect's own implementation, as Core's execution resolves it: for a
             # TypeDecorator, ``bind_processor`` alone stops at the decorator and hands the
@@ -54,20 +52,43 @@ class PreparedWrite:
             # its default adapter: another string than Core's, and deprecated since 3.12).
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
-                self._processors[key] = processor
+                processors[key] = processor
+        self._processors = processors
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        # Positional drivers (sqlite3): itemgetter picks the values in C, then only the
+        # positions that have a processor are converted. Named drivers (psycopg) get a dict.
+        self._pick: Callable[[dict[str, Any]], Any] | None = None
+        self._convert: tuple[tuple[int, Callable[[Any], Any]], ...] = ()
+        if order is not None:
+            self._pick = (
+                operator.itemgetter(*order)
+                if len(order) > 1
+                else lambda values: tuple(values[key] for key in order)
+            )
+            self._convert = tuple(
+                (position, processors[key])
+                for position, key in enumerate(order)
+                if key in processors
+            )
 
     def params(self, values: dict[str, Any]) -> Any:
         """Return *values* as the driver takes them: processed, positional or named."""
         if self._fixed:
             values = {**self._fixed, **values}
+        pick = self._pick
+        if pick is not None:
+            if not self._convert:
+                return pick(values)
+            picked = list(pick(values))
+            for position, processor in self._convert:
+                picked[position] = processor(picked[position])
+            return picked
         if self._processors:
             values = dict(values)
             for key, processor in self._processors.items():
                 if key in values:
                     values[key] = processor(values[key])
-        if self._pick is None:
-            return values
-        return self._pick(values)
+        return values
 
 
 class RawTransaction:
