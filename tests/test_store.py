@@ -267,3 +267,25 @@ class TestEngines:
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
         engine.dispose()
+
+
+class TestWritesAfterRefusals:
+    def test_refused_writes_leave_the_store_writing(self, store: WorkflowStateManager) -> None:
+        """After a duplicate key and a lost race, the same store's next writes land.
+
+        On SQLite every write reuses one kept connection and its cursor, so a failed statement
+        must leave both ready for the next transaction (and nothing half-written behind).
+        """
+        held = lease()
+        store.create(new(), held)
+        with pytest.raises(WorkflowExistsError):
+            store.create(new(), held)
+        store.append("s", 0, START, held)
+        with pytest.raises(ConcurrentAdvanceError):
+            store.append("s", 0, START, held)
+        other = lease("b")
+        store.create(new("t"), other)
+        store.append("t", 0, START, other)
+        assert [r.seq for r in store.history("s")] == [0, 1]
+        assert [r.seq for r in store.history("t")] == [0, 1]
+        assert {s.story_id: s.seq for s in store.list_workflows()} == {"s": 1, "t": 1}

@@ -62,7 +62,10 @@ class HeldWrite:
     """One write transaction on SQLite's kept connection, under the file's writer lock.
 
     A class rather than stacked generator context managers: this runs once per transition.
-    Driver errors leave it as story_fsm's (:func:`translate`); others pass through as raised.
+    The connection's cursor is kept with it and reused (a sqlite3 cursor stays usable after
+    a commit, a rollback or a failed statement), so a transaction creates no objects of the
+    driver's. Driver errors leave it as story_fsm's (:func:`translate`); others pass
+    through as raised.
     """
 
     __slots__ = ("_connection", "_cursor", "_errors", "_lock", "_open", "_story_id")
@@ -70,22 +73,21 @@ class HeldWrite:
     def __init__(
         self,
         lock: AbstractContextManager[Any],
-        open_connection: Callable[[], Any],
+        open_writer: Callable[[], tuple[Any, Any]],
         errors: tuple[type[BaseException], ...],
         story_id: str | None,
     ) -> None:
         self._lock = lock
         self._story_id = story_id
         self._errors = errors
-        self._open = open_connection
+        self._open = open_writer
         self._connection: Any = None
         self._cursor: Any = None
 
     def __enter__(self) -> RawTransaction:
         self._lock.__enter__()
         try:
-            self._connection = self._open()
-            self._cursor = self._connection.cursor()
+            self._connection, self._cursor = self._open()
         except BaseException as exc:
             self._lock.__exit__(None, None, None)
             if isinstance(exc, self._errors):
@@ -96,13 +98,10 @@ class HeldWrite:
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
         connection = self._connection
         try:
-            try:
-                if error is None:
-                    connection.commit()
-                else:
-                    connection.rollback()
-            finally:
-                self._cursor.close()
+            if error is None:
+                connection.commit()
+            else:
+                connection.rollback()
         except self._errors as exc:
             raise translate(exc, self._story_id) from exc
         finally:

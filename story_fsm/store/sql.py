@@ -150,6 +150,7 @@ class WorkflowStateManager:
             else self._engine.execution_options(isolation_level="AUTOCOMMIT")
         )
         self._writer: Any = None
+        self._writer_cursor: Any = None
         dbapi = self._engine.dialect.dbapi
         self._driver_errors: tuple[type[BaseException], ...] = (
             sa_exc.SQLAlchemyError,
@@ -173,9 +174,7 @@ class WorkflowStateManager:
     ) -> AbstractContextManager[RawTransaction]:
         """One write transaction on the prepared fast path, errors translated."""
         if self._keeps_writer:
-            return HeldWrite(
-                self._write_lock, self._writer_connection, self._driver_errors, story_id
-            )
+            return HeldWrite(self._write_lock, self._kept_writer, self._driver_errors, story_id)
         return self._pooled_write(story_id, autocommit)
 
     @contextmanager
@@ -192,6 +191,13 @@ class WorkflowStateManager:
         if self._writer is None:
             self._writer = self._engine.raw_connection()
         return self._writer
+
+    def _kept_writer(self) -> tuple[Any, Any]:
+        """SQLite: the kept connection and its cursor, which every write reuses (under the lock)."""
+        writer = self._writer_connection()
+        if self._writer_cursor is None:
+            self._writer_cursor = writer.cursor()
+        return writer, self._writer_cursor
 
     def _lost_connection(self, error: StoreError) -> bool:
         """True when *error* came from a connection the server had closed."""
@@ -257,6 +263,9 @@ class WorkflowStateManager:
     def close(self) -> None:
         """Return the store's connections; dispose of the pool if this store made the engine."""
         with self._write_lock:
+            if self._writer_cursor is not None:
+                self._writer_cursor.close()
+                self._writer_cursor = None
             if self._writer is not None:
                 self._writer.close()  # back to the pool
                 self._writer = None
