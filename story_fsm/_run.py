@@ -41,6 +41,11 @@ class Drained(Exception):
     """The host asked to stop: no new stage is started (internal; the caller releases)."""
 
 
+_TRIGGERS: dict[str, Trigger] = {t.value: t for t in Trigger}
+#: The machine names its states by the members' names (``REVIEWING``).
+_STATES: dict[str, WorkflowState] = {s.name: s for s in WorkflowState}
+
+
 def _never() -> bool:
     return False
 
@@ -121,9 +126,11 @@ class WorkflowRun(MachineModel):
     def record(self, event: EventData) -> None:
         """Persist the edge about to be taken (the machine's ``before_state_change``)."""
         assert event.transition is not None  # always set for before_state_change
-        trigger = Trigger(event.event.name)
-        source = WorkflowState[event.transition.source]
-        dest = WorkflowState[event.transition.dest] if event.transition.dest else source
+        transition = event.transition
+        # Dict lookups, not enum-class calls: this runs once per transition.
+        trigger = _TRIGGERS[event.event.name]
+        source = _STATES[transition.source]
+        dest = _STATES[transition.dest] if transition.dest else source
         write = self._plan(trigger, source, dest, event.kwargs)
         self._append(write)
         self._announce(trigger, write.iteration, event.kwargs)

@@ -158,7 +158,7 @@ class MachineModel:
         if self.machine is None:
             raise RuntimeError("the model is not bound to a machine")  # a programming error
         try:
-            self.machine.events[trigger.value].trigger(self, **kwargs)
+            self.machine.events[trigger._value_].trigger(self, **kwargs)
         except MachineError as exc:
             raise InvalidTransitionError(
                 f"can't {trigger.value} when in {self.state.name}: {exc.value}"

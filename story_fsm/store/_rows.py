@@ -83,17 +83,25 @@ def record_from_row(row: Any) -> TransitionRecord:
     )
 
 
+# The hot path reads an enum's value as ``member._value_`` (a plain attribute) rather than
+# ``.value`` (a descriptor call on Python 3.11), and turns stored text back into a member by a
+# dict lookup rather than a call of the enum class: each runs several times per transition.
+_STATES: dict[str, WorkflowState] = {s.value: s for s in WorkflowState}
+_STAGES: dict[str, Stage] = {s.value: s for s in Stage}
+
+
 def transition_values(
     story_id: str, seq: int, write: TransitionWrite, now: datetime
 ) -> dict[str, Any]:
+    stage = write.stage
     return {
         "story_id": story_id,
         "seq": seq,
-        "trigger": write.trigger.value,
-        "source": write.source.value,
-        "dest": write.dest.value,
+        "trigger": write.trigger._value_,
+        "source": write.source._value_,
+        "dest": write.dest._value_,
         "iteration": write.iteration,
-        "stage": write.stage.value if write.stage else None,
+        "stage": stage._value_ if stage is not None else None,
         "attempt": write.attempt,
         "duration_seconds": write.duration_seconds,
         "cost": write.cost,
@@ -106,26 +114,27 @@ def transition_values(
 def advance_params(
     story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease, now: datetime
 ) -> dict[str, Any]:
-    terminal = write.dest.is_terminal
+    dest, trigger, failed = write.dest, write.trigger, write.failed_stage
+    terminal = dest is WorkflowState.COMPLETE or dest is WorkflowState.FAILED
     unheld = terminal or write.release_lease
     return {
         "p_story_id": story_id,
         "p_expected_seq": expected_seq,
         "p_held_token": lease.token,
-        "p_state": write.dest.value,
+        "p_state": dest._value_,
         "p_seq": expected_seq + 1,
         "p_iteration": write.next_iteration,
         "p_now": now,
         "p_cost": write.cost or 0.0,
-        "p_reviews": int(write.trigger is Trigger.REVIEWED),
-        "p_polishes": int(write.trigger is Trigger.POLISHED),
+        "p_reviews": 1 if trigger is Trigger.REVIEWED else 0,
+        "p_polishes": 1 if trigger is Trigger.POLISHED else 0,
         "p_title": write.title,
         "p_script": write.script,
-        "p_review_seq": expected_seq + 1 if write.trigger is Trigger.REVIEWED else None,
+        "p_review_seq": expected_seq + 1 if trigger is Trigger.REVIEWED else None,
         "p_score": write.quality_score,
         "p_decision": write.decision,
-        "p_failed_stage": write.failed_stage.value if write.failed_stage else None,
-        "p_error": write.error if write.dest is WorkflowState.FAILED else None,
+        "p_failed_stage": failed._value_ if failed is not None else None,
+        "p_error": write.error if dest is WorkflowState.FAILED else None,
         "p_completed_at": now if terminal else None,
         # A terminal state releases the lease: nothing runs until someone resumes or retries.
         "p_lease_owner": None if unheld else lease.owner,
@@ -247,7 +256,7 @@ def fold_advance(row: WorkflowRow, params: dict[str, Any], payload: dict[str, An
     # every call): this runs once per transition.
     summary = WorkflowSummary(
         story_id=s.story_id,
-        state=WorkflowState(params["p_state"]),
+        state=_STATES[params["p_state"]],
         iteration=params["p_iteration"],
         seq=params["p_seq"],
         title=_coalesce(params["p_title"], s.title),
@@ -273,7 +282,7 @@ def fold_advance(row: WorkflowRow, params: dict[str, Any], payload: dict[str, An
         initial_quality_score=_coalesce(row.initial_quality_score, params["p_score"]),
         total_reviews=row.total_reviews + params["p_reviews"],
         total_polishes=row.total_polishes + params["p_polishes"],
-        failed_stage=Stage(failed) if failed else None,
+        failed_stage=_STAGES[failed] if failed else None,
         completed_at=params["p_completed_at"],
         last_review=payload if params["p_review_seq"] is not None else row.last_review,
         lease_token=params["p_lease_token"],
