@@ -21,6 +21,8 @@ def unstorable_reason(text: str) -> str | None:
     nul = text.find("\x00")
     if nul >= 0:
         return f"contains a NUL character (\\x00) at position {nul}"
+    if text.isascii():  # O(1) in CPython (a flag of the string); ASCII has no surrogates
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
