@@ -10,7 +10,7 @@ DEMO_DB := story_fsm_demo.db
 SAMPLE := examples/stories/lighthouse_cat.txt
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-lowest lint typecheck diagrams graphviz bench bench-quick clean
+.PHONY: help venv run test test-lowest lint typecheck diagrams graphviz bench bench-quick bench-profile clean
 
 help:
 	@echo "make run         run the bundled sample story through the loop (offline editor, SQLite)"
@@ -19,6 +19,7 @@ help:
 	@echo "make lint        ruff + mypy"
 	@echo "make diagrams    regenerate diagrams/ from the machine definition"
 	@echo "make bench       benchmarks (bench/RESULTS.md); make bench-quick for a short run"
+	@echo "make bench-profile  where a story's time goes (COMMITs, statements, the engine)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+
+bench-profile: $(STAMP)
+	$(PY) bench/profile_loop.py
 
 clean:
 	rm -rf $(VENV) .venv-*/ .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.* dist build

@@ -78,3 +78,33 @@ class TestHelpers:
         """Each ratio pairs the same repeat's figures; the spread is over repeats."""
         assert ratio_spread([2.0, 9.0, 4.0], [1.0, 3.0, 4.0]) == Spread(2.0, 1.0, 3.0, 3)
         assert rotated([1, 2, 3], 4) == [2, 3, 1]
+
+
+class TestProfileSplit:
+    @pytest.mark.parametrize("inline", [False, True])
+    def test_the_split_counts_the_hot_paths_driver_calls(
+        self, inline: bool, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A story of the loop is 6 COMMITs and 14 statements on the kept writer connection.
+
+        The figures the profile prints rest on the timed connection standing in for the
+        store's: if it stopped seeing the writes (or the hot path grew a commit), this fails.
+        """
+        from bench import profile_loop
+
+        argv = ["--sync", "OFF", "--n", "3"] + (["--inline"] if inline else [])
+        split = profile_loop.main(argv)
+        assert (split["commits_per_story"], split["statements_per_story"]) == (6, 14)
+        parts = split["commit_us"] + split["statements_us"] + split["rest_us"]
+        assert split["commit_us"] > 0 and split["statements_us"] > 0
+        assert parts == pytest.approx(split["story_us"], abs=0.5)
+        assert "6 COMMITs" in capsys.readouterr().out
+
+    def test_a_missing_pyinstrument_is_a_clear_exit(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import sys
+
+        from bench import profile_loop
+
+        monkeypatch.setitem(sys.modules, "pyinstrument", None)  # import fails as if absent
+        with pytest.raises(SystemExit, match="pyinstrument is not installed"):
+            profile_loop.main(["--n", "1", "--profiler", "pyinstrument", "--sync", "OFF"])

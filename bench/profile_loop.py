@@ -1,0 +1,189 @@
+"""Where one story of the loop spends its time: the driver's share, and a profile of the rest.
+
+    python bench/profile_loop.py                          # split at FULL: COMMITs, statements, rest
+    python bench/profile_loop.py --sync OFF --n 3000
+    python bench/profile_loop.py --profiler cprofile      # the engine's functions, by own time
+    python bench/profile_loop.py --profiler pyinstrument  # a call tree (pip install pyinstrument)
+
+The loop is the benchmark's (no-op stages, a ~2 KB script, a SQLite file in WAL mode). With
+``--inline`` (implied by the profilers) the runs are carried on the calling thread instead of
+a pool thread, so that a profiler of this thread sees them; the engine never runs that way
+(it is how its stage timeouts can abandon a hung call), so ``split`` keeps the pool thread by
+default.
+
+``split`` times the store's SQLite writer connection from the driver's side: each statement's
+``execute`` and each ``commit``, on the connection the engine keeps for its writes. What is
+left of a story's time is the engine's own Python (and the hand-off to its carrier thread).
+The timers cost a little themselves, so the sum is above the benchmark's figure.
+Not a benchmark: nothing is compared, nothing written to ``results.json``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import argparse
+import tempfile
+import time
+from typing import Any
+
+from bench.workload import NoOpPolisher, NoOpReviewer, loop_config, run_story
+
+PROFILERS = ("split", "cprofile", "pyinstrument")
+WARM_STORIES = 50
+
+
+class _Clock:
+    """Time spent in the driver, summed: statements and COMMITs."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start counting afresh (after the warm-up stories)."""
+        self.execute = 0.0
+        self.commit = 0.0
+        self.statements = 0
+        self.commits = 0
+
+
+class _TimedCursor:
+    def __init__(self, cursor: Any, clock: _Clock) -> None:
+        self._cursor, self._clock = cursor, clock
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._cursor.execute(sql, params)
+        finally:
+            self._clock.execute += time.perf_counter() - started
+            self._clock.statements += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _TimedConnection:
+    """Stands in for the store's SQLite writer connection, timing what the driver does."""
+
+    def __init__(self, connection: Any, clock: _Clock) -> None:
+        self._connection, self._clock = connection, clock
+
+    def cursor(self) -> _TimedCursor:
+        return _TimedCursor(self._connection.cursor(), self._clock)
+
+    def commit(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._connection.commit()
+        finally:
+            self._clock.commit += time.perf_counter() - started
+            self._clock.commits += 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def _inline_executor() -> Any:
+    from story_fsm._executor import StageCall, StageExecutor
+
+    class Inline(StageExecutor):
+        """Runs each carried run on the calling thread (for profilers only)."""
+
+        def submit(self, fn: Any) -> Any:
+            call = StageCall(fn)
+            call._run()
+            return call
+
+    return Inline()
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the profile *argv* asks for; print it and return the split (or an empty dict)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sync", default="FULL", choices=("OFF", "NORMAL", "FULL"))
+    parser.add_argument("--n", type=int, default=1000, help="stories measured")
+    parser.add_argument("--profiler", default="split", choices=PROFILERS)
+    parser.add_argument("--inline", action="store_true", help="carry runs on this thread")
+    parser.add_argument("--top", type=int, default=30, help="cprofile: rows shown")
+    args = parser.parse_args(argv)
+
+    from story_fsm import StoryWorkflowOrchestrator, WorkflowStateManager
+
+    with tempfile.TemporaryDirectory(prefix="story-fsm-profile-") as folder:
+        store = WorkflowStateManager(f"sqlite:///{folder}/profile.db", sqlite_synchronous=args.sync)
+        clock = _Clock()
+        store._writer = _TimedConnection(store._writer_connection(), clock)
+        inline = args.inline or args.profiler != "split"
+        orchestrator = StoryWorkflowOrchestrator(
+            NoOpReviewer(),
+            NoOpPolisher(),
+            store,
+            loop_config(),
+            executor=_inline_executor() if inline else None,
+        )
+        for n in range(WARM_STORIES):
+            run_story(orchestrator, f"warm-{n}")
+        clock.reset()
+
+        def work() -> None:
+            for n in range(args.n):
+                run_story(orchestrator, f"story-{n}")
+
+        try:
+            return _profile(args, work, clock)
+        finally:
+            store.close()
+
+
+def _profile(args: argparse.Namespace, work: Any, clock: _Clock) -> dict[str, Any]:
+    if args.profiler == "cprofile":
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.runcall(work)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+        return {}
+    if args.profiler == "pyinstrument":
+        try:
+            from pyinstrument import Profiler
+        except ImportError:
+            raise SystemExit(
+                "pyinstrument is not installed: `.venv/bin/pip install pyinstrument`, "
+                "or use --profiler cprofile (the standard library's)"
+            ) from None
+        profiler = Profiler(interval=0.0002)
+        profiler.start()
+        work()
+        profiler.stop()
+        print(profiler.output_text(unicode=True, color=False))
+        return {}
+    started = time.perf_counter()
+    work()
+    story = (time.perf_counter() - started) / args.n * 1e6
+    split = {
+        "sync": args.sync,
+        "stories": args.n,
+        "story_us": round(story, 1),
+        "commit_us": round(clock.commit / args.n * 1e6, 1),
+        "statements_us": round(clock.execute / args.n * 1e6, 1),
+        "commits_per_story": clock.commits / args.n,
+        "statements_per_story": clock.statements / args.n,
+    }
+    split["rest_us"] = round(story - split["commit_us"] - split["statements_us"], 1)
+    print(
+        f"synchronous={args.sync}, {args.n} stories: {split['story_us']:.0f} µs per story = "
+        f"{split['commit_us']:.0f} in {split['commits_per_story']:g} COMMITs + "
+        f"{split['statements_us']:.0f} in {split['statements_per_story']:g} statements + "
+        f"{split['rest_us']:.0f} the engine's own (Python, the carrier hand-off)"
+    )
+    return split
+
+
+if __name__ == "__main__":
+    main()
