@@ -115,7 +115,7 @@ def advance_params(
     story_id: str, expected_seq: int, write: TransitionWrite, lease: Lease, now: datetime
 ) -> dict[str, Any]:
     dest, trigger, failed = write.dest, write.trigger, write.failed_stage
-    terminal = dest is WorkflowState.COMPLETE or dest is WorkflowState.FAILED
+    terminal = dest.is_terminal
     unheld = terminal or write.release_lease
     return {
         "p_story_id": story_id,
