@@ -36,6 +36,15 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 
 
+def _in_utc(value: datetime) -> datetime:
+    """*value* in UTC; a naive datetime is a bug (whose clock?), so it is refused."""
+    if value.tzinfo is UTC:  # what story_fsm's own clock gives: nothing to convert
+        return value
+    if value.tzinfo is None:
+        raise ValueError("story_fsm stores timezone-aware datetimes only")
+    return value.astimezone(UTC)
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend.
 
@@ -50,9 +59,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         """Convert to UTC (naive on SQLite); naive input is a bug, so it is refused."""
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("story_fsm stores timezone-aware datetimes only")
-        value = value.astimezone(UTC)
+        value = _in_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], object] | None:
@@ -69,12 +76,8 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         def process(value: datetime | None) -> str | None:
             if value is None:
                 return None
-            if value.tzinfo is not UTC:
-                if value.tzinfo is None:
-                    raise ValueError("story_fsm stores timezone-aware datetimes only")
-                value = value.astimezone(UTC)
             # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the first 26 characters are SQLite's text.
-            return value.isoformat(" ", "microseconds")[:26]
+            return _in_utc(value).isoformat(" ", "microseconds")[:26]
 
         return process
 
