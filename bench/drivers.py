@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import pg, storage
+from bench.tap import tap_writer
 from bench.workload import NoOpPolisher, NoOpReviewer, loop_config, raw_steps, run_story
 
 SQLITE_VARIANTS = (
@@ -147,38 +148,6 @@ def _story_fsm_sqlite(args: argparse.Namespace, *, keep_script: bool = False) ->
     )
 
 
-class _RecordingCursor:
-    """A DBAPI cursor that notes each statement and its parameters in the open transaction."""
-
-    def __init__(self, cursor: Any, transactions: list[list[tuple[str, Any]]]) -> None:
-        self._cursor, self._transactions = cursor, transactions
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        self._transactions[-1].append((sql, params))
-        return self._cursor.execute(sql, params)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
-class _Recorder:
-    """Stands in for the store's SQLite writer connection and notes what it is asked to do."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self.transactions: list[list[tuple[str, Any]]] = [[]]
-
-    def cursor(self) -> _RecordingCursor:
-        return _RecordingCursor(self.connection.cursor(), self.transactions)
-
-    def commit(self) -> None:
-        self.connection.commit()
-        self.transactions.append([])
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.connection, name)
-
-
 def _story_fsm_sql(args: argparse.Namespace) -> Driver:
     """story_fsm's own statements for one story, replayed on plain sqlite3: its SQL's floor.
 
@@ -191,14 +160,19 @@ def _story_fsm_sql(args: argparse.Namespace) -> Driver:
 
     path = args.workdir / "story_fsm_sql.db"
     store = WorkflowStateManager(f"sqlite:///{path}", sqlite_synchronous=args.sync)
-    recorder = _Recorder(store._writer_connection())  # the store's kept SQLite writer
-    store._writer = recorder
+    # Each commit closes the open transaction's list and opens the next one.
+    transactions: list[list[tuple[str, Any]]] = [[]]
+    tap_writer(
+        store,
+        lambda sql, params, _seconds: transactions[-1].append((sql, params)),
+        lambda _seconds: transactions.append([]),
+    )
     template = "template"
     run_story(
         StoryWorkflowOrchestrator(NoOpReviewer(), NoOpPolisher(), store, loop_config()),
         template,
     )
-    transactions = [tx for tx in recorder.transactions if tx]
+    transactions = [tx for tx in transactions if tx]
     store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")

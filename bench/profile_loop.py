@@ -7,12 +7,12 @@
 
 The loop is the benchmark's (no-op stages, a ~2 KB script, a SQLite file in WAL mode). With
 ``--inline`` (implied by the profilers) the runs are carried on the calling thread instead of
-a pool thread, so that a profiler of this thread sees them; the engine never runs that way
-(it is how its stage timeouts can abandon a hung call), so ``split`` keeps the pool thread by
-default.
+a pool thread, so that a profiler of this thread sees them. The engine never runs that way
+(the pool thread is what lets a stage timeout abandon a hung call), so ``split`` keeps the
+pool thread by default.
 
-``split`` times the store's SQLite writer connection from the driver's side: each statement's
-``execute`` and each ``commit``, on the connection the engine keeps for its writes. What is
+``split`` times the store's SQLite writer connection from the driver's side
+(:func:`bench.tap.tap_writer`): each statement's ``execute`` and each ``commit``. What is
 left of a story's time is the engine's own Python (and the hand-off to its carrier thread).
 The timers cost a little themselves, so the sum is above the benchmark's figure.
 Not a benchmark: nothing is compared, nothing written to ``results.json``.
@@ -31,6 +31,7 @@ import tempfile
 import time
 from typing import Any
 
+from bench.tap import tap_writer
 from bench.workload import NoOpPolisher, NoOpReviewer, loop_config, run_story
 
 PROFILERS = ("split", "cprofile", "pyinstrument")
@@ -50,42 +51,15 @@ class _Clock:
         self.statements = 0
         self.commits = 0
 
+    def statement(self, _sql: str, _params: Any, seconds: float) -> None:
+        """Count one statement and the driver's time for it."""
+        self.execute += seconds
+        self.statements += 1
 
-class _TimedCursor:
-    def __init__(self, cursor: Any, clock: _Clock) -> None:
-        self._cursor, self._clock = cursor, clock
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        started = time.perf_counter()
-        try:
-            return self._cursor.execute(sql, params)
-        finally:
-            self._clock.execute += time.perf_counter() - started
-            self._clock.statements += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
-
-
-class _TimedConnection:
-    """Stands in for the store's SQLite writer connection, timing what the driver does."""
-
-    def __init__(self, connection: Any, clock: _Clock) -> None:
-        self._connection, self._clock = connection, clock
-
-    def cursor(self) -> _TimedCursor:
-        return _TimedCursor(self._connection.cursor(), self._clock)
-
-    def commit(self) -> None:
-        started = time.perf_counter()
-        try:
-            self._connection.commit()
-        finally:
-            self._clock.commit += time.perf_counter() - started
-            self._clock.commits += 1
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._connection, name)
+    def committed(self, seconds: float) -> None:
+        """Count one COMMIT and the driver's time for it."""
+        self.commit += seconds
+        self.commits += 1
 
 
 def _inline_executor() -> Any:
@@ -117,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="story-fsm-profile-") as folder:
         store = WorkflowStateManager(f"sqlite:///{folder}/profile.db", sqlite_synchronous=args.sync)
         clock = _Clock()
-        store._writer = _TimedConnection(store._writer_connection(), clock)
+        tap_writer(store, clock.statement, clock.committed)
         inline = args.inline or args.profiler != "split"
         orchestrator = StoryWorkflowOrchestrator(
             NoOpReviewer(),
