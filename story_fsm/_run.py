@@ -42,8 +42,8 @@ class Drained(Exception):
 
 
 _TRIGGERS: dict[str, Trigger] = {t.value: t for t in Trigger}
-#: The machine names its states by the members' names (``REVIEWING``).
-_STATES: dict[str, WorkflowState] = {s.name: s for s in WorkflowState}
+#: The machine names its states by the members' names (``REVIEWING``), not their values.
+_STATES_BY_NAME: dict[str, WorkflowState] = {s.name: s for s in WorkflowState}
 
 
 def _never() -> bool:
@@ -129,8 +129,8 @@ class WorkflowRun(MachineModel):
         transition = event.transition
         # Dict lookups, not enum-class calls: this runs once per transition.
         trigger = _TRIGGERS[event.event.name]
-        source = _STATES[transition.source]
-        dest = _STATES[transition.dest] if transition.dest else source
+        source = _STATES_BY_NAME[transition.source]
+        dest = _STATES_BY_NAME[transition.dest] if transition.dest else source
         write = self._plan(trigger, source, dest, event.kwargs)
         self._append(write)
         self._announce(trigger, write.iteration, event.kwargs)

@@ -158,6 +158,7 @@ class MachineModel:
         if self.machine is None:
             raise RuntimeError("the model is not bound to a machine")  # a programming error
         try:
+            # ``_value_``: a plain attribute; ``.value`` is a descriptor call (once per edge).
             self.machine.events[trigger._value_].trigger(self, **kwargs)
         except MachineError as exc:
             raise InvalidTransitionError(
