@@ -35,6 +35,7 @@ from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_
 from story_fsm._text import storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
+from story_fsm.stages import readable_cost
 from story_fsm.states import Stage
 
 __all__ = [
@@ -70,12 +71,10 @@ class AttemptFailure:
     @property
     def cost(self) -> float:
         """What the failed attempt cost, when the stage said (a paid but unusable answer)."""
-        cost = (
-            getattr(self.error, "cost", 0.0)
-            if isinstance(self.error, InvalidStageOutputError)
-            else 0.0
-        )
-        return float(cost or 0.0)
+        if not isinstance(self.error, InvalidStageOutputError):
+            return 0.0
+        # Checked like an answer's cost: a bad value is logged and counted as 0, never stored.
+        return readable_cost(getattr(self.error, "cost", None))
 
     @property
     def error_text(self) -> str:

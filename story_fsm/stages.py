@@ -26,6 +26,7 @@ __all__ = [
     "StoryReviewer",
     "normalize_polish",
     "normalize_review",
+    "readable_cost",
 ]
 
 #: A stage cost above this is taken for a bad field, not a price (and sums of such values
@@ -188,20 +189,44 @@ def _decision(raw: object, data: Mapping[str, Any]) -> ReviewDecision:
     )
 
 
-def _cost(data: Mapping[str, Any]) -> float:
-    meta = data.get("_meta")
-    cost = meta.get("cost_estimate") if isinstance(meta, Mapping) else None
-    if cost is None:
-        cost = data.get("cost")
+def readable_cost(cost: object) -> float:
+    """Return *cost* as a float when it is a number from 0 to ``MAX_STAGE_COST``, else 0.0.
+
+    None (no cost said) is 0.0. Anything else that is no such number (a string, NaN, an
+    infinity, a negative or absurd value, a bool) is logged as ``stage_cost_unreadable`` and
+    counted as 0.0: a bad cost field must not throw away a paid answer, nor make the
+    workflow's total unusable.
+    """
     if cost is None:
         return 0.0
-    readable = not isinstance(cost, bool) and isinstance(cost, int | float)
     # A plain comparison: exact for any int (math.isfinite overflows on 10**400), false for NaN.
-    if not readable or not 0 <= cost <= MAX_STAGE_COST:
-        # A bad cost field must not throw away a paid answer; say so and count it as unknown.
+    if (
+        isinstance(cost, bool)
+        or not isinstance(cost, int | float)
+        or not 0 <= cost <= MAX_STAGE_COST
+    ):
         get_logger().warning("stage_cost_unreadable", cost=repr(cost))
         return 0.0
     return float(cost)
+
+
+def _cost(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Return the answer's cost and the answer as it is to be stored.
+
+    A cost of NaN or an infinity (which JSON cannot hold) is stored as its text (``"nan"``),
+    so the paid answer stays storable and the audit trail still shows what the stage said.
+    """
+    meta = data.get("_meta")
+    in_meta = isinstance(meta, Mapping) and meta.get("cost_estimate") is not None
+    raw = meta["cost_estimate"] if in_meta else data.get("cost")  # type: ignore[index]
+    cost = readable_cost(raw)
+    if isinstance(raw, float) and not math.isfinite(raw):
+        data = dict(data)
+        if in_meta:
+            data["_meta"] = {**data["_meta"], "cost_estimate": repr(raw)}
+        else:
+            data["cost"] = repr(raw)
+    return cost, data
 
 
 def normalize_review(raw: object) -> ReviewOutcome:
@@ -216,7 +241,8 @@ def normalize_review(raw: object) -> ReviewOutcome:
     """
     data = _as_dict(raw, "review")
     decision, score = _decision(raw, data), _score(raw, data)
-    return ReviewOutcome(decision, score, _cost(data), _jsonable(data, "review"))
+    cost, data = _cost(data)
+    return ReviewOutcome(decision, score, cost, _jsonable(data, "review"))
 
 
 def _change_count(change_log: object) -> int:
@@ -251,10 +277,11 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
         reason = unstorable_reason(text)
         if reason is not None:
             raise InvalidStageOutputError(f"the polish's {name} {reason}")
+    cost, data = _cost(data)
     return PolishOutcome(
         title=title,
         script=script,
         changes_count=_change_count(_field(raw, data, "change_log")),
-        cost=_cost(data),
+        cost=cost,
         data=_jsonable(data, "polish"),
     )

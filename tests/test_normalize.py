@@ -92,6 +92,23 @@ class TestReview:
         assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
         assert normalize_review({"decision": "polish", "quality_score": 5, "cost": 1e9}).cost == 1e9
 
+    @pytest.mark.parametrize("where", ["cost", "_meta"])
+    @pytest.mark.parametrize("cost", [math.nan, math.inf, -math.inf])
+    def test_non_finite_cost_keeps_the_answer(self, cost: float, where: str) -> None:
+        """NaN or an infinity as the cost: the answer is kept, the cost stored as its text."""
+        field = {"cost": cost} if where == "cost" else {"_meta": {"cost_estimate": cost, "n": 1}}
+        with capture_logs() as logs:
+            out = normalize_review({"decision": "polish", "quality_score": 5, **field})
+        assert out.cost == 0.0
+        assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
+        stored = out.data["cost"] if where == "cost" else out.data["_meta"]["cost_estimate"]
+        assert stored == repr(cost)
+        if where == "_meta":
+            assert out.data["_meta"]["n"] == 1
+        json.dumps(out.data, allow_nan=False)  # storable as it is
+        polish = normalize_polish({"polished_script": "S", **field}, "T")
+        assert (polish.cost, polish.script) == (0.0, "S")
+
     @pytest.mark.parametrize(
         ("raw", "message"),
         [

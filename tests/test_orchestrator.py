@@ -354,6 +354,36 @@ class TestFailures:
         reviewed = next(r for r in store.history("s-1") if r.trigger is Trigger.REVIEWED)
         assert reviewed.attempt == 3
 
+    def test_a_failed_attempt_s_paid_cost_is_counted(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """An unusable but paid answer: its cost is on its row and in the total."""
+        reviewer = ScriptedReviewer(
+            InvalidStageOutputError("bad", cost=0.125), review(99, "publish")
+        )
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.cost == 0.125
+        assert result.total_cost == pytest.approx(0.125 + 0.25)
+
+    @pytest.mark.parametrize("cost", [float("nan"), float("inf"), -5.0, 1e12, "abc", True])
+    def test_an_unreadable_cost_of_a_failed_attempt_counts_as_zero(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig, cost: Any
+    ) -> None:
+        """A bad cost on a failed attempt is logged, stored as none, and the run goes on."""
+        reviewer = ScriptedReviewer(
+            InvalidStageOutputError("bad", cost=cost), review(99, "publish")
+        )
+        with capture_logs() as logs:
+            result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        assert result.total_cost == 0.25
+        assert store.load_row("s-1").summary.total_cost == 0.25  # type: ignore[union-attr]
+        failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.cost is None
+        assert "stage_cost_unreadable" in [e["event"] for e in logs]
+        json.dumps(result.to_dict(), allow_nan=False)
+
     def test_backoff_doubles_between_attempts(self, store: WorkflowStateManager) -> None:
         """The wait before attempt n+1 is backoff × 2^(n-1)."""
         config = WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0.05)
