@@ -105,6 +105,35 @@ class TestWrites:
         )
         assert store.heartbeat("s", mine) is False
 
+    def test_a_refusal_that_is_no_lost_race_keeps_the_database_s_message(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A constraint of the host's refuses a row: a StoreError that says so, not a race.
+
+        The step is not taken, and the same write lands once the refusal is gone.
+        """
+        held = lease()
+        store.create(new(), held)
+        if store.dialect == "sqlite":
+            create = (
+                "CREATE TRIGGER host_rule BEFORE INSERT ON story_fsm_transitions "
+                "WHEN NEW.trigger = 'start' BEGIN SELECT RAISE(ABORT, 'host refuses'); END"
+            )
+            drop = "DROP TRIGGER host_rule"
+        else:
+            create = "ALTER TABLE story_fsm_transitions ADD CONSTRAINT host_rule CHECK (trigger <> 'start')"
+            drop = "ALTER TABLE story_fsm_transitions DROP CONSTRAINT host_rule"
+        with store.engine.begin() as conn:
+            conn.execute(sa.text(create))
+        with pytest.raises(StoreError, match="host") as refused:
+            store.append("s", 0, START, held)
+        assert not isinstance(refused.value, ConcurrentAdvanceError)
+        assert store.load_row("s").summary.seq == 0  # type: ignore[union-attr]
+        with store.engine.begin() as conn:
+            conn.execute(sa.text(drop))
+        store.append("s", 0, START, held)
+        assert [r.seq for r in store.history("s")] == [0, 1]
+
     def test_append_to_unknown_story(self, store: WorkflowStateManager) -> None:
         """Appending to a story with no workflow raises WorkflowNotFoundError."""
         with pytest.raises(WorkflowNotFoundError):

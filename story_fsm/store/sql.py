@@ -385,8 +385,18 @@ class WorkflowStateManager:
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
         except StoreError as exc:
+            # A refused key means another writer recorded this step, unless the refusal came
+            # from elsewhere (a NOT NULL, a host's constraint or trigger): look before saying
+            # which, so that such a refusal keeps the database's own message.
             if self._is_integrity(exc.__cause__):
-                raise ConcurrentAdvanceError(story_id, "step already recorded") from exc
+                row = self.load_row(story_id)
+                if row is None:
+                    raise WorkflowNotFoundError(story_id) from exc
+                if row.summary.seq != expected_seq:
+                    raise ConcurrentAdvanceError(
+                        story_id,
+                        f"expected step {expected_seq}, the database is at {row.summary.seq}",
+                    ) from exc
             raise
         if current is None:
             return None
