@@ -20,7 +20,7 @@ happened and what to do next, and the original stays attached as ``__cause__``::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from story_fsm.models import WorkflowResult
@@ -46,6 +46,22 @@ class StoryFSMError(Exception):
     """Base of every error story_fsm raises; catch this to handle them all."""
 
 
+class _Rebuilt(StoryFSMError):
+    """An error whose constructor builds its message from fields, so pickling keeps those.
+
+    ``Exception`` pickles as ``cls(*self.args)``, and ``args`` holds the finished message: a
+    copy sent to another process (multiprocessing, a task queue) would be built from the
+    message as if it were the story id. These errors pickle from their constructor's
+    arguments instead, named in ``_init_fields``.
+    """
+
+    _init_fields: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = tuple(getattr(self, name) for name in self._init_fields)
+        return (type(self), args, self.__dict__)
+
+
 class InputValidationError(StoryFSMError, ValueError):
     """An argument was rejected before anything was written.
 
@@ -53,8 +69,10 @@ class InputValidationError(StoryFSMError, ValueError):
     """
 
 
-class WorkflowNotFoundError(StoryFSMError, LookupError):
+class WorkflowNotFoundError(_Rebuilt, LookupError):
     """No workflow is stored for the story id: it was never started, or the URL is wrong."""
+
+    _init_fields = ("story_id",)
 
     def __init__(self, story_id: str) -> None:
         self.story_id = story_id
@@ -64,21 +82,25 @@ class WorkflowNotFoundError(StoryFSMError, LookupError):
         )
 
 
-class WorkflowExistsError(StoryFSMError):
+class WorkflowExistsError(_Rebuilt):
     """A workflow for this story id exists already; starting it again would fork its history."""
+
+    _init_fields = ("story_id",)
 
     def __init__(self, story_id: str) -> None:
         self.story_id = story_id
         super().__init__(f"story {story_id!r} already has a workflow; call resume({story_id!r})")
 
 
-class ConcurrentAdvanceError(StoryFSMError):
+class ConcurrentAdvanceError(_Rebuilt):
     """Another process advanced (or took over) the workflow first; this writer lost the race.
 
     The database decides the winner (a unique ``(story_id, seq)`` key and the lease token), so
     the loser learns it before it spends a paid stage call, or at the latest before it records
     the stage's result.
     """
+
+    _init_fields = ("story_id", "detail")
 
     def __init__(self, story_id: str, detail: str = "") -> None:
         self.story_id = story_id
@@ -111,7 +133,7 @@ class StageTimeoutError(StoryFSMError, TimeoutError):
     """A stage call took longer than ``stage_timeout_seconds``; its late answer is discarded."""
 
 
-class StageFailedError(StoryFSMError):
+class StageFailedError(_Rebuilt):
     """A stage failed on every attempt; the workflow is persisted as FAILED.
 
     Attributes:
@@ -123,6 +145,8 @@ class StageFailedError(StoryFSMError):
     The last attempt's error is ``__cause__``. Fix the cause, then ``resume(story_id)`` retries
     the failed stage.
     """
+
+    _init_fields = ("story_id", "stage", "attempts", "result")
 
     def __init__(
         self, story_id: str, stage: Stage, attempts: int, result: WorkflowResult | None

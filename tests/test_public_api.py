@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,17 @@ import pytest
 
 import story_fsm
 import story_fsm.errors
-from story_fsm import StoryFSMError
+from story_fsm import (
+    ConcurrentAdvanceError,
+    InvalidStageOutputError,
+    Stage,
+    StageFailedError,
+    StoryFSMError,
+    WorkflowExistsError,
+    WorkflowNotFoundError,
+    WorkflowResult,
+    WorkflowState,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +89,28 @@ class TestExports:
         ]
         assert len(errors) >= 10
         assert all(issubclass(e, StoryFSMError) for e in errors)
+
+
+class TestErrorsTravel:
+    """Errors cross process boundaries (multiprocessing, task queues) by pickling."""
+
+    def test_errors_pickle_with_their_fields_and_message(self) -> None:
+        """A copy has the same type, message and fields as the error raised."""
+        result = WorkflowResult("s-1", "T", "S", "T", "S", WorkflowState.FAILED, error="x")
+        errors: list[StoryFSMError] = [
+            WorkflowNotFoundError("s-1"),
+            WorkflowExistsError("s-1"),
+            ConcurrentAdvanceError("s-1", "the lease is held by b"),
+            InvalidStageOutputError("no script", cost=0.5),
+            StageFailedError("s-1", Stage.POLISH, 3, result),
+        ]
+        for error in errors:
+            copy = pickle.loads(pickle.dumps(error))
+            assert type(copy) is type(error)
+            assert str(copy) == str(error)
+            assert vars(copy) == vars(error)
+        failed = pickle.loads(pickle.dumps(errors[-1]))
+        assert (failed.stage, failed.attempts, failed.result) == (Stage.POLISH, 3, result)
 
 
 class TestLogging:
