@@ -212,6 +212,31 @@ class TestEngines:
         with pytest.raises(InputValidationError):
             WorkflowStateManager(url)
 
+    @pytest.mark.parametrize(
+        ("option", "value"),
+        [
+            ("busy_timeout_seconds", float("nan")),
+            ("busy_timeout_seconds", float("inf")),
+            ("busy_timeout_seconds", -1),
+            ("busy_timeout_seconds", "30"),
+            ("busy_timeout_seconds", True),
+            ("sqlite_synchronous", None),
+            ("sqlite_synchronous", "SOMETIMES"),
+            ("table_prefix", None),
+            ("table_prefix", ["story_"]),
+            ("table_prefix", "1st_"),
+            ("table_prefix", "a-b_"),
+        ],
+    )
+    def test_bad_options_are_input_errors_before_anything_is_created(
+        self, option: str, value: Any, tmp_path: Path
+    ) -> None:
+        """Each bad option raises InputValidationError naming it; no database file appears."""
+        path = tmp_path / "options.db"
+        with pytest.raises(InputValidationError, match=option):
+            WorkflowStateManager(f"sqlite:///{path}", **{option: value})
+        assert not path.exists()
+
     def test_a_silent_postgresql_server_is_given_up_on(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

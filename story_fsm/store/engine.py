@@ -17,6 +17,9 @@ __all__ = ["CONNECT_TIMEOUT_SECONDS", "make_engine", "with_driver", "writer_lock
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+#: SQLite takes its busy timeout as a C int of milliseconds: about 24 days at most.
+_MAX_BUSY_TIMEOUT_SECONDS = 2_000_000
+
 #: How long a new PostgreSQL connection may take, unless the URL sets ``connect_timeout``:
 #: without a bound, a server that accepts the connection and never answers (a half-dead
 #: host, a firewall that swallows packets) would hang every command and worker forever.
@@ -68,15 +71,28 @@ def make_engine(
     :data:`CONNECT_TIMEOUT_SECONDS` unless the URL sets ``connect_timeout``.
 
     Raises:
-        InputValidationError: The URL cannot be parsed, or names an unsupported database.
+        InputValidationError: The URL cannot be parsed, or names an unsupported database; or
+            ``busy_timeout_seconds`` or ``sqlite_synchronous`` is out of range.
     """
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
         raise InputValidationError(f"not a database URL: {url!r}") from exc
-    synchronous = sqlite_synchronous.upper()
+    synchronous = sqlite_synchronous.upper() if isinstance(sqlite_synchronous, str) else None
     if synchronous not in _SYNCHRONOUS_LEVELS:
-        raise InputValidationError(f"sqlite_synchronous must be one of {_SYNCHRONOUS_LEVELS}")
+        raise InputValidationError(
+            f"sqlite_synchronous must be one of {_SYNCHRONOUS_LEVELS} (got {sqlite_synchronous!r})"
+        )
+    if (
+        isinstance(busy_timeout_seconds, bool)
+        or not isinstance(busy_timeout_seconds, int | float)
+        # A plain comparison: false for NaN; the upper bound keeps SQLite's milliseconds an int.
+        or not 0 <= busy_timeout_seconds <= _MAX_BUSY_TIMEOUT_SECONDS
+    ):
+        raise InputValidationError(
+            "busy_timeout_seconds must be a number of seconds from 0 to "
+            f"{_MAX_BUSY_TIMEOUT_SECONDS:g} (got {busy_timeout_seconds!r})"
+        )
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)

@@ -198,19 +198,31 @@ def _transitions_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
     )
 
 
-@cache
 def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
     """Return the tables for *prefix* (cached: one ``MetaData`` per prefix per process).
+
+    Raises:
+        InputValidationError: *prefix* is not a string of letters, digits and ``_`` that
+            starts with a letter.
 
     Example:
         >>> build_schema("pipeline_").workflows.name
         'pipeline_workflows'
     """
-    if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha():
+    if (
+        not isinstance(prefix, str)
+        or not prefix.replace("_", "").isalnum()
+        or not prefix[0].isalpha()
+    ):
         raise InputValidationError(
             f"table_prefix must start with a letter and hold only letters, digits and '_' "
             f"(got {prefix!r})"
         )
+    return _build_schema(prefix)
+
+
+@cache
+def _build_schema(prefix: str) -> Schema:
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     return Schema(
         prefix=prefix,

@@ -108,7 +108,9 @@ class WorkflowStateManager:
             power loss) or ``NORMAL`` (survives a process crash; faster).
 
     Raises:
-        InputValidationError: The URL cannot be parsed or names an unsupported database.
+        InputValidationError: The URL cannot be parsed or names an unsupported database, or
+            an option is out of range (a table prefix, the busy timeout, the synchronous
+            level); nothing was connected to.
         SchemaVersionError: The database's schema is unknown or newer than this story_fsm.
 
     Example:
@@ -126,6 +128,7 @@ class WorkflowStateManager:
         busy_timeout_seconds: float = 30.0,
         sqlite_synchronous: str = "FULL",
     ) -> None:
+        self.schema = build_schema(table_prefix)  # a bad prefix is refused before connecting
         if isinstance(database_url_or_engine, sa.Engine):
             self._engine, self._owns_engine = database_url_or_engine, False
         else:
@@ -135,7 +138,6 @@ class WorkflowStateManager:
                 sqlite_synchronous=sqlite_synchronous,
             )
             self._owns_engine = True
-        self.schema = build_schema(table_prefix)
         self._sql = Statements(self.schema)
         self._fast = PreparedStatements(self._sql, self.schema, self._engine.dialect)
         self._write_lock = writer_lock(self._engine)
