@@ -318,6 +318,23 @@ class TestOddReplies:
         unreadable = [e for e in logs if e["event"] == "llm_usage_unreadable"]
         assert unreadable and unreadable[0]["field"] == field
 
+    def test_usage_counts_sent_as_floats_are_counted(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """1000.0 tokens are 1000 tokens: priced as the same counts sent as integers."""
+        costs = []
+        for usage in (
+            {"prompt_tokens": 1000.0, "completion_tokens": 500.0},
+            {"prompt_tokens": 1000, "completion_tokens": 500},
+        ):
+            body = chat_completion_body(_answer(GOOD_REVIEW))
+            body["usage"] = usage
+            server.enqueue(body)
+            with capture_logs() as logs:
+                costs.append(reviewer.review_story(**REVIEW_ARGS)["_meta"]["cost_estimate"])
+            assert "llm_usage_unreadable" not in [e["event"] for e in logs]
+        assert costs[0] == costs[1] > 0
+
     @pytest.mark.parametrize(
         ("reply", "kind", "message"),
         [
@@ -495,6 +512,13 @@ class TestConfiguration:
             {"model": ""},
             {"temperature": 3.0},
             {"timeout": 0},
+            {"temperature": "x"},
+            {"temperature": True},
+            {"temperature": float("nan")},
+            {"timeout": "5"},
+            {"timeout": True},
+            {"timeout": float("nan")},
+            {"timeout": float("inf")},
             {"max_retries": -1},
             {"prices": {"m": (1.0,)}},
             {"prices": {"m": (-1.0, 2.0)}},

@@ -18,7 +18,7 @@ from functools import cache
 from importlib import resources
 from string import Template
 from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeGuard
 
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
@@ -84,14 +84,20 @@ def _resolve_api_key(api_key: str | None, base_url: str | None) -> str | None:
     return None
 
 
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _check_settings(
     model: str, temperature: float | None, timeout: float | None, max_retries: int
 ) -> None:
     if not isinstance(model, str) or not model.strip():
         raise InputValidationError(f"model must be a non-empty string, got {model!r}")
-    if temperature is not None and not 0 <= temperature <= 2:
+    if temperature is not None and (not _is_number(temperature) or not 0 <= temperature <= 2):
         raise InputValidationError(f"temperature must be within 0-2 or None, got {temperature!r}")
-    if timeout is not None and not timeout > 0:
+    if timeout is not None and (
+        not _is_number(timeout) or not 0 < timeout < math.inf  # NaN fails both comparisons
+    ):
         raise InputValidationError(f"timeout must be positive seconds or None, got {timeout!r}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise InputValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
@@ -131,8 +137,9 @@ def _content(response: object, where: str) -> str:
 def _tokens(usage: object, name: str, log: Any) -> int:
     """A token count of *usage*, or 0 (logged) when the server sent no usable number."""
     value = getattr(usage, name, None)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
+    # Some OpenAI-compatible servers send counts as floats (1000.0): numbers all the same.
+    if _is_number(value) and 0 <= value < math.inf:
+        return round(value)
     log.warning("llm_usage_unreadable", field=name, value=repr(value)[:80])
     return 0
 
