@@ -181,7 +181,7 @@ class WorkflowResult:
         total_polishes: Polishes that succeeded.
         initial_quality_score: The first review's score.
         final_quality_score: The last review's score.
-        quality_improvement: ``final - initial`` (None before two reviews exist, 0 for one).
+        quality_improvement: ``final - initial``: None before any review, 0.0 after one.
         decision: "publish" or "max_iterations_reached" once COMPLETE, else None.
         started_at: When the workflow was submitted (UTC).
         completed_at: When it reached COMPLETE or FAILED (UTC).

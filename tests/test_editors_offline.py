@@ -92,7 +92,7 @@ class TestProtocols:
         assert review(ROUGH, model="gpt-x") == review(ROUGH)
         assert polish(ROUGH, model="gpt-x") == polish(ROUGH)
 
-    @pytest.mark.parametrize("threshold", [-1, 100.5, float("nan"), "90", None])
+    @pytest.mark.parametrize("threshold", [-1, 100.5, float("nan"), "90", None, True])
     def test_bad_threshold_is_rejected(self, threshold: Any) -> None:
         """A threshold outside 0-100 (or not a number) fails at construction."""
         with pytest.raises(InputValidationError, match="publish_threshold"):

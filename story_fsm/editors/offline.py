@@ -72,8 +72,10 @@ class OfflineReviewer:
     """
 
     def __init__(self, *, publish_threshold: float = 90.0) -> None:
-        if not isinstance(publish_threshold, int | float) or not (
-            math.isfinite(publish_threshold) and 0 <= publish_threshold <= 100
+        if (
+            isinstance(publish_threshold, bool)
+            or not isinstance(publish_threshold, int | float)
+            or not (math.isfinite(publish_threshold) and 0 <= publish_threshold <= 100)
         ):
             raise InputValidationError(
                 f"publish_threshold must be a number within 0-100, got {publish_threshold!r}"
