@@ -144,7 +144,12 @@ class WorkflowRun(MachineModel):
             return polish_write(src, dst, self.iteration, kw, self.script)
         if trigger is Trigger.FAIL:
             return failure_write(trigger, src, dst, self.iteration, kw["failure"])
-        payload = {"owner": self.deps.lease.owner}
+        payload: dict[str, Any] = {"owner": self.deps.lease.owner}
+        config = self._changed_config()
+        if config is not None:
+            # The run goes on with a config of its own (the orchestrator's or the worker's):
+            # its first row says which, so the result reports the config that ran.
+            payload["config"] = config
         takeover = bool(kw.get("takeover"))
         if takeover:
             held_by = self._live_holder()
@@ -162,6 +167,14 @@ class WorkflowRun(MachineModel):
             payload=payload,
             takeover=takeover,
         )
+
+    def _changed_config(self) -> dict[str, Any] | None:
+        """The run's config as a dict when it is not the stored one, else None."""
+        if self.pending is not None:  # a new workflow stores the run's own config
+            return None
+        if WorkflowConfig.from_dict(self.row.config) == self.deps.config:
+            return None
+        return self.deps.config.to_dict()
 
     def _live_holder(self) -> str | None:
         """The owner of the stored lease if it had not expired yet (else None)."""

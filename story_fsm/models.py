@@ -187,7 +187,7 @@ class WorkflowResult:
         completed_at: When it reached COMPLETE or FAILED (UTC).
         total_duration_seconds: From start to completion (or to the last row), across resumes.
         total_cost: Sum of the stages' costs.
-        metadata: Extra facts: the config used, history length, failed attempts, ...
+        metadata: Extra facts: the config of the latest run, history length, failed attempts, ...
         error: The failure's text when FAILED.
         quality_scores: Every review's score, in order.
     """
@@ -267,6 +267,20 @@ def _iterations(records: list[TransitionRecord]) -> list[WorkflowIteration]:
     return built
 
 
+#: The rows a run of the loop starts with; one carries ``config`` when that run's config was
+#: not the stored one (an orchestrator or a worker given its own).
+_RUN_STARTS = (Trigger.START, Trigger.RESUME, Trigger.RETRY)
+
+
+def _config_used(row: WorkflowRow, records: list[TransitionRecord]) -> dict[str, Any]:
+    """The config of the workflow's latest run: its first row's, else the stored one."""
+    for rec in reversed(records):
+        if rec.trigger in _RUN_STARTS and "requeued_by" not in rec.payload:
+            config: dict[str, Any] = rec.payload.get("config", row.config)
+            return config
+    return row.config
+
+
 def build_result(row: WorkflowRow, records: list[TransitionRecord]) -> WorkflowResult:
     """Fold a workflow's summary row and full history into a :class:`WorkflowResult`."""
     summary = row.summary
@@ -297,7 +311,7 @@ def build_result(row: WorkflowRow, records: list[TransitionRecord]) -> WorkflowR
         total_duration_seconds=max((end - summary.started_at).total_seconds(), 0.0),
         total_cost=round(summary.total_cost, 10),
         metadata={
-            "config": row.config,
+            "config": _config_used(row, records),
             "history_length": len(records),
             "failed_attempts": failed_attempts,
             "stage_seconds": round(sum(r.duration_seconds or 0.0 for r in records), 6),

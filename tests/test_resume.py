@@ -157,6 +157,33 @@ class TestResumeFromEachState:
         assert result.decision == "max_iterations_reached"
         assert (len(reviewer.calls), len(polisher.calls)) == (1, 1)
 
+    def test_a_config_given_on_resume_is_the_one_the_result_reports(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """An orchestrator's own config runs the resume; its first row and the result say so.
+
+        A later resume without a config goes back to the stored one, and says that too.
+        """
+        started = WorkflowConfig(max_iterations=1, retry_backoff_seconds=0)
+        start(store, ScriptedReviewer(Crash()), ScriptedPolisher(), started)
+        given = WorkflowConfig(max_iterations=3, retry_backoff_seconds=0, review_model="m-2")
+        reviewer = ScriptedReviewer(review(10), Crash())
+        with pytest.raises(Crash):
+            StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, given).resume("s-1")
+        assert len(reviewer.calls) == 2  # max_iterations=3 let a second round start
+        assert reviewer.calls[0]["model"] == "m-2"
+        resumed = [r for r in store.history("s-1") if r.trigger is Trigger.RESUME]
+        assert resumed[0].payload["config"] == given.to_dict()
+        mid_run = store.load_state("s-1")
+        assert mid_run is not None and mid_run.metadata["config"] == given.to_dict()
+
+        plain = StoryWorkflowOrchestrator(ScriptedReviewer(review(10)), ScriptedPolisher(), store)
+        result = plain.resume("s-1")
+        last_resume = [r for r in store.history("s-1") if r.trigger is Trigger.RESUME][-1]
+        assert "config" not in last_resume.payload
+        assert result.metadata["config"] == started.to_dict()
+        assert result.decision == "max_iterations_reached"
+
     def test_total_duration_spans_resumes(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
     ) -> None:
