@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -227,6 +228,61 @@ class TestDataMigration:
         assert kept == 1
         assert "story_fsm_workflow_inputs" not in tables(engine)
         engine.dispose()
+
+
+class _Interrupted(Exception):
+    """Stands for the process dying in the middle of a migration."""
+
+
+def _fail_at_ddl(engine: sa.Engine, n: int) -> None:
+    """Make the *n*-th schema-changing statement on *engine* fail, after it ran."""
+    seen = [0]
+
+    @sa.event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith(("CREATE", "ALTER", "DROP", "INSERT")):
+            seen[0] += 1
+            if seen[0] == n:
+                raise _Interrupted
+
+
+class TestInterruptedMigrations:
+    """A migration is one transaction: cut short anywhere, it leaves the schema as it was."""
+
+    @pytest.mark.parametrize("n", [1, 2, 4])
+    def test_an_interrupted_creation_leaves_a_database_that_opens(
+        self, database_url: str, n: int
+    ) -> None:
+        """Cut after the n-th DDL statement of a fresh schema: no half-built tables remain."""
+        engine = make_engine(database_url)
+        _fail_at_ddl(engine, n)
+        with pytest.raises(_Interrupted):
+            WorkflowStateManager(engine)
+        engine.dispose()
+        engine = make_engine(database_url)
+        assert not tables(engine) & set(build_schema().metadata.tables)
+        engine.dispose()
+        with WorkflowStateManager(database_url) as store:
+            assert current_revision(store.engine) == HEAD_REVISION
+
+    @pytest.mark.parametrize("n", [1, 2, 3])
+    def test_an_interrupted_upgrade_keeps_the_old_revision_and_its_data(
+        self, database_url: str, n: int
+    ) -> None:
+        """Cut part way through 0001 -> head: still at 0001 with its rows, then upgradable."""
+        engine = make_engine(database_url)
+        _store_at_0001(engine)
+        _fail_at_ddl(engine, n)
+        with pytest.raises(_Interrupted):
+            upgrade(engine)
+        engine.dispose()
+        engine = make_engine(database_url)
+        assert current_revision(engine) == "0001"
+        assert _count(engine, "story_fsm_transitions") == 1
+        engine.dispose()
+        with WorkflowStateManager(database_url) as store:
+            row = store.load_row("old")
+            assert row is not None and row.initial_script == "S0"
 
 
 class TestFastPath:

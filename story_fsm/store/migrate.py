@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -134,18 +134,30 @@ def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connecti
     """Yield a connection in a transaction, set up for running migrations on *engine*.
 
     Every way of migrating goes through it (the store, ``story-fsm db``, the ``alembic``
-    command): SQLite's foreign keys off during the run, PostgreSQL's advisory lock held.
+    command): the whole run is one transaction on both backends (a crash part way leaves the
+    schema as it was), SQLite's foreign keys off during the run, PostgreSQL's advisory lock
+    held.
     """
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
+        driver: Any = None
         if sqlite:
             # SQLite's batch mode rebuilds a table (copy, drop, rename); with foreign keys on,
             # dropping the old table would cascade-delete every row that references it (the
             # whole history). The pragma only takes effect outside a transaction.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.commit()
+            # sqlite3's legacy transaction control sends no BEGIN before DDL, so each CREATE
+            # or DROP would commit on its own, and a crash part way would leave a half-built
+            # schema that no later open accepts. With its implicit handling off, the BEGIN
+            # below makes the migration one transaction (SQLite's DDL is transactional).
+            driver = conn.connection.driver_connection
+            legacy = driver.isolation_level
+            driver.isolation_level = None
         try:
             with conn.begin():
+                if sqlite:
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
                 if conn.dialect.name == "postgresql":
                     # Many workers may start on a fresh database at once; one migrates, the
                     # others wait and then find it at head. The lock ends with the transaction.
@@ -154,6 +166,7 @@ def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connecti
                 yield conn
         finally:
             if sqlite:
+                driver.isolation_level = legacy
                 conn.exec_driver_sql("PRAGMA foreign_keys=ON")
                 conn.commit()
 
