@@ -79,7 +79,12 @@ class AttemptFailure:
     @property
     def error_text(self) -> str:
         """``Type: message`` of the error, as stored in the history (storable as text)."""
-        return storable(f"{type(self.error).__name__}: {self.error}")
+        try:
+            message = str(self.error)
+        except Exception:  # a stage's own error class whose __str__ is broken
+            # As the traceback module says it: the failed attempt is still recorded and retried.
+            message = "<exception str() failed>"
+        return storable(f"{type(self.error).__name__}: {message}")
 
 
 @dataclass(frozen=True, slots=True)

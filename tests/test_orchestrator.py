@@ -384,6 +384,21 @@ class TestFailures:
         assert "stage_cost_unreadable" in [e["event"] for e in logs]
         json.dumps(result.to_dict(), allow_nan=False)
 
+    def test_an_error_whose_str_fails_is_a_failed_attempt(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A stage's exception that cannot be printed is recorded and retried like any other."""
+
+        class Unprintable(Exception):
+            def __str__(self) -> str:
+                raise ValueError("no text")
+
+        reviewer = ScriptedReviewer(Unprintable(), review(99, "publish"))
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.error == "Unprintable: <exception str() failed>"
+
     def test_backoff_doubles_between_attempts(self, store: WorkflowStateManager) -> None:
         """The wait before attempt n+1 is backoff × 2^(n-1)."""
         config = WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0.05)
