@@ -50,15 +50,25 @@ class StageCall(Generic[T]):
         """True once the call returned or raised."""
         return not self._done.locked()
 
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait up to *timeout* seconds (forever if None); True once the call is over.
+
+        A separate answer from :meth:`result`'s, so that a call which itself raised
+        ``TimeoutError`` is never confused with a wait that ran out.
+        """
+        if not self._done.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+            return False
+        self._done.release()  # stays "done" for later calls of done(), wait() and result()
+        return True
+
     def result(self, timeout: float | None = None) -> T:
         """Wait up to *timeout* seconds (forever if None); return the value or raise its error.
 
         Raises:
             TimeoutError: The call is still running after *timeout*.
         """
-        if not self._done.acquire(timeout=-1 if timeout is None else max(timeout, 0)):
+        if not self.wait(timeout):
             raise TimeoutError
-        self._done.release()  # stays "done" for later calls of done() and result()
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[return-value]

@@ -212,15 +212,12 @@ class StageRunner:
         last_beat = 0.0
         try:
             while True:
-                try:
-                    # Waits are cut to _SIGNAL_POLL_SECONDS: a Ctrl-C that the kernel delivers to
-                    # another thread (the carrier in a socket read) only marks it pending, and
-                    # this thread raises KeyboardInterrupt once it runs Python code again.
-                    wait = min(self._until_next_look(last_beat), _SIGNAL_POLL_SECONDS)
-                    return pending.result(timeout=wait)
-                except TimeoutError:
-                    if pending.done():  # the run itself raised a TimeoutError
-                        raise
+                # Waits are cut to _SIGNAL_POLL_SECONDS: a Ctrl-C that the kernel delivers to
+                # another thread (the carrier in a socket read) only marks it pending, and
+                # this thread raises KeyboardInterrupt once it runs Python code again.
+                wait = min(self._until_next_look(last_beat), _SIGNAL_POLL_SECONDS)
+                if pending.wait(timeout=wait):
+                    return pending.result()
                 pending, last_beat = self._look(pending, last_beat, on_expired, on_wait)
         except BaseException:
             if not pending.done():  # this thread was interrupted, not the run ended in error

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from story_fsm import Stage, StageTimeoutError, WorkflowConfig
-from story_fsm._executor import RunAbandoned, StageExecutor
+from story_fsm._executor import RunAbandoned, StageCall, StageExecutor
 from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
 
 
@@ -246,6 +246,41 @@ class TestCarry:
         with pytest.raises(ZeroDivisionError):
             runner.carry(lambda: 1 / 0, on_expired=unexpected)
         assert runner.interrupted is False  # the run ended in error: nothing to stop
+
+    def test_a_run_ending_as_the_wait_runs_out_returns_its_result(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The waiter's wait runs out, then the run ends before it looks: no TimeoutError.
+
+        Each wait here runs out first and returns only once the call is over (the thread
+        switch at the worst moment, made certain), so the waiter always meets a run that
+        finished after its wait said "not yet".
+        """
+        real_wait = StageCall.wait
+        go = threading.Event()
+
+        def late_wait(self: StageCall[Any], timeout: float | None = None) -> bool:
+            if real_wait(self, 0):
+                return True
+            go.set()  # the run ends now, after the wait has run out
+            real_wait(self, None)
+            return False
+
+        def finishing(value: object) -> Callable[[], object]:
+            def run() -> object:
+                go.wait(5)
+                go.clear()
+                if isinstance(value, BaseException):
+                    raise value
+                return value
+
+            return run
+
+        monkeypatch.setattr(StageCall, "wait", late_wait)
+        runner = StageRunner(WorkflowConfig())
+        assert runner.carry(finishing("done"), on_expired=unexpected) == "done"
+        with pytest.raises(TimeoutError, match="the run's own"):
+            runner.carry(finishing(TimeoutError("the run's own")), on_expired=unexpected)
 
     def test_an_interrupted_waiter_marks_the_run_to_stop(self) -> None:
         """KeyboardInterrupt in the waiting thread sets ``interrupted`` and propagates."""
