@@ -22,7 +22,13 @@ from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel, bound_machine
 from story_fsm.models import TransitionRecord
-from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
+from story_fsm.runner import (
+    AttemptFailure,
+    StageExhausted,
+    StageRunner,
+    StageStopped,
+    StageSuccess,
+)
 from story_fsm.stages import (
     PolishOutcome,
     ReviewOutcome,
@@ -310,6 +316,8 @@ class WorkflowRun(MachineModel):
             self.failure = exc.failure
             self.fire(Trigger.FAIL, failure=exc.failure)
             return
+        except StageStopped:
+            raise Drained from None  # asked to stop while waiting for the rate limit: no call
         self.fire(
             done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
         )

@@ -136,7 +136,8 @@ class StoryWorkflowOrchestrator:
             config,
             executor=self._executor,
             heartbeat_seconds=max(self.lease_seconds / 3, 0.05),
-            throttle=self._throttle,
+            throttle=self._throttle.try_acquire if self._throttle is not None else None,
+            should_stop=should_stop,
         )
         deps = RunDeps(self.state_manager, self.reviewer, self.polisher, config, runner, lease)
         return deps if should_stop is None else deps.with_stop(should_stop)

@@ -45,14 +45,23 @@ class StageRateLimiter:
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._lock = threading.Lock()
 
-    def __call__(self, stage: Stage) -> None:
-        """Wait until *stage* may make one more call, then count it."""
+    def try_acquire(self, stage: Stage) -> float:
+        """Count one call of *stage* and return 0.0 if the budget allows it now.
+
+        Otherwise count nothing and return the seconds until it may (at least 0.01), for a
+        caller that waits its own way: the engine keeps the workflow's lease alive and
+        listens for a stop while it waits.
+        """
         item = self._items.get(stage)
         if item is None:
-            return
-        while True:
-            with self._lock:
-                if self._limiter.hit(item, stage.value):
-                    return
-                reset_at = self._limiter.get_window_stats(item, stage.value).reset_time
-            time.sleep(min(max(reset_at - time.time(), 0.01), 1.0))
+            return 0.0
+        with self._lock:
+            if self._limiter.hit(item, stage.value):
+                return 0.0
+            reset_at = self._limiter.get_window_stats(item, stage.value).reset_time
+        return max(reset_at - time.time(), 0.01)
+
+    def __call__(self, stage: Stage) -> None:
+        """Wait until *stage* may make one more call, then count it."""
+        while (wait := self.try_acquire(stage)) > 0:
+            time.sleep(min(wait, 1.0))

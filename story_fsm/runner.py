@@ -43,6 +43,7 @@ __all__ = [
     "RunAbandoned",
     "StageExhausted",
     "StageRunner",
+    "StageStopped",
     "StageSuccess",
 ]
 
@@ -104,6 +105,20 @@ class StageExhausted(Exception):
         self.failure = failure
 
 
+class StageStopped(Exception):
+    """The run was asked to stop while an attempt waited for its turn (internal).
+
+    Nothing was called: the engine leaves the workflow where its last row put it.
+    """
+
+    #: Not the stage's failure: tenacity must not try it again.
+    retryable = False
+
+    def __init__(self, stage: Stage) -> None:
+        super().__init__(f"{stage.value}: stopped while waiting for the rate limit")
+        self.stage = stage
+
+
 class _InFlight:
     """One attempt in flight: its stage, number, start, deadline, and who settles it."""
 
@@ -155,7 +170,10 @@ class StageRunner:
         executor: Where carriers run (a shared pool of daemon threads by default).
         sleep: The backoff's sleep (injectable for a stop signal).
         heartbeat_seconds: While a stage call runs, ``on_wait`` is called this often.
-        throttle: Called before each attempt with its stage (a rate limiter).
+        throttle: Asked before each attempt with its stage (a rate limiter's
+            ``try_acquire``): 0 lets the attempt go, more is the seconds to wait first.
+        should_stop: While an attempt waits for the throttle, checked between waits: true
+            gives the attempt up with :class:`StageStopped`, before the call.
 
     """
 
@@ -166,10 +184,12 @@ class StageRunner:
         executor: StageExecutor | None = None,
         sleep: Callable[[float], None] = time.sleep,
         heartbeat_seconds: float = 10.0,
-        throttle: Callable[[Stage], None] | None = None,
+        throttle: Callable[[Stage], float] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self._config = config
         self._throttle = throttle
+        self._should_stop = should_stop
         self._executor = executor or default_executor()
         self._sleep = sleep
         self._heartbeat_seconds = heartbeat_seconds
@@ -313,6 +333,21 @@ class StageRunner:
             raise RunAbandoned  # past its deadline: the run went on on another thread
         self.in_flight = None
 
+    def _wait_turn(self, stage: Stage, on_wait: Callable[[], None] | None) -> None:
+        """Wait until the throttle lets *stage* make its call.
+
+        The wait can last up to a minute, longer than a lease: it keeps the lease alive as
+        the backoff does, and it gives the attempt up when the run is asked to stop (a
+        stopping worker must not make a new paid call once its budget frees up).
+        """
+        assert self._throttle is not None
+        while (wait := self._throttle(stage)) > 0:
+            if self.interrupted or (self._should_stop is not None and self._should_stop()):
+                raise StageStopped(stage)
+            self._sleep(min(wait, self._heartbeat_seconds))
+            if on_wait is not None:
+                on_wait()
+
     def _attempt(
         self,
         stage: Stage,
@@ -320,9 +355,10 @@ class StageRunner:
         normalize: Callable[[object], T],
         number: int,
         failures: list[AttemptFailure],
+        on_wait: Callable[[], None] | None,
     ) -> StageSuccess[T]:
         if self._throttle is not None:
-            self._throttle(stage)
+            self._wait_turn(stage, on_wait)
         started = time.monotonic()
         flight = _InFlight(stage, number, started, self._timeout)
         self.in_flight = flight
@@ -363,7 +399,7 @@ class StageRunner:
             # bookkeeping (a Future per attempt) costs more than the call's own handling.
             # The retries, their backoff and their stop are tenacity's.
             try:
-                return self._attempt(stage, call, normalize, 1, failures)
+                return self._attempt(stage, call, normalize, 1, failures, on_wait)
             except Exception as exc:
                 if not failures or exc is not failures[-1].error:
                     raise  # not the stage's failure (the throttle's): as it is
@@ -380,7 +416,7 @@ class StageRunner:
             for attempt in self._retrying(on_retry, failures, on_wait, done):
                 with attempt:
                     number = attempt.retry_state.attempt_number + done
-                    return self._attempt(stage, call, normalize, number, failures)
+                    return self._attempt(stage, call, normalize, number, failures, on_wait)
         except Exception as exc:
             # Only the stage's own failure means "exhausted"; a hook's error (the database
             # failing while recording an attempt) propagates as it is.

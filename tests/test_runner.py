@@ -12,7 +12,13 @@ import pytest
 
 from story_fsm import Stage, StageTimeoutError, WorkflowConfig
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor
-from story_fsm.runner import AttemptFailure, StageExhausted, StageRunner, StageSuccess
+from story_fsm.runner import (
+    AttemptFailure,
+    StageExhausted,
+    StageRunner,
+    StageStopped,
+    StageSuccess,
+)
 
 
 def identity(value: object) -> object:
@@ -71,6 +77,43 @@ class TestStageRunner:
         )
         assert result.attempt == 2 and len(failures) == 1
         assert failures[0].next_wait_seconds == pytest.approx(0.3)
+        assert len(beats) >= 3
+
+    def test_a_throttled_attempt_heartbeats_and_gives_up_on_stop(self) -> None:
+        """While the throttle says wait, on_wait runs; a stop then ends it before the call.
+
+        Also on a retry (tenacity's loop): the stop is no failure to try again.
+        """
+        stop = threading.Event()
+        budget = {"left": 1}
+        beats: list[float] = []
+
+        def throttle(stage: Stage) -> float:
+            if budget["left"] > 0:
+                budget["left"] -= 1
+                return 0.0
+            return 30.0
+
+        def on_wait() -> None:
+            beats.append(time.monotonic())
+            if len(beats) == 3:
+                stop.set()
+
+        calls: list[int] = []
+
+        def stage() -> object:
+            calls.append(1)
+            raise RuntimeError("first attempt fails")
+
+        runner = StageRunner(
+            WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0),
+            heartbeat_seconds=0.01,
+            throttle=throttle,
+            should_stop=stop.is_set,
+        )
+        with pytest.raises(StageStopped):
+            runner.run(Stage.REVIEW, stage, identity, on_retry=lambda f: None, on_wait=on_wait)
+        assert calls == [1]  # the attempt that had its budget; none after the stop
         assert len(beats) >= 3
 
     def test_stage_raising_timeout_error_is_its_own_failure(self) -> None:

@@ -30,6 +30,7 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
+from story_fsm._records import Lease
 from story_fsm.models import TransitionRecord
 from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.store.engine import make_engine
@@ -72,7 +73,6 @@ class TestClaims:
 
     def test_claimed_run_returns_what_is_stored(self, store: WorkflowStateManager) -> None:
         """The result a worker's run builds in memory equals the stored state, field by field."""
-        from story_fsm._records import Lease
 
         submit(store, 1)
         lease = Lease("me", "tok", 30)
@@ -95,7 +95,6 @@ class TestClaims:
 
     def test_held_workflow_is_not_claimed(self, store: WorkflowStateManager) -> None:
         """A workflow whose lease is live is skipped; an expired lease makes it claimable."""
-        from story_fsm._records import Lease
 
         submit(store, 1)
         held = Lease("other", "tok", 0.3)
@@ -313,6 +312,37 @@ class TestRateLimit:
         third.start()
         third.join(0.5)
         assert third.is_alive()
+
+    def test_a_call_waiting_for_its_budget_keeps_its_claim_and_stops_on_stop(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A story whose review waits for the rate limit stays held past lease_seconds.
+
+        Another worker cannot take it over meanwhile (the lease is renewed while it waits), and
+        a stop gives the wait up: the story is released with no review call made for it.
+        """
+        submit(store, 2)
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        w = worker(store, reviewer, concurrency=2, lease_seconds=0.6, rate_limits={"review": 1})
+        runner = threading.Thread(target=w.run)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 10
+            while w.stats.completed < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert w.stats.completed == 1
+            time.sleep(1.5)  # well past lease_seconds: the waiting story's claim must hold
+            waiting = [s for s in store.list_workflows() if s.state is WorkflowState.REVIEWING]
+            assert len(waiting) == 1 and waiting[0].lease_owner is not None
+            assert store.claim_next(Lease("thief", "t-1", 0.6)) is None  # held: none to claim
+        finally:
+            w.stop()
+            runner.join(5)
+        assert not runner.is_alive()
+        assert len(reviewer.calls) == 1  # the waiting story's review was never called
+        summary = store.load_row(waiting[0].story_id).summary  # type: ignore[union-attr]
+        assert (summary.state, summary.lease_owner) == (WorkflowState.REVIEWING, None)
+        assert w.stats.released == 1
 
     @pytest.mark.parametrize("bad", [{"review": 0}, {"review": 1.5}, {"reviewing": 3}])
     def test_bad_limits_are_refused(self, bad: dict[str, Any]) -> None:
