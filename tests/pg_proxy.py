@@ -12,6 +12,9 @@ client sends. The first client data that matches is then either
 
 The predicate sees each chunk the client sends together with the end of the chunk before (if
 that one was sent while armed too), so a marker split across two chunks is still found.
+
+:meth:`ReplyDroppingProxy.outage` stands for a server restart instead: every connection is
+cut, and for a while each new one is closed as soon as it is accepted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
@@ -47,6 +51,9 @@ class ReplyDroppingProxy:
         self.dropped = 0
         #: Errors met while connecting to the server (a test should find none).
         self.errors: list[OSError] = []
+        #: Connections refused during an outage.
+        self.refused = 0
+        self._down_until = 0.0
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
 
@@ -58,6 +65,14 @@ class ReplyDroppingProxy:
         """
         with self._lock:
             self._armed, self._lose_request = matches, lose_request
+
+    def outage(self, seconds: float) -> None:
+        """Cut every connection now, and refuse new ones for *seconds* (a server restart)."""
+        with self._lock:
+            self._down_until = time.monotonic() + seconds
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _close(sock)
 
     def url(self, url: str) -> str:
         """Return *url* pointing at this proxy instead of the server.
@@ -86,6 +101,10 @@ class ReplyDroppingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if time.monotonic() < self._down_until:
+                self.refused += 1
+                _close(client)  # as a server that is going down or not up yet
+                continue
             try:
                 server = socket.create_connection(self._upstream, timeout=10)
                 server.settimeout(None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -223,6 +224,69 @@ class TestDroppedConnections:
             assert [r.seq for r in store.history("s-1")] == list(range(5))
         finally:
             store.close()
+
+    def test_a_run_rides_out_a_server_restart(
+        self, pg_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """Every connection cut and new ones refused for a while: the run waits, then goes on.
+
+        The ``polished`` write meets the outage; it is written once the server answers again,
+        and the committed review is not called again.
+        """
+        with (
+            reply_dropping_proxy(pg_url) as proxy,
+            WorkflowStateManager(proxy.url(pg_url), reconnect_seconds=20) as store,
+        ):
+            polished: list[float] = []
+
+            class Restarting(ScriptedPolisher):
+                def polish_story(self, **kwargs: Any) -> Any:
+                    polished.append(time.monotonic())
+                    proxy.outage(1.0)
+                    return super().polish_story(**kwargs)
+
+            reviewer = ScriptedReviewer(review(50), review(99, "publish"))
+            orch = StoryWorkflowOrchestrator(reviewer, Restarting(), store, fast_config)
+            with capture_logs() as logs:
+                result = orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+            done = time.monotonic()
+            assert result.decision == "publish"
+            assert (len(reviewer.calls), len(polished)) == (2, 1)
+            assert proxy.refused >= 1  # the store tried during the outage, and waited
+            assert done - polished[0] >= 1.0
+            assert "database_reconnect" in [e["event"] for e in logs]
+            history = store.history("s-1")
+            assert [r.seq for r in history] == list(range(5))
+            assert [r.trigger for r in history].count(Trigger.POLISHED) == 1
+
+    def test_a_server_down_past_the_window_is_a_store_error_and_resumable(
+        self, pg_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """Down longer than reconnect_seconds: StoreError; the committed rows stay, and a
+        resume once the server is back goes on from the last one."""
+        with (
+            reply_dropping_proxy(pg_url) as proxy,
+            WorkflowStateManager(proxy.url(pg_url), reconnect_seconds=0.3) as store,
+        ):
+
+            class Restarting(ScriptedPolisher):
+                def polish_story(self, **kwargs: Any) -> Any:
+                    proxy.outage(2.0)
+                    return super().polish_story(**kwargs)
+
+            orch = StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(50)), Restarting(), store, fast_config
+            )
+            with pytest.raises(StoreError):
+                orch.run_story_workflow("s-1", "T", "Script.", AUDIENCE)
+            time.sleep(2.0)  # the outage ends
+            row = store.load_row("s-1")
+            assert row is not None and row.summary.state is WorkflowState.POLISHING
+            reviewer = ScriptedReviewer(review(99, "publish"))
+            result = StoryWorkflowOrchestrator(
+                reviewer, ScriptedPolisher(), store, fast_config
+            ).resume("s-1")
+            assert result.decision == "publish" and len(reviewer.calls) == 1
 
 
 Proxied = tuple[ReplyDroppingProxy, WorkflowStateManager]

@@ -16,6 +16,7 @@ from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from story_fsm._log import get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
@@ -55,8 +56,13 @@ from story_fsm.store._transactions import HeldWrite, translated
 from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
+from story_fsm.validation import validate_seconds
 
 __all__ = ["WorkflowStateManager"]
+
+
+#: The longest ``reconnect_seconds`` a store accepts: an hour.
+MAX_RECONNECT_SECONDS = 3600.0
 
 
 def utcnow() -> datetime:
@@ -71,11 +77,13 @@ _Landed = Callable[[], _T | None]
 
 
 def _reconnecting(method: _Method) -> _Method:
-    """Run a store method once more when the database connection turned out to be dead.
+    """Run a store method again when the database connection turned out to be dead.
 
     Connections are not pinged before each use (a round trip per transition); a connection the
     server dropped (a restart, an idle timeout) fails at its first statement instead. Then the
-    pool is replaced and the method runs again, once. It wraps the reads and the writes that
+    pool is replaced and the method runs again, until the server answers, for up to the
+    store's ``reconnect_seconds`` (:meth:`WorkflowStateManager._after_lost`). It wraps the
+    reads and the writes that
     are idempotent (a heartbeat, a release): run twice, they change nothing more. One quirk: a
     release whose reply was lost reports False the second time, the lease being free already.
     The writes that must not run twice (a transition, a creation, a claim) are settled by
@@ -87,10 +95,9 @@ def _reconnecting(method: _Method) -> _Method:
         try:
             return method(self, *args, **kwargs)
         except StoreError as exc:
-            if not self._lost_connection(exc):
+            if not self._unreachable(exc):
                 raise
-            self._renew_pool(exc)
-            return method(self, *args, **kwargs)
+            return self._after_lost(exc, lambda: method(self, *args, **kwargs))
 
     return cast(_Method, wrapper)
 
@@ -106,11 +113,14 @@ class WorkflowStateManager:
         busy_timeout_seconds: SQLite only: how long a writer waits for the file's lock.
         sqlite_synchronous: SQLite only: ``FULL`` (default; a committed transition survives
             power loss) or ``NORMAL`` (survives a process crash; faster).
+        reconnect_seconds: After a connection turned out dead, how long the store keeps
+            trying to reach the server again (a restart, a failover) before it raises
+            :class:`StoreError` (default 30).
 
     Raises:
         InputValidationError: The URL cannot be parsed or names an unsupported database, or
             an option is out of range (a table prefix, the busy timeout, the synchronous
-            level); nothing was connected to.
+            level, the reconnect window); nothing was connected to.
         SchemaVersionError: The database's schema is unknown or newer than this story_fsm.
 
     Example:
@@ -127,8 +137,12 @@ class WorkflowStateManager:
         auto_migrate: bool = True,
         busy_timeout_seconds: float = 30.0,
         sqlite_synchronous: str = "FULL",
+        reconnect_seconds: float = 30.0,
     ) -> None:
         self.schema = build_schema(table_prefix)  # a bad prefix is refused before connecting
+        self._reconnect_seconds = validate_seconds(
+            "reconnect_seconds", reconnect_seconds, MAX_RECONNECT_SECONDS
+        )
         if isinstance(database_url_or_engine, sa.Engine):
             self._engine, self._owns_engine = database_url_or_engine, False
         else:
@@ -201,17 +215,50 @@ class WorkflowStateManager:
             self._writer_cursor = writer.cursor()
         return writer, self._writer_cursor
 
-    def _lost_connection(self, error: StoreError) -> bool:
-        """True when *error* came from a connection the server had closed."""
-        cause = error.__cause__
-        if isinstance(cause, sa_exc.DBAPIError):
-            return bool(cause.connection_invalidated)
-        return isinstance(cause, LostConnection)
-
     def _renew_pool(self, error: StoreError) -> None:
         """Drop the pool after a connection turned out dead: its siblings may be dead too."""
         get_logger().warning("database_reconnect", error=str(error))
         self._engine.dispose(close=False)
+
+    def _unreachable(self, error: BaseException) -> bool:
+        """True when *error* says the server did not answer, rather than refuse the work.
+
+        A connection the server had closed, or a connection that could not be made while
+        PostgreSQL restarts or fails over ("the database system is shutting down",
+        "connection refused"): the driver's OperationalError with no SQLSTATE (a client-side
+        failure) or one of classes 08 (connection exception) and 57P (operator intervention).
+        A server that answers with an error (a constraint, a timeout, a deadlock) is not this.
+        """
+        if not isinstance(error, StoreError):
+            return False
+        cause = error.__cause__
+        if isinstance(cause, LostConnection):
+            return True
+        if not isinstance(cause, sa_exc.DBAPIError):
+            return False
+        if cause.connection_invalidated:
+            return True
+        if self._keeps_writer or not isinstance(cause, sa_exc.OperationalError):
+            return False  # SQLite's OperationalError is the file's (locked, read-only ...)
+        state = getattr(cause.orig, "sqlstate", None)
+        return state is None or str(state).startswith(("08", "57P"))
+
+    def _after_lost(self, error: StoreError, again: Callable[[], _T]) -> _T:
+        """Run *again* once the server answers, after *error* found it not answering.
+
+        At once first (a connection the server closed while it stayed up); then, while the
+        server does not answer (a restart, a failover), with growing waits up to 2 s, for up
+        to ``reconnect_seconds`` in all, after which the last error is raised.
+        """
+        self._renew_pool(error)
+        retrying = Retrying(
+            stop=stop_after_delay(self._reconnect_seconds),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            retry=retry_if_exception(self._unreachable),
+            before_sleep=lambda state: self._engine.dispose(close=False),
+            reraise=True,
+        )
+        return retrying(again)
 
     def _settled(self, story_id: str | None, write: Callable[[], _T], landed: _Landed[_T]) -> _T:
         """Run the write transaction *write*; if its connection dies, look before a second run.
@@ -225,14 +272,19 @@ class WorkflowStateManager:
         try:
             return write()
         except StoreError as exc:
-            if not self._lost_connection(exc):
+            if not self._unreachable(exc):
                 raise
-            self._renew_pool(exc)
-        found = landed()
-        if found is not None:
-            get_logger().info("write_landed", story_id=story_id)
-            return found
-        return write()
+            lost = exc
+
+        def look_then_write() -> _T:
+            # Asked again on each try: a write cut again on its way may have landed too.
+            found = landed()
+            if found is not None:
+                get_logger().info("write_landed", story_id=story_id)
+                return found
+            return write()
+
+        return self._after_lost(lost, look_then_write)
 
     def _row_written_at(self, story_id: str, seq: int, now: datetime) -> bool | None:
         """True when history row *seq* of the story was written at *now*, else None.
