@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,6 +322,48 @@ class TestEngines:
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
         engine.dispose()
+
+
+class TestInterruptedWrites:
+    def test_a_ctrl_c_at_the_end_of_a_write_leaves_the_store_usable(
+        self, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A KeyboardInterrupt at the first line of the transaction's exit (no commit, no
+        rollback) neither keeps the writer lock nor lets the cut-short write be committed
+        by the next one."""
+        from story_fsm.store._transactions import HeldWrite
+
+        store = WorkflowStateManager(sqlite_url)
+        held = lease()
+        store.create(new(), held)
+        real_exit = HeldWrite.__exit__
+        cut = []
+
+        def interrupted_exit(self: HeldWrite, *args: Any) -> None:
+            if not cut:
+                cut.append(1)
+                raise KeyboardInterrupt  # as a signal handler at the function's entry
+            real_exit(self, *args)
+
+        monkeypatch.setattr(HeldWrite, "__exit__", interrupted_exit)
+        with pytest.raises(KeyboardInterrupt):
+            store.append("s", 0, START, held)
+        attempt = TransitionWrite(Trigger.ATTEMPT_FAILED, S.INITIAL, S.INITIAL, 1, 1)
+        done = threading.Event()
+
+        def write_then_close() -> None:
+            store.append("s", 0, attempt, held)  # at seq 0 again: the cut write did not land
+            assert [r.trigger for r in store.history("s")] == [
+                Trigger.SUBMIT,
+                Trigger.ATTEMPT_FAILED,
+            ]
+            store.close()
+            done.set()
+
+        worker = threading.Thread(target=write_then_close, daemon=True)
+        worker.start()
+        worker.join(10)
+        assert done.is_set(), "the writer lock was left taken"
 
 
 class TestWritesAfterRefusals:

@@ -8,7 +8,7 @@ what it stores.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -59,25 +59,29 @@ def translated(
 
 
 class HeldWrite:
-    """One write transaction on SQLite's kept connection, under the file's writer lock.
+    """One write transaction on SQLite's kept connection (the caller holds the writer lock).
 
     A class rather than stacked generator context managers: this runs once per transition.
     The connection's cursor is kept with it and reused (a sqlite3 cursor stays usable after
     a commit, a rollback or a failed statement), so a transaction creates no objects of the
     driver's. Driver errors leave it as story_fsm's (:func:`translate`); others pass
     through as raised.
+
+    The writer lock is the caller's own ``with`` statement, not taken here: a Ctrl-C can
+    land at the first line of a Python ``__exit__``, before any ``try`` in it, and skip the
+    release, while a ``with lock:`` statement releases a ``threading.Lock`` in C. A
+    transaction cut short that way (no commit, no rollback) is rolled back when the next one
+    starts, so none of its statements can be committed with another's.
     """
 
-    __slots__ = ("_connection", "_cursor", "_errors", "_lock", "_open", "_story_id")
+    __slots__ = ("_connection", "_cursor", "_errors", "_open", "_story_id")
 
     def __init__(
         self,
-        lock: AbstractContextManager[Any],
         open_writer: Callable[[], tuple[Any, Any]],
         errors: tuple[type[BaseException], ...],
         story_id: str | None,
     ) -> None:
-        self._lock = lock
         self._story_id = story_id
         self._errors = errors
         self._open = open_writer
@@ -85,26 +89,21 @@ class HeldWrite:
         self._cursor: Any = None
 
     def __enter__(self) -> RawTransaction:
-        self._lock.__enter__()
         try:
             self._connection, self._cursor = self._open()
-        except BaseException as exc:
-            self._lock.__exit__(None, None, None)
-            if isinstance(exc, self._errors):
-                raise translate(exc, self._story_id) from exc
-            raise
+            if self._connection.in_transaction:  # a transaction that was cut short
+                self._connection.rollback()
+        except self._errors as exc:
+            raise translate(exc, self._story_id) from exc
         return RawTransaction(self._cursor)
 
     def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
-        connection = self._connection
         try:
             if error is None:
-                connection.commit()
+                self._connection.commit()
             else:
-                connection.rollback()
+                self._connection.rollback()
         except self._errors as exc:
             raise translate(exc, self._story_id) from exc
-        finally:
-            self._lock.__exit__(None, None, None)
         if error is not None and isinstance(error, self._errors):
             raise translate(error, self._story_id) from error

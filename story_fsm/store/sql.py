@@ -188,15 +188,18 @@ class WorkflowStateManager:
     def _raw(
         self, story_id: str | None, *, autocommit: bool = False
     ) -> AbstractContextManager[RawTransaction]:
-        """One write transaction on the prepared fast path, errors translated."""
+        """One write transaction on the prepared fast path, errors translated.
+
+        The caller holds ``self._write_lock`` around it, in its own ``with`` statement
+        (:class:`HeldWrite` says why).
+        """
         if self._keeps_writer:
-            return HeldWrite(self._write_lock, self._kept_writer, self._driver_errors, story_id)
+            return HeldWrite(self._kept_writer, self._driver_errors, story_id)
         return self._pooled_write(story_id, autocommit)
 
     @contextmanager
     def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
         with (
-            self._write_lock,
             translated(story_id, self._driver_errors),
             raw_transaction(self._engine, autocommit=autocommit) as tx,
         ):
@@ -369,7 +372,7 @@ class WorkflowStateManager:
         values, inputs = creation_values(new, lease, now, row.summary if first else None)
 
         def insert() -> bool:
-            with self._raw(new.story_id) as tx:
+            with self._write_lock, self._raw(new.story_id) as tx:
                 tx.execute(self._fast.insert_workflow, values)
                 tx.execute(self._fast.insert_inputs, inputs)
                 for seq, write in enumerate(writes):
@@ -428,7 +431,7 @@ class WorkflowStateManager:
         single = self._fast.step is not None
 
         def advance() -> bool:
-            with self._raw(story_id, autocommit=single) as tx:
+            with self._write_lock, self._raw(story_id, autocommit=single) as tx:
                 self._advance(tx, params, values, write.takeover)
             return True
 
@@ -509,7 +512,7 @@ class WorkflowStateManager:
         if claim_one is not None:
 
             def claim() -> list[str]:
-                with self._raw(None, autocommit=True) as tx:
+                with self._write_lock, self._raw(None, autocommit=True) as tx:
                     picked = tx.first(claim_one, params)
                 return [] if picked is None else [picked[0]]
 
