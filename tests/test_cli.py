@@ -643,6 +643,40 @@ class TestErrorBoundary:
         assert result.exit_code == code == exit_code_for(error)
         assert one_error_line(result) == f"error: {message_for(error)}"
 
+    def test_ctrl_c_in_any_command_is_one_line_and_130(
+        self, boom_command: Callable[[BaseException], None]
+    ) -> None:
+        """A KeyboardInterrupt outside a workflow run (submit, list ...) exits 130, no traceback."""
+        boom_command(KeyboardInterrupt())
+        result = invoke("boom")
+        assert result.exit_code == ExitCode.INTERRUPTED
+        assert one_error_line(result) == "error: interrupted"
+
+    def test_ctrl_c_before_a_run_stored_its_story_says_nothing_was_written(
+        self, sqlite_url: str, story_file: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Interrupted while its first write waits (a locked file, say): no resume hint."""
+
+        def interrupted(*args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(WorkflowStateManager, "create_with_record", interrupted)
+        result = invoke("run", str(story_file), "--story-id", "s-1", "--db", sqlite_url)
+        assert result.exit_code == ExitCode.INTERRUPTED
+        assert one_error_line(result) == (
+            "error: interrupted before story 's-1' was stored; nothing was written"
+        )
+
+    def test_hints_for_an_id_that_starts_with_a_dash_run_as_shown(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """A hint names '-x' after '--' (or as --story-id=-x), where no option takes it."""
+        assert "story-fsm resume -- -draft" in message_for(Interrupted("-draft"))
+        assert "story-fsm status -- -draft" in message_for(ConcurrentAdvanceError("-draft"))
+        assert "--story-id=-draft" in message_for(WorkflowNotFoundError("-draft"))
+        result = invoke("status", "--db", database_url, "--", "-draft")
+        assert one_error_line(result).startswith("error: no workflow for story '-draft'")
+
     def test_debug_prints_the_traceback(
         self, boom_command: Callable[[BaseException], None]
     ) -> None:

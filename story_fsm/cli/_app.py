@@ -44,6 +44,10 @@ class _Group(TyperGroup):
         except (StoryFSMError, Interrupted) as error:
             code = report(error, debug=settings(ctx).debug)
             raise typer.Exit(int(code)) from error
+        except KeyboardInterrupt as error:
+            # A command with a story in flight says more (run, resume: Interrupted above).
+            code = report(Interrupted(), debug=settings(ctx).debug)
+            raise typer.Exit(int(code)) from error
 
 
 app = typer.Typer(

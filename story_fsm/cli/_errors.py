@@ -31,6 +31,7 @@ __all__ = [
     "Interrupted",
     "exit_code_for",
     "message_for",
+    "positional",
     "report",
     "shell_quote",
 ]
@@ -48,14 +49,26 @@ class ExitCode(IntEnum):
 
 
 class Interrupted(Exception):
-    """Ctrl-C stopped a running workflow mid-stage; its last committed row is intact."""
+    """Ctrl-C stopped a command; a running workflow keeps its last committed row.
 
-    def __init__(self, story_id: str) -> None:
+    Args:
+        story_id: The story the command was advancing, if any.
+        stored: Whether that story's workflow exists (False: interrupted before it was
+            written, so there is nothing to resume).
+    """
+
+    def __init__(self, story_id: str | None = None, *, stored: bool = True) -> None:
         self.story_id = story_id
-        super().__init__(
-            f"interrupted; story {story_id!r} stopped mid-stage and keeps its committed steps; "
-            f"run 'story-fsm resume {shell_quote(story_id)}' to continue"
-        )
+        if story_id is None:
+            message = "interrupted"
+        elif not stored:
+            message = f"interrupted before story {story_id!r} was stored; nothing was written"
+        else:
+            message = (
+                f"interrupted; story {story_id!r} stopped mid-stage and keeps its committed "
+                f"steps; run 'story-fsm resume {positional(story_id)}' to continue"
+            )
+        super().__init__(message)
 
 
 _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
@@ -119,8 +132,24 @@ def shell_quote(text: str) -> str:
     return "$'" + "".join(out) + "'"
 
 
+def positional(story_id: str) -> str:
+    """*story_id* quoted as a command's argument: after ``--`` when it starts with a dash.
+
+    >>> print(positional("s-42"), positional("-draft"))
+    s-42 -- -draft
+    """
+    quoted = shell_quote(story_id)
+    return f"-- {quoted}" if story_id.startswith("-") else quoted
+
+
+def _story_option(story_id: str) -> str:
+    # "--story-id=-x": with a space, a value that starts with a dash is taken for an option.
+    quoted = shell_quote(story_id)
+    return f"--story-id={quoted}" if story_id.startswith("-") else f"--story-id {quoted}"
+
+
 def _resume_hint(story_id: str) -> str:
-    return f"run 'story-fsm resume {shell_quote(story_id)}'"
+    return f"run 'story-fsm resume {positional(story_id)}'"
 
 
 def message_for(error: BaseException) -> str:
@@ -141,13 +170,13 @@ def _message(error: BaseException) -> str:
     if isinstance(error, WorkflowNotFoundError):
         return (
             f"no workflow for story {error.story_id!r}; start one with 'story-fsm run FILE "
-            f"--story-id {shell_quote(error.story_id)}', or check --db / STORY_FSM_DATABASE_URL"
+            f"{_story_option(error.story_id)}', or check --db / STORY_FSM_DATABASE_URL"
         )
     if isinstance(error, ConcurrentAdvanceError):
         detail = f" ({error.detail})" if error.detail else ""
         return (
             f"story {error.story_id!r} was advanced by another process{detail}; see where it "
-            f"stands with 'story-fsm status {shell_quote(error.story_id)}'"
+            f"stands with 'story-fsm status {positional(error.story_id)}'"
         )
     if isinstance(error, DatabaseBusyError):
         return (

@@ -22,9 +22,10 @@ from story_fsm.cli._store import open_store
 from story_fsm.cli._story import read_story
 from story_fsm.config import WorkflowConfig
 from story_fsm.engine import StoryWorkflowOrchestrator
-from story_fsm.errors import StageFailedError, WorkflowNotFoundError
+from story_fsm.errors import StageFailedError, StoryFSMError, WorkflowNotFoundError
 from story_fsm.events import ProgressCallback
 from story_fsm.models import WorkflowResult
+from story_fsm.store.sql import WorkflowStateManager
 
 __all__ = ["resume", "run"]
 
@@ -42,7 +43,13 @@ def _show(result: WorkflowResult, *, as_json: bool) -> None:
 
 
 def _drive(
-    story_id: str, call: _Call, *, threshold: float, quiet: bool, as_json: bool
+    story_id: str,
+    call: _Call,
+    store: WorkflowStateManager,
+    *,
+    threshold: float,
+    quiet: bool,
+    as_json: bool,
 ) -> WorkflowResult:
     """Run *call* under the progress view; a FAILED result is shown before the error."""
     view = ProgressView(stderr_console(), threshold=threshold)
@@ -51,11 +58,19 @@ def _drive(
         with context:
             return call(None if quiet else view)
     except KeyboardInterrupt:
-        raise Interrupted(story_id) from None
+        raise Interrupted(story_id, stored=_stored(store, story_id)) from None
     except StageFailedError as exc:
         if exc.result is not None:
             _show(exc.result, as_json=as_json)
         raise
+
+
+def _stored(store: WorkflowStateManager, story_id: str) -> bool:
+    """Whether the story has a workflow, for the interrupt's hint (True when unknown)."""
+    try:
+        return store.load_row(story_id) is not None
+    except StoryFSMError:
+        return True  # the database cannot say: point at resume, which will tell
 
 
 def _new_config(
@@ -121,7 +136,9 @@ def run(
                 story.story_id, story.title, story.script, {}, progress_callback=callback
             )
 
-        result = _drive(story.story_id, call, threshold=threshold, quiet=quiet, as_json=as_json)
+        result = _drive(
+            story.story_id, call, store, threshold=threshold, quiet=quiet, as_json=as_json
+        )
     _show(result, as_json=as_json)
 
 
@@ -177,6 +194,11 @@ def resume(
                 return orchestrator.resume(story_id, progress_callback=callback)
 
             result = _drive(
-                story_id, call, threshold=stored.quality_threshold, quiet=quiet, as_json=as_json
+                story_id,
+                call,
+                store,
+                threshold=stored.quality_threshold,
+                quiet=quiet,
+                as_json=as_json,
             )
     _show(result, as_json=as_json)
