@@ -303,6 +303,27 @@ class TestStoryFileErrors:
         assert "story_id must not be empty" in one_error_line(result)
         assert not (tmp_path / "story_fsm.db").exists()
 
+    def test_a_stream_past_the_limit_is_refused_without_reading_it_all(
+        self, tmp_path: Path
+    ) -> None:
+        """A file with no size to check (a device, a pipe) is cut at the limit: exit 2."""
+        result = invoke("run", "/dev/zero", "--story-id", "zeros", "--title", "Zeros")
+        assert result.exit_code == ExitCode.USAGE
+        assert "larger than 1,000,000 bytes" in one_error_line(result)
+        assert not (tmp_path / "story_fsm.db").exists()
+
+    def test_line_ends_are_read_as_text_mode_reads_them(
+        self, sqlite_url: str, tmp_path: Path
+    ) -> None:
+        """CRLF and CR line ends become LF in the stored script."""
+        path = tmp_path / "crlf.txt"
+        path.write_bytes(b"Title\r\n\r\nOne line.\r\nTwo\rThree.")
+        result = invoke("submit", str(path), "--db", sqlite_url, "--json")
+        assert result.exit_code == 0, result.stderr
+        with WorkflowStateManager(sqlite_url) as store:
+            row = store.load_row("crlf")
+        assert row is not None and row.initial_script == "One line.\nTwo\nThree."
+
     def test_directory_is_refused(self, tmp_path: Path) -> None:
         """A directory given as the story file exits 2."""
         result = invoke("run", str(tmp_path))

@@ -42,7 +42,17 @@ def _read_text(path: Path) -> str:
                 f"story file {str(path)!r} is {size:,} bytes; a story file may be at most "
                 f"{MAX_STORY_BYTES:,}"
             )
-        return path.read_text(encoding="utf-8")
+        # Read no more than the limit allows, whatever stat() said: a pipe, a FIFO or a
+        # device (/dev/zero) has no size to check first.
+        with path.open("rb") as stream:
+            data = stream.read(MAX_STORY_BYTES + 1)
+        if len(data) > MAX_STORY_BYTES:
+            raise InputValidationError(
+                f"story file {str(path)!r} is larger than {MAX_STORY_BYTES:,} bytes, the most "
+                "a story file may be"
+            )
+        # As text mode reads a file: line ends \r\n and \r become \n.
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise InputValidationError(f"story file {str(path)!r} does not exist") from None
     except IsADirectoryError:
