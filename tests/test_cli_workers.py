@@ -47,6 +47,23 @@ class TestSubmitAndWorker:
         with WorkflowStateManager(database_url) as store:
             assert {s.state for s in store.list_workflows()} == {WorkflowState.COMPLETE}
 
+    def test_a_worker_keeps_each_story_s_threshold_as_run_does(self, sqlite_url: str) -> None:
+        """Submitted with --threshold 99, a story the default (95) would publish goes on, to
+        the same scores and decision as ``run`` with --threshold 99 gives it."""
+        story = ROOT / "examples" / "stories" / "lighthouse_cat.txt"
+        options = ["--threshold", "99", "--max-iterations", "5", "--db", sqlite_url]
+        ran = invoke("run", str(story), "--story-id", "by-run", *options, "--json", "-q")
+        assert ran.exit_code == 0, ran.output
+        assert invoke("submit", str(story), "--story-id", "by-worker", *options).exit_code == 0
+        done = invoke("worker", "--db", sqlite_url, "--stop-when-idle")
+        assert done.exit_code == 0, done.output
+        with WorkflowStateManager(sqlite_url) as store:
+            by_run, by_worker = store.load_state("by-run"), store.load_state("by-worker")
+        assert by_run is not None and by_worker is not None
+        assert by_worker.quality_scores == by_run.quality_scores
+        assert by_worker.decision == by_run.decision
+        assert any(95 <= score < 99 for score in by_run.quality_scores[:-1])  # the case at hand
+
     @pytest.mark.parametrize("lease", ["inf", "1e12", "nan"])
     def test_absurd_lease_is_a_usage_error(self, tmp_path: Path, lease: str) -> None:
         """A lease no clock can add is refused (exit 2) before any database is made."""

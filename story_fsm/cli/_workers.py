@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -19,6 +20,7 @@ from story_fsm.engine import StoryWorkflowOrchestrator
 from story_fsm.errors import InputValidationError
 from story_fsm.models import WorkflowSummary
 from story_fsm.states import Stage
+from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_seconds
 from story_fsm.worker import Worker
 
@@ -32,6 +34,33 @@ def _show_summary(summary: WorkflowSummary, *, as_json: bool) -> None:
         print_json(summary.to_dict())
     else:
         stdout_console().print(status_table(summary))
+
+
+class _StoredThresholdReviewer:
+    """The offline reviewer at each story's own quality threshold, as ``run`` builds it.
+
+    A worker serves stories submitted with different ``--threshold`` values; one reviewer
+    built with the default would decide "publish" below a story's own threshold. The
+    threshold is read from the story's stored config (one SELECT per review).
+    """
+
+    def __init__(self, store: WorkflowStateManager) -> None:
+        self._store = store
+        self._reviewers: dict[float, Any] = {}
+        self._lock = threading.Lock()
+
+    def review_story(self, **kwargs: Any) -> Any:
+        """Review as ``OfflineReviewer(publish_threshold=<the story's threshold>)`` does."""
+        from story_fsm.editors.offline import OfflineReviewer
+
+        row = self._store.load_row(kwargs["story_id"])
+        config = row.config if row is not None else {}
+        threshold = WorkflowConfig.from_dict(config).quality_threshold
+        with self._lock:
+            reviewer = self._reviewers.get(threshold)
+            if reviewer is None:
+                reviewer = self._reviewers[threshold] = OfflineReviewer(publish_threshold=threshold)
+        return reviewer.review_story(**kwargs)
 
 
 def parse_rate_limits(values: list[str]) -> dict[Stage | str, int]:
@@ -119,8 +148,9 @@ def worker(
         editor_stages(editor, threshold=_DEFAULTS.quality_threshold, model=model) as stages,
         open_store(db, must_exist=False, migrate=True) as store,
     ):
+        reviewer = _StoredThresholdReviewer(store) if editor is Editor.OFFLINE else stages.reviewer
         runner = Worker(
-            stages.reviewer,
+            reviewer,
             stages.polisher,
             store,
             concurrency=concurrency,
