@@ -579,6 +579,21 @@ class TestDatabaseUrl:
         result = invoke("list", "--db", "mysql+nothing://x/y")
         assert result.exit_code == ExitCode.USAGE and "mysql" in one_error_line(result)
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "mysql://u:hunter2@h/db",
+            "postgresql://postgres:hunter2@127.0.0.1:abc/x",
+            "oracle://h/db?password=hunter2",
+        ],
+    )
+    def test_a_refused_url_is_shown_without_its_password(self, url: str) -> None:
+        """Refused URLs (unsupported, unparseable) are named with the password masked."""
+        result = invoke("list", "--db", url)
+        assert result.exit_code == ExitCode.USAGE
+        line = one_error_line(result)
+        assert "hunter2" not in result.stderr and "***" in line
+
     def test_unreachable_database_exits_4(self) -> None:
         """A database that refuses the connection exits 4 with one line, password hidden."""
         result = invoke("list", "--db", "postgresql://u:s3cret@127.0.0.1:1/db")

@@ -277,6 +277,18 @@ class TestEngines:
         with pytest.raises(InputValidationError, match="does not exist"):
             WorkflowStateManager(f"sqlite:///{tmp_path}/missing/x.db")
 
+    def test_a_tilde_in_a_sqlite_path_is_the_home_folder(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """sqlite:///~/x.db opens $HOME/x.db, the file the checks and the CLI look at."""
+        home = tmp_path / "home"
+        home.mkdir()
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.chdir(tmp_path)
+        with WorkflowStateManager("sqlite:///~/x.db") as store:
+            store.create(new(), lease())
+        assert (home / "x.db").exists() and not (tmp_path / "~").exists()
+
     def test_sqlite_pragmas(self, sqlite_url: str) -> None:
         """SQLite runs in WAL mode with foreign keys on, synchronous FULL and a busy timeout."""
         with (

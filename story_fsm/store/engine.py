@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -13,7 +14,7 @@ from sqlalchemy.pool import StaticPool
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "make_engine", "with_driver", "writer_lock"]
+__all__ = ["CONNECT_TIMEOUT_SECONDS", "make_engine", "shown_url", "with_driver", "writer_lock"]
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -33,8 +34,13 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
         # One shared connection, or every pooled connection would see its own empty database.
         kwargs["poolclass"] = StaticPool
         kwargs["connect_args"]["check_same_thread"] = False
-    elif not Path(database).expanduser().resolve().parent.is_dir():
-        raise InputValidationError(f"the folder of the SQLite file {database!r} does not exist")
+    else:
+        # "~" as a shell would read it: SQLite itself opens the path as written, so a file
+        # under a folder literally named "~" would not be the one every check looked at.
+        database = str(Path(database).expanduser())
+        url = url.set(database=database)
+        if not Path(database).resolve().parent.is_dir():
+            raise InputValidationError(f"the folder of the SQLite file {database!r} does not exist")
     engine = sa.create_engine(url, **kwargs)
     busy_ms = int(busy_timeout_seconds * 1000)
 
@@ -50,6 +56,23 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
         cursor.close()
 
     return engine
+
+
+def shown_url(url: str) -> str:
+    """*url* as an error message may show it: with any password masked (``***``).
+
+    Also for a URL that does not parse, whose password would otherwise be printed whole.
+
+    >>> shown_url("postgresql://app:s3cret@db:99999/x")
+    'postgresql://app:***@db:99999/x'
+    """
+    # The userinfo of ``scheme://user:password@host`` (the password runs to the last "@"),
+    # and a ``password=`` in the query, which libpq reads too.
+    return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
+
+
+_PASSWORD = re.compile(r"^([^:/?#]+://[^/?#@:]*:)[^/?#]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def with_driver(url: sa.URL) -> sa.URL:
@@ -77,7 +100,7 @@ def make_engine(
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
-        raise InputValidationError(f"not a database URL: {url!r}") from exc
+        raise InputValidationError(f"not a database URL: {shown_url(url)!r}") from exc
     synchronous = sqlite_synchronous.upper() if isinstance(sqlite_synchronous, str) else None
     if synchronous not in _SYNCHRONOUS_LEVELS:
         raise InputValidationError(
@@ -107,9 +130,12 @@ def make_engine(
                 connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
             return sa.create_engine(parsed, connect_args=connect_args)
         except (sa.exc.ArgumentError, ImportError) as exc:
-            raise InputValidationError(f"cannot use database URL {url!r}: {exc}") from exc
+            raise InputValidationError(
+                f"cannot use database URL {shown_url(url)!r}: {exc}"
+            ) from exc
     raise InputValidationError(
-        f"unsupported database {backend!r} in {url!r}; use sqlite:///FILE or postgresql://..."
+        f"unsupported database {backend!r} in {shown_url(url)!r}; "
+        "use sqlite:///FILE or postgresql://..."
     )
 
 
