@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -525,6 +526,19 @@ class TestDb:
         assert result.exit_code == 0
         assert "revision 0099" in result.stdout and "upgrade story_fsm" in result.stdout
         assert "db upgrade" not in result.stdout
+
+    def test_foreign_tables_without_a_revision_get_no_upgrade_advice(self, tmp_path: Path) -> None:
+        """Tables named like story_fsm's with no revision: current says so, upgrade exits 2."""
+        path = tmp_path / "foreign.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE story_fsm_workflows (id INTEGER PRIMARY KEY)")
+        url = f"sqlite:///{path}"
+        shown = invoke("db", "current", "--db", url)
+        assert shown.exit_code == 0
+        assert "no revision" in shown.stdout and "db upgrade" not in shown.stdout
+        upgraded = invoke("db", "upgrade", "--db", url)
+        assert upgraded.exit_code == ExitCode.USAGE
+        assert "carry no story_fsm revision" in one_error_line(upgraded)
 
     def test_unknown_revision_exits_2(self, sqlite_url: str) -> None:
         """A downgrade to a revision that does not exist exits 2 with one line."""

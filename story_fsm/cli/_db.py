@@ -14,7 +14,7 @@ from story_fsm.cli._app import db_app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
 from story_fsm.cli._output import print_json, stdout_console
 from story_fsm.cli._store import display_url, missing_sqlite_file
-from story_fsm.errors import InputValidationError, StoreError, StoryFSMError
+from story_fsm.errors import InputValidationError, SchemaVersionError, StoreError, StoryFSMError
 from story_fsm.store import migrate
 from story_fsm.store.engine import make_engine
 
@@ -50,11 +50,17 @@ def _revision_info(url: str, current: str | None) -> dict[str, Any]:
 @db_app.command()
 def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) -> None:
     """Show the database's schema revision and the newest one this story_fsm ships."""
+    unversioned = False
     if missing_sqlite_file(db) is not None:
         revision = None  # asking must not create the file
     else:
         with _engine(db) as engine:
             revision = migrate.current_revision(engine)
+            if revision is None:
+                try:
+                    migrate.check_unversioned(engine)
+                except SchemaVersionError:
+                    unversioned = True
     info = _revision_info(db, revision)
     if as_json:
         print_json(info)
@@ -63,6 +69,8 @@ def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) ->
         state = "up to date"
     elif revision is not None and not migrate.is_known_revision(revision):
         state = "newer than this story_fsm knows; upgrade story_fsm"  # db upgrade cannot help
+    elif unversioned:
+        state = "story_fsm's tables exist with no revision: made by hand or by something else"
     else:
         state = "run 'story-fsm db upgrade'"
     stdout_console().print(
@@ -78,6 +86,8 @@ def upgrade(
     """Create or upgrade the schema (to the newest revision by default)."""
     with _engine(db) as engine:
         before = migrate.current_revision(engine)
+        if before is None:
+            migrate.check_unversioned(engine)  # exit 2 with the reason, not a CREATE that fails
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
     stdout_console().print(f"{display_url(db)}: revision {before or 'none'} → {after or 'none'}")

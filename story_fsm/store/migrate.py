@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEAD_REVISION",
+    "check_unversioned",
     "current_revision",
     "downgrade",
     "ensure_schema",
@@ -195,6 +196,19 @@ def _has_tables(engine: sa.Engine, prefix: str) -> bool:
     return bool(names & {schema.workflows.name, schema.transitions.name})
 
 
+def check_unversioned(engine: sa.Engine, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
+    """Refuse a database whose story_fsm tables carry no revision (migrating would fail).
+
+    Raises:
+        SchemaVersionError: Tables with *prefix* exist but no story_fsm revision does.
+    """
+    if current_revision(engine, prefix) is None and _has_tables(engine, prefix):
+        raise SchemaVersionError(
+            f"tables with prefix {prefix!r} exist but carry no story_fsm revision; "
+            "they belong to something else, or were created by hand"
+        )
+
+
 def ensure_schema(
     engine: sa.Engine, *, prefix: str = DEFAULT_TABLE_PREFIX, auto_migrate: bool = True
 ) -> None:
@@ -210,11 +224,8 @@ def ensure_schema(
     head = head_revision()
     if current == head:
         return
-    if current is None and _has_tables(engine, prefix):
-        raise SchemaVersionError(
-            f"tables with prefix {prefix!r} exist but carry no story_fsm revision; "
-            "they belong to something else, or were created by hand"
-        )
+    if current is None:
+        check_unversioned(engine, prefix)
     if current is not None and not is_known_revision(current):
         raise SchemaVersionError(
             f"the database is at schema revision {current!r}, which this story_fsm does not "
