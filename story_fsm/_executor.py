@@ -111,6 +111,11 @@ class StageExecutor:
                 self._idle -= 1
         return call
 
+    def busy(self) -> int:
+        """How many of the pool's threads are in a call now (an abandoned one included)."""
+        with self._lock:
+            return self._threads - self._idle
+
     def _work(self) -> None:
         while True:
             self._jobs.get()._run()

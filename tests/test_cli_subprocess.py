@@ -172,6 +172,45 @@ class TestProcess:
         assert row is not None and row.summary.state is WorkflowState.REVIEWING
 
 
+class TestExitWithAThreadInACall:
+    def test_output_and_exit_code_survive_a_stage_thread_still_in_a_call(
+        self, tmp_path: Path
+    ) -> None:
+        """A command that ends while a pool thread is still in a call (left by Ctrl-C or a
+        timeout) exits at once with its own code and all it printed: the interpreter's
+        shutdown, which can abort the process when such a thread is in native code, is
+        skipped."""
+        url = f"sqlite:///{tmp_path}/busy.db"
+        WorkflowStateManager(url).close()
+        program = (
+            "import atexit, time, sys\n"
+            "atexit.register(lambda: print('shutdown ran', file=sys.stderr))\n"
+            "from story_fsm._executor import default_executor\n"
+            "from story_fsm.cli import main\n"
+            "default_executor().submit(lambda: time.sleep(60))\n"
+            "main(sys.argv[1:])\n"
+        )
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-c", program, *args, "--db", url],
+                cwd=tmp_path,
+                env=child_env(),
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        listed = run("list", "--json")
+        assert (listed.returncode, json.loads(listed.stdout)) == (0, [])
+        missing = run("status", "nobody")
+        assert missing.returncode == 2
+        assert missing.stderr.splitlines()[-1].startswith("error: no workflow for story 'nobody'")
+        # The process ended before the interpreter's shutdown, which never stops that thread.
+        assert "shutdown ran" not in listed.stderr + missing.stderr
+
+
 class TestOpenAIEditor:
     def test_run_completes_against_a_chat_completions_server(
         self, server: FakeLLMServer, story_file: Path, tmp_path: Path

@@ -16,10 +16,15 @@ raised by any command go through the same exit-code mapping (``_errors.py``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import logging
+import os
+import sys
 from collections.abc import Sequence
 
+from story_fsm._executor import default_executor
 from story_fsm.cli._app import app
 
 __all__ = ["BUILTIN_MODULES", "EXTENSION_MODULES", "load_extensions", "main"]
@@ -53,7 +58,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
     """
-    app(args=list(argv) if argv is not None else None, prog_name="story-fsm")
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="story-fsm")
+    except SystemExit as done:
+        code = done.code
+    else:  # pragma: no cover - click's standalone mode always exits
+        code = 0
+    if default_executor().busy():
+        _exit_now(code)
+    raise SystemExit(code)
+
+
+def _exit_now(code: object) -> None:
+    """End the process at once, with *code*, after flushing what it wrote.
+
+    A stage thread still in a call (left by Ctrl-C or a timeout) is a daemon, but the
+    interpreter's shutdown stops daemon threads where they are: one caught in native code
+    (the offline reviewer's regex engine, a TLS read) can abort the process then
+    ("terminate called without an active exception", exit 134 instead of 130). Nothing is
+    left to write: every committed step is in the database already.
+    """
+    if isinstance(code, str):  # as SystemExit prints it
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    logging.shutdown()
+    os._exit(code if isinstance(code, int) else 0)
 
 
 for _name in BUILTIN_MODULES:
