@@ -225,13 +225,15 @@ class TestDroppedConnections:
         finally:
             store.close()
 
+    @pytest.mark.parametrize("pool", ["kept", "emptied"])
     def test_a_run_rides_out_a_server_restart(
-        self, pg_url: str, fast_config: WorkflowConfig
+        self, pg_url: str, fast_config: WorkflowConfig, pool: str
     ) -> None:
         """Every connection cut and new ones refused for a while: the run waits, then goes on.
 
-        The ``polished`` write meets the outage; it is written once the server answers again,
-        and the committed review is not called again.
+        The ``polished`` write meets the outage, on a pooled connection that died or (pool
+        emptied) on a new one the server refuses; it is written once the server answers
+        again, and the committed review is not called again.
         """
         with (
             reply_dropping_proxy(pg_url) as proxy,
@@ -243,6 +245,8 @@ class TestDroppedConnections:
                 def polish_story(self, **kwargs: Any) -> Any:
                     polished.append(time.monotonic())
                     proxy.outage(1.0)
+                    if pool == "emptied":
+                        store.engine.dispose()
                     return super().polish_story(**kwargs)
 
             reviewer = ScriptedReviewer(review(50), review(99, "publish"))

@@ -237,13 +237,14 @@ class WorkflowStateManager:
         cause = error.__cause__
         if isinstance(cause, LostConnection):
             return True
-        if not isinstance(cause, sa_exc.DBAPIError):
-            return False
-        if cause.connection_invalidated:
-            return True
-        if self._keeps_writer or not isinstance(cause, sa_exc.OperationalError):
+        if isinstance(cause, sa_exc.DBAPIError):
+            if cause.connection_invalidated:
+                return True
+            cause = cause.orig  # Core wraps the driver's error; the fast path meets it bare
+        dbapi = self._engine.dialect.dbapi
+        if self._keeps_writer or dbapi is None or not isinstance(cause, dbapi.OperationalError):
             return False  # SQLite's OperationalError is the file's (locked, read-only ...)
-        state = getattr(cause.orig, "sqlstate", None)
+        state = getattr(cause, "sqlstate", None)
         return state is None or str(state).startswith(("08", "57P"))
 
     def _after_lost(self, error: StoreError, again: Callable[[], _T]) -> _T:
