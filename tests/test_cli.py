@@ -11,6 +11,7 @@ import json
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -530,7 +531,8 @@ class TestDb:
     def test_foreign_tables_without_a_revision_get_no_upgrade_advice(self, tmp_path: Path) -> None:
         """Tables named like story_fsm's with no revision: current says so, upgrade exits 2."""
         path = tmp_path / "foreign.db"
-        with sqlite3.connect(path) as conn:
+        # closing(): sqlite3's own context manager commits but leaves the connection open.
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("CREATE TABLE story_fsm_workflows (id INTEGER PRIMARY KEY)")
         url = f"sqlite:///{path}"
         shown = invoke("db", "current", "--db", url)

@@ -151,8 +151,11 @@ class TestProcess:
             text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 30
-        while not server.requests and time.monotonic() < deadline:
+        while not server.requests and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.02)
+        if not server.requests:  # a SIGINT now would test start-up, not a stage
+            proc.kill()
+            pytest.fail(f"the run made no LLM request within 30 s:\n{proc.communicate()[1]}")
         proc.send_signal(signal.SIGINT)
         try:
             _out, err = proc.communicate(timeout=30)
