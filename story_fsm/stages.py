@@ -9,7 +9,8 @@ attempt and retries.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -229,20 +230,38 @@ def _cost(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return cost, data
 
 
+@contextmanager
+def _charged(cost: float) -> Iterator[None]:
+    """Charge an answer refused here with the cost its stage said it paid.
+
+    The call was made and paid for; refusing its answer must not drop that from the failed
+    attempt's row and the workflow's total (a stage's own refusal may already carry a cost).
+    """
+    try:
+        yield
+    except InvalidStageOutputError as exc:
+        if not exc.cost:
+            exc.cost = cost
+        raise
+
+
 def normalize_review(raw: object) -> ReviewOutcome:
     """Turn a reviewer's answer into a :class:`ReviewOutcome`.
 
     Raises:
         InvalidStageOutputError: None, an unknown decision, or a score that is not a finite
-            number within 0–100.
+            number within 0–100; it carries the cost the answer stated, since the call was
+            paid for.
 
     >>> normalize_review({"decision": "polish", "quality_score": 72}).quality_score
     72.0
     """
     data = _as_dict(raw, "review")
-    decision, score = _decision(raw, data), _score(raw, data)
     cost, data = _cost(data)
-    return ReviewOutcome(decision, score, cost, _jsonable(data, "review"))
+    with _charged(cost):
+        decision, score = _decision(raw, data), _score(raw, data)
+        stored = _jsonable(data, "review")
+    return ReviewOutcome(decision, score, cost, stored)
 
 
 def _change_count(change_log: object) -> int:
@@ -260,28 +279,31 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
 
     Raises:
         InvalidStageOutputError: None, no non-empty ``polished_script``, or a script or title
-            that no database can store as text (a NUL character, an unpaired surrogate).
+            that no database can store as text (a NUL character, an unpaired surrogate); it
+            carries the cost the answer stated.
     """
     data = _as_dict(raw, "polish")
-    script = _field(raw, data, "polished_script")
-    if not isinstance(script, str) or not script.strip():
-        raise InvalidStageOutputError(
-            f"the polish has no polished_script (a non-empty string), got {script!r:.80}"
-        )
-    title = _field(raw, data, "polished_title")
-    if not isinstance(title, str) or not title.strip():
-        title = current_title
-    for name, text in (("polished_script", script), ("polished_title", title)):
-        # Refused here, as a failed attempt (retried), rather than by the database in the
-        # middle of the transition that stores it.
-        reason = unstorable_reason(text)
-        if reason is not None:
-            raise InvalidStageOutputError(f"the polish's {name} {reason}")
     cost, data = _cost(data)
+    with _charged(cost):
+        script = _field(raw, data, "polished_script")
+        if not isinstance(script, str) or not script.strip():
+            raise InvalidStageOutputError(
+                f"the polish has no polished_script (a non-empty string), got {script!r:.80}"
+            )
+        title = _field(raw, data, "polished_title")
+        if not isinstance(title, str) or not title.strip():
+            title = current_title
+        for name, text in (("polished_script", script), ("polished_title", title)):
+            # Refused here, as a failed attempt (retried), rather than by the database in the
+            # middle of the transition that stores it.
+            reason = unstorable_reason(text)
+            if reason is not None:
+                raise InvalidStageOutputError(f"the polish's {name} {reason}")
+        stored = _jsonable(data, "polish")
     return PolishOutcome(
         title=title,
         script=script,
         changes_count=_change_count(_field(raw, data, "change_log")),
         cost=cost,
-        data=_jsonable(data, "polish"),
+        data=stored,
     )

@@ -131,6 +131,41 @@ class TestReview:
             normalize_review(raw)
 
 
+class TestRefusedButPaid:
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"decision": "publish", "quality_score": 150, "_meta": {"cost_estimate": 0.4}},
+            {"decision": "maybe", "quality_score": 90, "cost": 0.4},
+            {"decision": "polish", "quality_score": "high", "_meta": {"cost_estimate": 0.4}},
+        ],
+    )
+    def test_a_refused_review_carries_the_cost_it_stated(self, answer: dict[str, Any]) -> None:
+        """The call was paid for: the refusal says how much, for the failed attempt's row."""
+        with pytest.raises(InvalidStageOutputError) as caught:
+            normalize_review(answer)
+        assert caught.value.cost == 0.4
+
+    @pytest.mark.parametrize(
+        "answer",
+        [
+            {"polished_script": "", "cost": 0.4},
+            {"polished_script": "a\x00b", "_meta": {"cost_estimate": 0.4}},
+        ],
+    )
+    def test_a_refused_polish_carries_the_cost_it_stated(self, answer: dict[str, Any]) -> None:
+        """Same for a polish with no usable script."""
+        with pytest.raises(InvalidStageOutputError) as caught:
+            normalize_polish(answer, "T")
+        assert caught.value.cost == 0.4
+
+    def test_a_refusal_without_a_stated_cost_costs_nothing(self) -> None:
+        """No cost field: the refusal carries 0."""
+        with pytest.raises(InvalidStageOutputError) as caught:
+            normalize_review({"decision": "publish", "quality_score": -1})
+        assert caught.value.cost == 0.0
+
+
 class TestPolish:
     def test_mapping_shape(self) -> None:
         """A mapping gives title, script and the change count."""

@@ -366,6 +366,29 @@ class TestFailures:
         assert failed.cost == 0.125
         assert result.total_cost == pytest.approx(0.125 + 0.25)
 
+    def test_a_paid_answer_the_engine_refuses_keeps_its_cost(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A review scored 150 and a polish with no script, both paid: on their rows and in the total."""
+        reviewer = ScriptedReviewer(
+            {"decision": "polish", "quality_score": 150, "_meta": {"cost_estimate": 0.5}},
+            review(50),
+            review(99, "publish"),
+        )
+        polisher = ScriptedPolisher(
+            {"polished_script": "  ", "cost": 0.125},
+            {"polished_script": "Better.", "_meta": {"cost_estimate": 0.0625}},
+        )
+        result = run(store, reviewer, polisher, fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        failed = [r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED]
+        assert [(r.payload["stage"], r.cost) for r in failed] == [
+            ("review", 0.5),
+            ("polish", 0.125),
+        ]
+        assert result.total_cost == pytest.approx(0.5 + 0.25 + 0.25 + 0.125 + 0.0625)
+        assert store.load_row("s-1").summary.total_cost == pytest.approx(result.total_cost)  # type: ignore[union-attr]
+
     @pytest.mark.parametrize("cost", [float("nan"), float("inf"), -5.0, 1e12, "abc", True])
     def test_an_unreadable_cost_of_a_failed_attempt_counts_as_zero(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig, cost: Any
