@@ -183,3 +183,50 @@ class TestConcurrentResumers:
             if r.trigger in (Trigger.REVIEWED, Trigger.POLISHED)
         )
         assert set(results_per_step.values()) == {1}
+
+
+class _ByVersion:
+    """Publishes at the third version; any thread, any story."""
+
+    def review_story(self, **kwargs: Any) -> dict[str, Any]:
+        done = kwargs["story_version"] == "v3"
+        return {"decision": "publish" if done else "polish", "quality_score": 50}
+
+    def polish_story(self, **kwargs: Any) -> dict[str, Any]:
+        return {"polished_script": kwargs["current_script"] + "!", "change_log": ["x"]}
+
+
+class TestSharedInMemoryStore:
+    def test_threads_reading_and_writing_one_in_memory_database_lose_nothing(self) -> None:
+        """sqlite:///:memory: is one shared connection: a read must not cut a write in half."""
+        store = WorkflowStateManager("sqlite:///:memory:")
+        stages = _ByVersion()
+        orchestrator = StoryWorkflowOrchestrator(
+            stages, stages, store, WorkflowConfig(max_iterations=3)
+        )
+        errors: list[BaseException] = []
+
+        def submit_then_resume(thread: int) -> None:
+            for i in range(25):
+                try:
+                    orchestrator.submit(f"m-{thread}-{i}", "T", "S", {})
+                    orchestrator.resume(f"m-{thread}-{i}")  # a read, then the writes
+                    store.list_workflows()
+                except BaseException as exc:  # collected for the assertion below
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=submit_then_resume, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        try:
+            assert errors == []
+            summaries = store.list_workflows()
+            assert len(summaries) == 100
+            assert {s.state for s in summaries} == {WorkflowState.COMPLETE}
+            for summary in summaries:
+                seqs = [r.seq for r in store.history(summary.story_id)]
+                assert seqs == list(range(summary.seq + 1))
+        finally:
+            store.close()

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.pool import StaticPool
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from story_fsm._log import get_logger
@@ -165,6 +166,12 @@ class WorkflowStateManager:
             if self._keeps_writer
             else self._engine.execution_options(isolation_level="AUTOCOMMIT")
         )
+        # A database in memory is one connection that every thread shares (StaticPool): a read
+        # handing it back to the pool rolls it back, which would cut another thread's write in
+        # half. There, reads queue on the writer lock too.
+        self._read_lock: AbstractContextManager[Any] = (
+            self._write_lock if isinstance(self._engine.pool, StaticPool) else nullcontext()
+        )
         self._writer: Any = None
         self._writer_cursor: Any = None
         dbapi = self._engine.dialect.dbapi
@@ -204,6 +211,12 @@ class WorkflowStateManager:
             raw_transaction(self._engine, autocommit=autocommit) as tx,
         ):
             yield tx
+
+    @contextmanager
+    def _read(self, story_id: str | None = None) -> Iterator[sa.Connection]:
+        """A connection for one read, errors translated (queued behind writes in memory)."""
+        with self._read_lock, translated(story_id), self._reads.connect() as conn:
+            yield conn
 
     def _writer_connection(self) -> Any:
         """SQLite: the connection the hot writes keep (opened on first use; under the lock)."""
@@ -299,7 +312,7 @@ class WorkflowStateManager:
         a written row never changes.
         """
         key = {"p_story_id": story_id, "p_seq": seq}
-        with translated(story_id), self._reads.connect() as conn:
+        with self._read(story_id) as conn:
             written = conn.execute(self._sql.written_at, key).scalar()
         return True if written == now else None
 
@@ -518,7 +531,7 @@ class WorkflowStateManager:
                 return [] if picked is None else [picked[0]]
 
             def landed() -> list[str] | None:
-                with translated(), self._reads.connect() as conn:
+                with self._read() as conn:
                     held = conn.execute(self._sql.held_by, {"p_token": lease.token}).first()
                 return None if held is None else [held[0]]
 
@@ -538,7 +551,7 @@ class WorkflowStateManager:
         """Return True while any workflow is submitted or mid-loop (held or not)."""
         wf = self.schema.workflows
         query = sa.select(wf.c.story_id).where(wf.c.state.in_(RUNNABLE_STATES)).limit(1)
-        with translated(), self._reads.connect() as conn:
+        with self._read() as conn:
             return conn.execute(query).first() is not None
 
     # -- reads --------------------------------------------------------------------------------
@@ -546,7 +559,7 @@ class WorkflowStateManager:
     @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
         """Return the workflow's summary row and its last review: one query, any history."""
-        with translated(story_id), self._reads.connect() as conn:
+        with self._read(story_id) as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
@@ -557,7 +570,7 @@ class WorkflowStateManager:
         Raises:
             WorkflowNotFoundError: The story has no workflow.
         """
-        with translated(story_id), self._reads.connect() as conn:
+        with self._read(story_id) as conn:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
         if not rows:
             raise WorkflowNotFoundError(story_id)
@@ -582,7 +595,7 @@ class WorkflowStateManager:
                 names = ", ".join(s.value for s in WorkflowState)
                 raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
             query = query.where(wf.c.state == wanted.value)
-        with translated(), self._reads.connect() as conn:
+        with self._read() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
 
 
