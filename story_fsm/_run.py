@@ -377,9 +377,11 @@ class WorkflowRun(MachineModel):
         )
 
     def heartbeat(self) -> None:
-        """Renew the run's lease while a stage call runs (failures are logged, not raised)."""
+        """Renew the run's lease while the run goes on (failures are logged, not raised)."""
         try:
-            if not self.deps.store.heartbeat(self.story_id, self.deps.lease):
+            renewed = self.deps.store.heartbeat(self.story_id, self.deps.lease)
+            # The last write frees the lease: a beat that lands just after it finds none.
+            if not renewed and not self.row.summary.state.is_terminal:
                 self.stage_log.warning("lease_lost", owner=self.deps.lease.owner)
         except Exception as exc:  # the next fenced write reports a real problem; go on
             self.stage_log.warning("heartbeat_failed", error=str(exc))

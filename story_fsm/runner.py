@@ -169,7 +169,7 @@ class StageRunner:
             ``retry_backoff_seconds``.
         executor: Where carriers run (a shared pool of daemon threads by default).
         sleep: The backoff's sleep (injectable for a stop signal).
-        heartbeat_seconds: While a stage call runs, ``on_wait`` is called this often.
+        heartbeat_seconds: While a run goes on, ``on_wait`` is called this often.
         throttle: Asked before each attempt with its stage (a rate limiter's
             ``try_acquire``): 0 lets the attempt go, more is the seconds to wait first.
         should_stop: While an attempt waits for the throttle, checked between waits: true
@@ -218,8 +218,9 @@ class StageRunner:
     ) -> T:
         """Run *start* on a carrier thread and wait for it, enforcing the stage timeouts.
 
-        While the carrier is in a stage call, this thread calls *on_wait* every
-        ``heartbeat_seconds``; once the attempt outlives ``stage_timeout_seconds``, this
+        While the run goes on, this thread calls *on_wait* every ``heartbeat_seconds`` (in a
+        stage call, and between stages too: a slow progress callback must not let the lease
+        lapse); once an attempt outlives ``stage_timeout_seconds``, this
         thread takes it over (its late answer will be discarded: the carrier stops with
         :class:`RunAbandoned` when the call returns, touching nothing) and runs
         ``on_expired(failure)`` on a new carrier, from that failed attempt on.
@@ -229,7 +230,7 @@ class StageRunner:
         before its next stage.
         """
         pending = self._launch(start)
-        last_beat = 0.0
+        last_beat = time.monotonic()  # the run's lease was written just now
         try:
             while True:
                 # Waits are cut to _SIGNAL_POLL_SECONDS: a Ctrl-C that the kernel delivers to
@@ -245,11 +246,12 @@ class StageRunner:
             raise
 
     def _until_next_look(self, last_beat: float) -> float:
-        """Seconds until the attempt in flight is due a heartbeat or runs out of time."""
+        """Seconds until the run is due a heartbeat or its attempt in flight runs out of time."""
         current, beat = self.in_flight, self._heartbeat_seconds
         if current is None:  # between stages: an attempt starting now ends later than this
-            return min(beat, self._timeout)
-        due = min(current.deadline, max(current.started, last_beat) + beat)
+            due = last_beat + beat
+        else:
+            due = min(current.deadline, max(current.started, last_beat) + beat)
         return max(due - time.monotonic(), 0.0)
 
     def _look(
@@ -262,6 +264,12 @@ class StageRunner:
         """Take an attempt past its deadline over, or send a heartbeat that is due."""
         current, now = self.in_flight, time.monotonic()
         if current is None:
+            # Between stages the carrier writes, builds and runs the progress callbacks; the
+            # lease is renewed here too, or a callback slower than the lease would let a
+            # worker take over a live run (and pay for its stage again).
+            if on_wait is not None and now >= last_beat + self._heartbeat_seconds:
+                on_wait()
+                return pending, now
             return pending, last_beat
         if now >= current.deadline:
             if not current.settle():  # the call returned just now: the carrier goes on

@@ -188,6 +188,37 @@ class TestClaims:
         with pytest.raises(RuntimeError, match="claim broke"):
             worker(store, concurrency=2).run(stop_when_idle=True)
 
+    def test_a_slow_progress_callback_keeps_a_live_run_from_being_taken(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A callback slower than the lease: the live run still holds it; nothing is paid twice."""
+        polisher = ScriptedPolisher(delay=0.05)
+        other = worker(store, ScriptedReviewer(review(99, "publish")), polisher, lease_seconds=0.3)
+        thread = threading.Thread(target=other.run, daemon=True)
+        thread.start()
+
+        def slow_display(event: str, data: dict[str, Any]) -> None:
+            if event == "review_complete":
+                time.sleep(1.0)  # e.g. a slow webhook; three leases long
+
+        live = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(50)), polisher, store,
+            WorkflowConfig(max_iterations=1, retry_backoff_seconds=0), lease_seconds=0.3,
+        )  # fmt: skip
+        try:
+            result = live.run_story_workflow(
+                "live", "Title", "Script.", {}, progress_callback=slow_display
+            )
+        finally:
+            other.stop()
+            thread.join(10)
+        assert result.state is WorkflowState.COMPLETE
+        assert len(polisher.calls) == 1
+        assert [r.trigger for r in store.history("live")] == [
+            Trigger.SUBMIT, Trigger.START, Trigger.REVIEWED, Trigger.POLISHED
+        ]  # fmt: skip
+        assert other.stats.claimed == 0
+
 
 class TestDrainAndLoss:
     def test_stop_finishes_the_stage_then_releases(self, store: WorkflowStateManager) -> None:
