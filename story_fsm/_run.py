@@ -245,10 +245,17 @@ class WorkflowRun(MachineModel):
 
     def on_enter_REVIEWING(self, event: EventData) -> None:
         """Run the reviewer; fire ``reviewed`` or ``fail`` (queued) with its outcome."""
-        self.emit(
-            Event.ITERATION_STARTED, iteration=self.iteration, story_version=f"v{self.iteration}"
+
+        def announce() -> None:
+            self.emit(
+                Event.ITERATION_STARTED,
+                iteration=self.iteration,
+                story_version=f"v{self.iteration}",
+            )
+
+        self._run_stage(
+            Stage.REVIEW, self._review_call(), normalize_review, Trigger.REVIEWED, announce=announce
         )
-        self._run_stage(Stage.REVIEW, self._review_call(), normalize_review, Trigger.REVIEWED)
 
     def on_enter_POLISHING(self, event: EventData) -> None:
         """Run the polisher; fire ``polished`` or ``fail`` (queued) with its outcome."""
@@ -296,11 +303,14 @@ class WorkflowRun(MachineModel):
         normalize: Callable[[object], Any],
         done: Trigger,
         after: AttemptFailure | None = None,
+        announce: Callable[[], None] | None = None,
     ) -> None:
         runner = self.deps.runner
         if after is None:
             if self.deps.should_stop() or runner.interrupted:
                 raise Drained  # before the paid call: the state stays, committed, for the next
+            if announce is not None:  # only for a stage that does start (not when drained)
+                announce()
             self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
         self._stage_call = (stage, call, normalize, done)
         try:

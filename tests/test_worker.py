@@ -331,6 +331,26 @@ class TestDrainAndLoss:
             with pytest.raises(StoreError, match=r"gone|story_fsm_transitions|relation"):
                 w.run()
 
+    def test_a_drained_review_is_not_announced(self, store: WorkflowStateManager) -> None:
+        """Stopped during a polish: no iteration_started for the review it never runs."""
+        (story_id,) = submit(store, 1)
+        events: list[tuple[str, Any]] = []
+        holder: dict[str, Worker] = {}
+
+        class StopDuringPolish(ScriptedPolisher):
+            def polish_story(self, **kwargs: Any) -> Any:
+                holder["worker"].stop()  # SIGTERM while the polish is in flight
+                return super().polish_story(**kwargs)
+
+        w = worker(
+            store, ScriptedReviewer(review(50)), StopDuringPolish(), concurrency=1,
+            progress_callback=lambda event, data: events.append((event, data.get("iteration"))),
+        )  # fmt: skip
+        holder["worker"] = w
+        assert w.run().released == 1
+        assert events[-1] == ("polish_complete", 1)
+        assert store.load_row(story_id).summary.state is WorkflowState.REVIEWING  # type: ignore[union-attr]
+
 
 class TestRateLimit:
     def test_limiter_blocks_past_the_budget(self) -> None:
