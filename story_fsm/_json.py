@@ -15,6 +15,10 @@ from typing import Any
 __all__ = ["as_stored"]
 
 
+#: Past this an int may have more digits than ``int`` turns into text by default (4,300).
+_HUGE = 2**14_000
+
+
 class _NotPlain(Exception):
     """A value JSON would change (a tuple, a non-string key, an object, NaN ...)."""
 
@@ -22,8 +26,13 @@ class _NotPlain(Exception):
 def _plain_copy(value: Any) -> Any:
     """Copy *value* when it is already what JSON gives back (exact types, finite floats)."""
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None:
         return value
+    if kind is int:
+        # An int of thousands of digits is left to the encoder, which refuses it (ValueError).
+        if -_HUGE < value < _HUGE:
+            return value
+        raise _NotPlain
     if kind is float:
         if math.isfinite(value):
             return value

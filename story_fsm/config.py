@@ -8,12 +8,31 @@ from typing import Any
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["WorkflowConfig"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "WorkflowConfig"]
+
+#: The largest ``max_iterations`` and ``max_stage_retries`` accepted.
+MAX_COUNT = 1_000_000
+#: The longest ``stage_timeout_seconds`` and ``retry_backoff_seconds`` accepted: a week.
+MAX_SECONDS = 7 * 24 * 3600.0
+
+
+def _shown(value: object) -> str:
+    """The value for an error message: its repr, cut short (an int's repr can fail, 10**5000)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"an integer of {value.bit_length()} bits" if isinstance(value, int) else "?"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _is_number(value: object) -> bool:
     # bool is an int subclass; True as a threshold is a bug, not a number.
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # Compared, not math.isfinite: that overflows on an int past a float's range (10**400).
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and -math.inf < value < math.inf
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,28 +71,33 @@ class WorkflowConfig:
     def __post_init__(self) -> None:
         for name in ("max_iterations", "max_stage_retries"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputValidationError(f"{name} must be an integer >= 1, got {value!r}")
+            # The cap: far past any real loop, and short of integers no JSON encoder writes.
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
+                raise InputValidationError(
+                    f"{name} must be an integer from 1 to {MAX_COUNT:,}, got {_shown(value)}"
+                )
         threshold = self.quality_threshold
         if not _is_number(threshold) or not 0 <= threshold <= 100:
             raise InputValidationError(
-                f"quality_threshold must be a number from 0 to 100, got {threshold!r}"
+                f"quality_threshold must be a number from 0 to 100, got {_shown(threshold)}"
             )
-        timeout = self.stage_timeout_seconds
-        if not _is_number(timeout) or timeout <= 0:
-            raise InputValidationError(
-                f"stage_timeout_seconds must be a number > 0, got {timeout!r}"
-            )
-        backoff = self.retry_backoff_seconds
-        if not _is_number(backoff) or backoff < 0:
-            raise InputValidationError(
-                f"retry_backoff_seconds must be a number >= 0, got {backoff!r}"
-            )
+        for name, low in (("stage_timeout_seconds", "> 0"), ("retry_backoff_seconds", ">= 0")):
+            seconds = getattr(self, name)
+            # Capped like a lease: past a week is a mistake, and far past it no clock adds it.
+            if (
+                not _is_number(seconds)
+                or not (seconds > 0 if low == "> 0" else seconds >= 0)
+                or seconds > MAX_SECONDS
+            ):
+                raise InputValidationError(
+                    f"{name} must be a number {low} and at most {MAX_SECONDS:g}, "
+                    f"got {_shown(seconds)}"
+                )
         for name in ("review_model", "polish_model"):
             model = getattr(self, name)
             if model is not None and (not isinstance(model, str) or not model.strip()):
                 raise InputValidationError(
-                    f"{name} must be None or a non-empty string, got {model!r}"
+                    f"{name} must be None or a non-empty string, got {_shown(model)}"
                 )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,12 @@ from story_fsm._log import get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
-from story_fsm.errors import InvalidTransitionError, StageFailedError, WorkflowNotFoundError
+from story_fsm.errors import (
+    InputValidationError,
+    InvalidTransitionError,
+    StageFailedError,
+    WorkflowNotFoundError,
+)
 from story_fsm.events import Emitter, Event, ProgressCallback
 from story_fsm.machine import MachineModel, bound_machine
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
@@ -32,7 +37,12 @@ from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
 from story_fsm.store._rows import planned_row, submitted_record
 from story_fsm.store.sql import WorkflowStateManager, utcnow
-from story_fsm.validation import validate_new_workflow, validate_seconds, validate_story_id
+from story_fsm.validation import (
+    validate_name,
+    validate_new_workflow,
+    validate_seconds,
+    validate_story_id,
+)
 
 __all__ = ["StoryWorkflowOrchestrator"]
 
@@ -112,11 +122,24 @@ class StoryWorkflowOrchestrator:
         rate_limits: Mapping[Stage | str, int] | None = None,
         executor: StageExecutor | None = None,
     ) -> None:
+        for name, stage, method in (
+            ("reviewer", reviewer, "review_story"),
+            ("polisher", polisher, "polish_story"),
+        ):
+            # None is an orchestrator that only submits (or requeues); a run refuses it.
+            if stage is not None and not callable(getattr(stage, method, None)):
+                raise InputValidationError(
+                    f"{name} must have a {method}(...) method, got {type(stage).__name__}"
+                )
+        if config is not None and not isinstance(config, WorkflowConfig):
+            raise InputValidationError(
+                f"config must be a WorkflowConfig or None, got {type(config).__name__}"
+            )
         self.reviewer = reviewer
         self.polisher = polisher
         self.state_manager = state_manager
         self._config = config
-        self.owner = owner or default_owner()
+        self.owner = default_owner() if owner is None else validate_name("owner", owner)
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self._executor = executor
         self._throttle = StageRateLimiter(rate_limits) if rate_limits else None
@@ -125,6 +148,14 @@ class StoryWorkflowOrchestrator:
     def config(self) -> WorkflowConfig:
         """The config new workflows start with."""
         return self._config or WorkflowConfig()
+
+    def _require_stages(self) -> None:
+        """Refuse a run before anything is written when a stage is missing (None)."""
+        for name, stage in (("reviewer", self.reviewer), ("polisher", self.polisher)):
+            if stage is None:
+                raise InputValidationError(
+                    f"this orchestrator has no {name}: it can submit and requeue, not run"
+                )
 
     def _lease(self) -> Lease:
         return Lease(self.owner, secrets.token_hex(16), self.lease_seconds)
@@ -194,6 +225,7 @@ class StoryWorkflowOrchestrator:
             local_review_summary,
             self.config,
         )
+        self._require_stages()
         lease = self._lease()
         # Nothing is written yet: the run's first edge (``start``) writes the workflow and
         # itself in one transaction, so a new story costs one commit before its first stage.
@@ -225,6 +257,7 @@ class StoryWorkflowOrchestrator:
             result = self.state_manager.load_state(story_id)
             assert result is not None
             return result
+        self._require_stages()
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
         emit(
@@ -254,6 +287,7 @@ class StoryWorkflowOrchestrator:
         no new stage is started: the lease is released at the next stage boundary and None is
         returned, so another worker can go on at once.
         """
+        self._require_stages()
         story_id = row.summary.story_id
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)

@@ -30,6 +30,11 @@ class StageRateLimiter:
     """
 
     def __init__(self, per_minute: Mapping[Stage | str, int]) -> None:
+        if not isinstance(per_minute, Mapping):
+            raise InputValidationError(
+                "rate limits must be a mapping of stage to calls per minute, e.g. "
+                f'{{"review": 60}}; got {type(per_minute).__name__}'
+            )
         self._items = {}
         for stage, limit in per_minute.items():
             if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:

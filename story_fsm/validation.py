@@ -14,6 +14,7 @@ from story_fsm.errors import InputValidationError
 
 __all__ = [
     "MAX_LEASE_SECONDS",
+    "validate_name",
     "validate_new_workflow",
     "validate_seconds",
     "validate_story_id",
@@ -45,19 +46,30 @@ def validate_story_id(story_id: object) -> str:
     A usable id is a non-empty string of at most 200 characters with no control characters
     (and no unpaired surrogates, which are not text any database can store).
     """
-    if not isinstance(story_id, str):
-        raise InputValidationError(f"story_id must be a string, got {type(story_id).__name__}")
-    if not story_id.strip():
-        raise InputValidationError("story_id must not be empty")
-    if len(story_id) > MAX_STORY_ID_LENGTH:
+    return validate_name("story_id", story_id)
+
+
+def validate_name(name: str, value: object) -> str:
+    """Return *value* if it is a usable id (as :func:`validate_story_id` says), else raise.
+
+    Also the rule for a lease holder's name (``owner``, ``worker_id``), stored beside the id.
+
+    Raises:
+        InputValidationError: The message names the field *name*.
+    """
+    if not isinstance(value, str):
+        raise InputValidationError(f"{name} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InputValidationError(f"{name} must not be empty")
+    if len(value) > MAX_STORY_ID_LENGTH:
         raise InputValidationError(
-            f"story_id is {len(story_id)} characters; at most {MAX_STORY_ID_LENGTH} are allowed"
+            f"{name} is {len(value)} characters; at most {MAX_STORY_ID_LENGTH} are allowed"
         )
-    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in story_id):
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise InputValidationError(
-            f"story_id must not contain control characters or unpaired surrogates: {story_id!r}"
+            f"{name} must not contain control characters or unpaired surrogates: {value!r}"
         )
-    return story_id
+    return value
 
 
 def validate_text(name: str, value: object, *, allow_empty: bool = False) -> str:

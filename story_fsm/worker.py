@@ -31,7 +31,7 @@ from story_fsm.events import ProgressCallback
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager
-from story_fsm.validation import validate_seconds
+from story_fsm.validation import validate_name, validate_seconds
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -106,7 +106,11 @@ class Worker:
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InputValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        self.worker_id = worker_id or default_owner()
+        if reviewer is None or polisher is None:
+            raise InputValidationError("a worker needs a reviewer and a polisher (got None)")
+        self.worker_id = (
+            default_owner() if worker_id is None else validate_name("worker_id", worker_id)
+        )
         self.concurrency = concurrency
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self.poll_seconds = validate_seconds("poll_seconds", poll_seconds)

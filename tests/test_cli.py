@@ -379,12 +379,13 @@ class TestResume:
         assert "no workflow for story 'ghost'" in one_error_line(result)
 
     def test_control_characters_in_an_id_are_not_echoed_raw(self, sqlite_url: str) -> None:
-        """An id with an escape sequence is shown escaped everywhere in the error line."""
+        """An id with an escape sequence is refused (no workflow can have it), shown escaped."""
         invoke("db", "upgrade", "--db", sqlite_url)
         result = invoke("status", "x\x1b[2Jy", "--db", sqlite_url)
         line = one_error_line(result)
+        assert result.exit_code == ExitCode.USAGE
         assert "\x1b" not in result.stderr
-        assert r"--story-id $'x\x1b[2Jy'" in line
+        assert r"control characters" in line and r"'x\x1b[2Jy'" in line
 
     @pytest.mark.parametrize("story_id", ["x\x1b[2Jy", "no\u00a0break", "tab\there", "it's"])
     def test_quoted_ids_are_the_same_id_to_bash(self, story_id: str) -> None:

@@ -635,6 +635,9 @@ BAD_INPUT = [
     pytest.param({"original_idea": "\udfff"}, "original_idea", id="idea-surrogate"),
     pytest.param({"story_id": "s-\ud800"}, "surrogate", id="id-surrogate"),
     pytest.param({"story_id": "s-\x00"}, "control", id="id-nul"),
+    # An int of more digits than int() turns into text (4,300 by default): json.dumps refuses it.
+    pytest.param({"audience_context": {"n": 10**5000}}, "JSON", id="audience-huge-int"),
+    pytest.param({"local_review_summary": 10**5000}, "JSON", id="summary-huge-int"),
 ]
 
 
@@ -663,6 +666,42 @@ class TestInputValidation:
         assert isinstance(caught.value, ValueError)
         assert store.list_workflows() == []
         assert reviewer.calls == []
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            pytest.param({"reviewer": object()}, "review_story", id="reviewer-no-method"),
+            pytest.param({"polisher": "polish"}, "polish_story", id="polisher-a-string"),
+            pytest.param({"config": {"max_iterations": 2}}, "WorkflowConfig", id="config-dict"),
+            pytest.param({"owner": "w" * 201}, "owner", id="owner-too-long"),
+            pytest.param({"owner": "worker\x001"}, "owner", id="owner-nul"),
+            pytest.param({"owner": ""}, "owner", id="owner-empty"),
+            pytest.param({"rate_limits": "review"}, "mapping", id="rate-limits-a-string"),
+        ],
+    )
+    def test_bad_orchestrator_arguments_are_refused_when_built(
+        self, store: WorkflowStateManager, kwargs: dict[str, Any], message: str
+    ) -> None:
+        """Not a stage, not a config, an owner no backend stores: refused at once, typed."""
+        args: dict[str, Any] = {
+            "reviewer": ScriptedReviewer(), "polisher": ScriptedPolisher(),
+            "state_manager": store, **kwargs,
+        }  # fmt: skip
+        with pytest.raises(InputValidationError, match=message):
+            StoryWorkflowOrchestrator(**args)
+
+    def test_an_orchestrator_without_stages_submits_but_does_not_run(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """None as the stages: submit works; a run or resume is refused before any write."""
+        orchestrator = StoryWorkflowOrchestrator(None, None, store, fast_config)  # type: ignore[arg-type]
+        orchestrator.submit("queued", "T", "S", {})
+        with pytest.raises(InputValidationError, match="no reviewer"):
+            orchestrator.run_story_workflow("s-1", "T", "S", {})
+        with pytest.raises(InputValidationError, match="no reviewer"):
+            orchestrator.resume("queued")
+        assert [s.story_id for s in store.list_workflows()] == ["queued"]
+        assert [r.seq for r in store.history("queued")] == [0]
 
     def test_inputs_are_stored_as_json_reads_them_back(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig

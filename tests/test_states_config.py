@@ -79,12 +79,29 @@ class TestWorkflowConfig:
             ("retry_backoff_seconds", -1),
             ("review_model", ""),
             ("polish_model", 42),
+            # Past the caps; a repr of 10**5000 itself raises, so the message must not need it.
+            ("max_iterations", 1_000_001),
+            pytest.param("max_iterations", 10**5000, id="iterations-huge"),
+            pytest.param("max_stage_retries", 10**5000, id="retries-huge"),
+            pytest.param("quality_threshold", 10**5000, id="threshold-huge"),
+            ("stage_timeout_seconds", 604_801),
+            pytest.param("stage_timeout_seconds", 10**400, id="timeout-huge"),
+            pytest.param("retry_backoff_seconds", 10**400, id="backoff-huge"),
+            ("stage_timeout_seconds", "5"),
         ],
     )
     def test_bad_value_raises_value_error_naming_the_field(self, field: str, value: object) -> None:
         """Each out-of-range value is refused with story_fsm's error (a ValueError) naming it."""
         with pytest.raises(InputValidationError, match=field):
             WorkflowConfig(**{field: value})  # type: ignore[arg-type]
+
+    def test_the_caps_themselves_are_accepted(self) -> None:
+        """1,000,000 rounds or retries and a week of timeout or backoff are valid."""
+        config = WorkflowConfig(
+            max_iterations=1_000_000, max_stage_retries=1_000_000,
+            stage_timeout_seconds=604_800, retry_backoff_seconds=604_800,
+        )  # fmt: skip
+        assert WorkflowConfig.from_dict(config.to_dict()) == config
 
     @pytest.mark.parametrize("threshold", [0, 100, 72.5])
     def test_threshold_bounds_are_inclusive(self, threshold: float) -> None:

@@ -151,6 +151,15 @@ class TestWrites:
 
 
 class TestReads:
+    @pytest.mark.parametrize("story_id", ["a\ud800", "", 7, "x" * 201])
+    def test_a_read_of_an_impossible_id_is_an_input_error(
+        self, store: WorkflowStateManager, story_id: object
+    ) -> None:
+        """No workflow can have such an id: a typed refusal, not a driver's encoding error."""
+        for read in (store.load_row, store.history, store.load_state):
+            with pytest.raises(InputValidationError, match="story_id"):
+                read(story_id)  # type: ignore[arg-type]
+
     def test_timestamps_are_aware_utc(self, store: WorkflowStateManager) -> None:
         """Every timestamp read back is timezone-aware UTC, on every backend."""
         before = datetime.now(UTC)
@@ -207,7 +216,7 @@ class TestReads:
 
 
 class TestEngines:
-    @pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "oracle://x"])
+    @pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "oracle://x", None, 5])
     def test_bad_url_is_an_input_error(self, url: str) -> None:
         """A URL that cannot be parsed or names another database is refused clearly."""
         with pytest.raises(InputValidationError):

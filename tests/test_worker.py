@@ -150,6 +150,19 @@ class TestClaims:
         with pytest.raises(InputValidationError, match=r"concurrency|lease_seconds|poll_seconds"):
             worker(store, **bad)
 
+    @pytest.mark.parametrize("worker_id", ["w" * 201, "w\x00", "", 7])
+    def test_a_worker_id_no_backend_stores_is_refused(
+        self, store: WorkflowStateManager, worker_id: object
+    ) -> None:
+        """Checked when the worker is built, not met as a StoreError at its first claim."""
+        with pytest.raises(InputValidationError, match="worker_id"):
+            worker(store, worker_id=worker_id)
+
+    def test_a_worker_needs_both_stages(self, store: WorkflowStateManager) -> None:
+        """A worker without a polisher could claim but never finish a story."""
+        with pytest.raises(InputValidationError, match="reviewer and a polisher"):
+            Worker(ScriptedReviewer(), None, store)  # type: ignore[arg-type]
+
     @pytest.mark.parametrize("lease", [float("inf"), 0.0, 1e12])
     def test_bad_lease_of_an_orchestrator_is_refused(
         self, store: WorkflowStateManager, lease: float

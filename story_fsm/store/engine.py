@@ -97,6 +97,8 @@ def make_engine(
         InputValidationError: The URL cannot be parsed, or names an unsupported database; or
             ``busy_timeout_seconds`` or ``sqlite_synchronous`` is out of range.
     """
+    if not isinstance(url, str | sa.URL):
+        raise InputValidationError(f"a database URL must be a string, got {type(url).__name__}")
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:

@@ -57,7 +57,7 @@ from story_fsm.store._transactions import HeldWrite, translated
 from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
-from story_fsm.validation import validate_seconds
+from story_fsm.validation import validate_seconds, validate_story_id
 
 __all__ = ["WorkflowStateManager"]
 
@@ -558,8 +558,12 @@ class WorkflowStateManager:
 
     @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
-        """Return the workflow's summary row and its last review: one query, any history."""
-        with self._read(story_id) as conn:
+        """Return the workflow's summary row and its last review: one query, any history.
+
+        Raises:
+            InputValidationError: *story_id* is no id a workflow can have.
+        """
+        with self._read(validate_story_id(story_id)) as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
@@ -569,8 +573,9 @@ class WorkflowStateManager:
 
         Raises:
             WorkflowNotFoundError: The story has no workflow.
+            InputValidationError: *story_id* is no id a workflow can have.
         """
-        with self._read(story_id) as conn:
+        with self._read(validate_story_id(story_id)) as conn:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
         if not rows:
             raise WorkflowNotFoundError(story_id)
