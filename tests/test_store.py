@@ -236,6 +236,8 @@ class TestEngines:
             ("table_prefix", ["story_"]),
             ("table_prefix", "1st_"),
             ("table_prefix", "a-b_"),
+            ("table_prefix", "q" * 44 + "_"),  # 45 bytes: PostgreSQL could not name its tables
+            ("table_prefix", "é" * 23),  # 46 bytes in UTF-8
         ],
     )
     def test_bad_options_are_input_errors_before_anything_is_created(
@@ -246,6 +248,13 @@ class TestEngines:
         with pytest.raises(InputValidationError, match=option):
             WorkflowStateManager(f"sqlite:///{path}", **{option: value})
         assert not path.exists()
+
+    def test_the_longest_prefix_works_on_postgresql(self, pg_url: str) -> None:
+        """44 bytes: the tables, their constraints and alembic's version table all fit."""
+        prefix = "q" * 43 + "_"
+        with WorkflowStateManager(pg_url, table_prefix=prefix) as store:
+            store.create(new(), lease())
+            assert [s.story_id for s in store.list_workflows()] == ["s"]
 
     def test_a_silent_postgresql_server_is_given_up_on(
         self, monkeypatch: pytest.MonkeyPatch

@@ -22,7 +22,14 @@ from sqlalchemy.engine import Dialect
 from story_fsm.errors import InputValidationError
 from story_fsm.states import Stage, Trigger, WorkflowState
 
-__all__ = ["DEFAULT_TABLE_PREFIX", "NAMING_CONVENTION", "Schema", "UTCDateTime", "build_schema"]
+__all__ = [
+    "DEFAULT_TABLE_PREFIX",
+    "MAX_PREFIX_BYTES",
+    "NAMING_CONVENTION",
+    "Schema",
+    "UTCDateTime",
+    "build_schema",
+]
 
 DEFAULT_TABLE_PREFIX = "story_fsm_"
 
@@ -198,12 +205,17 @@ def _transitions_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
     )
 
 
+#: The longest table prefix, in UTF-8 bytes: the longest name built from it,
+#: ``<prefix>alembic_version_pkc`` (the version table's key), must fit PostgreSQL's 63.
+MAX_PREFIX_BYTES = 63 - len("alembic_version_pkc")
+
+
 def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
     """Return the tables for *prefix* (cached: one ``MetaData`` per prefix per process).
 
     Raises:
         InputValidationError: *prefix* is not a string of letters, digits and ``_`` that
-            starts with a letter.
+            starts with a letter, of at most :data:`MAX_PREFIX_BYTES` (44) bytes.
 
     Example:
         >>> build_schema("pipeline_").workflows.name
@@ -217,6 +229,12 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
         raise InputValidationError(
             f"table_prefix must start with a letter and hold only letters, digits and '_' "
             f"(got {prefix!r})"
+        )
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        # On SQLite too, so that a workflow's tables can move between the backends.
+        raise InputValidationError(
+            f"table_prefix is {len(prefix.encode())} bytes; at most {MAX_PREFIX_BYTES} are "
+            "allowed (PostgreSQL's names end at 63 bytes)"
         )
     return _build_schema(prefix)
 
