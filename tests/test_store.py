@@ -396,6 +396,47 @@ class TestInterruptedWrites:
         assert done.is_set(), "the writer lock was left taken"
 
 
+class TestClosedStore:
+    def test_a_run_in_flight_stops_at_its_next_write_after_close(self, database_url: str) -> None:
+        """close() is final: the run's next write is refused, nothing reopens a connection."""
+        store = WorkflowStateManager(database_url)
+        entered, release = threading.Event(), threading.Event()
+
+        def slow_review() -> dict[str, Any]:
+            entered.set()
+            release.wait(10)
+            return review(50)
+
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(slow_review), ScriptedPolisher(), store
+        )
+        outcome: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                orchestrator.run_story_workflow("s", "T", "S", {})
+            except BaseException as exc:  # collected for the assertion below
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        assert entered.wait(10)
+        store.close()
+        release.set()
+        thread.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreError)
+        assert "closed" in str(outcome[0])
+        with pytest.raises(StoreError, match="closed"):
+            store.list_workflows()
+        assert store._writer is None  # the kept SQLite writer was not opened again
+        with WorkflowStateManager(database_url) as again:  # the last commit stands: resumable
+            assert [r.trigger for r in again.history("s")] == [Trigger.SUBMIT, Trigger.START]
+            result = StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), again
+            ).resume("s")
+            assert result.state is WorkflowState.COMPLETE
+
+
 class TestWritesAfterRefusals:
     def test_refused_writes_leave_the_store_writing(self, store: WorkflowStateManager) -> None:
         """After a duplicate key and a lost race, the same store's next writes land.

@@ -174,6 +174,7 @@ class WorkflowStateManager:
         )
         self._writer: Any = None
         self._writer_cursor: Any = None
+        self._closed = False
         dbapi = self._engine.dialect.dbapi
         self._driver_errors: tuple[type[BaseException], ...] = (
             sa_exc.SQLAlchemyError,
@@ -200,9 +201,21 @@ class WorkflowStateManager:
         The caller holds ``self._write_lock`` around it, in its own ``with`` statement
         (:class:`HeldWrite` says why).
         """
+        self._check_open()
         if self._keeps_writer:
             return HeldWrite(self._kept_writer, self._driver_errors, story_id)
         return self._pooled_write(story_id, autocommit)
+
+    def _check_open(self) -> None:
+        # After close() a write would quietly open a new connection (or pool) that nothing
+        # closes any more: a run still in flight stops at its next write instead.
+        if self._closed:
+            raise StoreError("the store is closed; open a new WorkflowStateManager")
+
+    def _begin(self) -> AbstractContextManager[sa.Connection]:
+        """A pooled transaction (the slower writes: heartbeat, release, SQLite's claim)."""
+        self._check_open()
+        return self._engine.begin()
 
     @contextmanager
     def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
@@ -215,6 +228,7 @@ class WorkflowStateManager:
     @contextmanager
     def _read(self, story_id: str | None = None) -> Iterator[sa.Connection]:
         """A connection for one read, errors translated (queued behind writes in memory)."""
+        self._check_open()
         with self._read_lock, translated(story_id), self._reads.connect() as conn:
             yield conn
 
@@ -332,8 +346,13 @@ class WorkflowStateManager:
         return self._engine.dialect.name
 
     def close(self) -> None:
-        """Return the store's connections; dispose of the pool if this store made the engine."""
+        """Return the store's connections; dispose of the pool if this store made the engine.
+
+        The store is then closed: any later use (a run still in flight included, at its next
+        write) raises :class:`StoreError`.
+        """
         with self._write_lock:
+            self._closed = True
             if self._writer_cursor is not None:
                 self._writer_cursor.close()
                 self._writer_cursor = None
@@ -495,13 +514,13 @@ class WorkflowStateManager:
             "p_token": lease.token,
             "p_expires": utcnow() + timedelta(seconds=lease.seconds),
         }
-        with self._write_lock, translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, translated(story_id), self._begin() as conn:
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
     @_reconnecting
     def release(self, story_id: str, lease: Lease) -> bool:
         """Give up *lease* so another worker can claim the story at once (False if not held)."""
-        with self._write_lock, translated(story_id), self._engine.begin() as conn:
+        with self._write_lock, translated(story_id), self._begin() as conn:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
@@ -538,7 +557,7 @@ class WorkflowStateManager:
             claimed = self._settled(None, claim, landed)
             return self.load_row(claimed[0]) if claimed else None
         query = self._sql.candidates
-        with self._write_lock, translated(), self._engine.begin() as conn:
+        with self._write_lock, translated(), self._begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
                 if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
                     break
