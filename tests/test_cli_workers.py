@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -140,10 +139,14 @@ class TestWorkerProcess:
             [sys.executable, "-m", "story_fsm.cli", "worker", "--db", sqlite_url],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(1.5)
+        # Its first line comes once the handlers are installed; a SIGTERM before that would
+        # test the interpreter's start-up (exit -15), not the drain.
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert "SIGTERM drains" in first, first
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0, err
+        assert proc.returncode == 0, first + err
         assert "claimed 0" in err
 
     def test_unreachable_database_exits_nonzero_with_one_line(self) -> None:
