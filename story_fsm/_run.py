@@ -178,9 +178,10 @@ class WorkflowRun(MachineModel):
         """The run's config as a dict when it is not the stored one, else None."""
         if self.pending is not None:  # a new workflow stores the run's own config
             return None
-        if WorkflowConfig.from_dict(self.row.config) == self.deps.config:
-            return None
-        return self.deps.config.to_dict()
+        # Compared as stored: a stored value read at a cap (WorkflowConfig.from_dict) makes
+        # the run's config differ from the row's, and the result must report what ran.
+        config = self.deps.config.to_dict()
+        return None if self.row.config == config else config
 
     def _live_holder(self) -> str | None:
         """The owner of the stored lease if it had not expired yet (else None)."""

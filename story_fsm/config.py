@@ -14,6 +14,12 @@ __all__ = ["MAX_COUNT", "MAX_SECONDS", "WorkflowConfig"]
 MAX_COUNT = 1_000_000
 #: The longest ``stage_timeout_seconds`` and ``retry_backoff_seconds`` accepted: a week.
 MAX_SECONDS = 7 * 24 * 3600.0
+_CAPS: dict[str, int | float] = {
+    "max_iterations": MAX_COUNT,
+    "max_stage_retries": MAX_COUNT,
+    "stage_timeout_seconds": MAX_SECONDS,
+    "retry_backoff_seconds": MAX_SECONDS,
+}
 
 
 def _shown(value: object) -> str:
@@ -107,6 +113,16 @@ class WorkflowConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkflowConfig:
-        """Build a config from :meth:`to_dict` output, ignoring keys this version lacks."""
+        """Build a config from :meth:`to_dict` output, ignoring keys this version lacks.
+
+        A config stored before the caps existed may hold a count or a time past them: it is
+        read with those at the cap (a week of timeout waits as long as more, in practice), so
+        that its workflow still resumes.
+        """
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        for name, cap in _CAPS.items():
+            value = values.get(name)
+            if _is_number(value) and value > cap:  # type: ignore[operator]
+                values[name] = cap
+        return cls(**values)

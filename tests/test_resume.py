@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -200,6 +201,29 @@ class TestResumeFromEachState:
             (result.completed_at - result.started_at).total_seconds()
         )
         assert result.total_duration_seconds >= 0.05
+
+
+class TestStoredConfigPastTheCaps:
+    def test_a_config_stored_before_the_caps_still_resumes(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Counts and times past today's caps, stored earlier, are read at the cap."""
+        StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store).submit(
+            "s-1", "Title", "Script.", {}
+        )
+        old = {
+            **WorkflowConfig(retry_backoff_seconds=0).to_dict(),
+            "max_iterations": 2_000_000, "stage_timeout_seconds": 10**6,
+        }  # fmt: skip
+        inputs = store.schema.inputs
+        with store.engine.begin() as conn:
+            conn.execute(inputs.update().values(config=json.dumps(old)))
+        result = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store
+        ).resume("s-1")
+        assert result.state is WorkflowState.COMPLETE
+        assert result.metadata["config"]["stage_timeout_seconds"] == 604_800
+        assert result.metadata["config"]["max_iterations"] == 1_000_000
 
 
 class TestOneCallResume:
