@@ -201,21 +201,36 @@ class WorkflowStateManager:
         The caller holds ``self._write_lock`` around it, in its own ``with`` statement
         (:class:`HeldWrite` says why).
         """
-        self._check_open()
         if self._keeps_writer:
-            return HeldWrite(self._kept_writer, self._driver_errors, story_id)
-        return self._pooled_write(story_id, autocommit)
-
-    def _check_open(self) -> None:
-        # After close() a write would quietly open a new connection (or pool) that nothing
-        # closes any more: a run still in flight stops at its next write instead.
-        if self._closed:
-            raise StoreError("the store is closed; open a new WorkflowStateManager")
+            raw: AbstractContextManager[RawTransaction] = HeldWrite(
+                self._kept_writer, self._driver_errors, story_id
+            )
+        else:
+            raw = self._pooled_write(story_id, autocommit)
+        return self._after_close(raw, writer=True) if self._closed else raw
 
     def _begin(self) -> AbstractContextManager[sa.Connection]:
         """A pooled transaction (the slower writes: heartbeat, release, SQLite's claim)."""
-        self._check_open()
-        return self._engine.begin()
+        begun = self._engine.begin()
+        return self._after_close(begun, writer=False) if self._closed else begun
+
+    @contextmanager
+    def _after_close(self, used: AbstractContextManager[_T], *, writer: bool) -> Iterator[_T]:
+        """Use a closed store once, on connections given back right after.
+
+        ``close()`` is for the caller that is done; a run it left in flight (a Ctrl-C inside a
+        ``with`` block) still commits the answer it paid for, and nothing stays open after.
+        """
+        if isinstance(self._engine.pool, StaticPool):  # closing dropped the database itself
+            raise StoreError("the store is closed, and its database in memory with it")
+        try:
+            with used as value:
+                yield value
+        finally:
+            if writer:  # under the write lock, which the caller holds
+                self._drop_writer()
+            if self._owns_engine:
+                self._engine.dispose()
 
     @contextmanager
     def _pooled_write(self, story_id: str | None, autocommit: bool) -> Iterator[RawTransaction]:
@@ -225,10 +240,13 @@ class WorkflowStateManager:
         ):
             yield tx
 
-    @contextmanager
-    def _read(self, story_id: str | None = None) -> Iterator[sa.Connection]:
+    def _read(self, story_id: str | None = None) -> AbstractContextManager[sa.Connection]:
         """A connection for one read, errors translated (queued behind writes in memory)."""
-        self._check_open()
+        read = self._read_on(story_id)
+        return self._after_close(read, writer=False) if self._closed else read
+
+    @contextmanager
+    def _read_on(self, story_id: str | None) -> Iterator[sa.Connection]:
         with self._read_lock, translated(story_id), self._reads.connect() as conn:
             yield conn
 
@@ -348,19 +366,24 @@ class WorkflowStateManager:
     def close(self) -> None:
         """Return the store's connections; dispose of the pool if this store made the engine.
 
-        The store is then closed: any later use (a run still in flight included, at its next
-        write) raises :class:`StoreError`.
+        A run still in flight on the store may go on writing: each later use opens a
+        connection and gives it back at once, so nothing is left open (an in-memory database
+        is gone with the close, and its later use raises :class:`StoreError`).
         """
         with self._write_lock:
             self._closed = True
-            if self._writer_cursor is not None:
-                self._writer_cursor.close()
-                self._writer_cursor = None
-            if self._writer is not None:
-                self._writer.close()  # back to the pool
-                self._writer = None
+            self._drop_writer()
         if self._owns_engine:
             self._engine.dispose()
+
+    def _drop_writer(self) -> None:
+        """SQLite: give the kept writer connection back (under the write lock)."""
+        if self._writer_cursor is not None:
+            self._writer_cursor.close()
+            self._writer_cursor = None
+        if self._writer is not None:
+            self._writer.close()  # back to the pool
+            self._writer = None
 
     def __enter__(self) -> WorkflowStateManager:
         return self
