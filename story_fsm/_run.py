@@ -99,6 +99,9 @@ class WorkflowRun(MachineModel):
         self.deps = deps
         self.emit = emit
         self.failure: AttemptFailure | None = None
+        #: This run's lease is on the row (after its first write), and not freed by a last one.
+        self._holds = False
+        self._freeing = False
         self.log = get_logger(story_id=self.story_id)
         self._debug = debug_enabled()
         #: The stage call running now (or last), kept for a new carrier should this one's
@@ -192,6 +195,10 @@ class WorkflowRun(MachineModel):
         return summary.lease_owner
 
     def _append(self, write: TransitionWrite) -> None:
+        if write.dest.is_terminal:
+            # Set before the write: a heartbeat that lands just after it finds the lease
+            # freed, which is no loss.
+            self._freeing = True
         if self.pending is not None:
             self._create(self.pending, write)
         else:
@@ -202,6 +209,7 @@ class WorkflowRun(MachineModel):
             self.iteration = self.row.summary.iteration
             if self.records is not None:
                 self.records.append(record)
+        self._holds = True
         if self._debug:  # one line per row: skip building it when nobody reads it
             self.log.debug(
                 "transition_recorded",
@@ -307,12 +315,18 @@ class WorkflowRun(MachineModel):
         announce: Callable[[], None] | None = None,
     ) -> None:
         runner = self.deps.runner
+        on_start = None
         if after is None:
             if self.deps.should_stop() or runner.interrupted:
                 raise Drained  # before the paid call: the state stays, committed, for the next
-            if announce is not None:  # only for a stage that does start (not when drained)
-                announce()
-            self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
+
+            def on_start() -> None:
+                # Sent by the runner just before the call, after any rate-limit wait (which a
+                # stop can end with no call): only a stage that does start is announced.
+                if announce is not None:
+                    announce()
+                self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
+
         self._stage_call = (stage, call, normalize, done)
         try:
             success: StageSuccess[Any] = runner.run(
@@ -322,6 +336,7 @@ class WorkflowRun(MachineModel):
                 on_retry=self._attempt_failed,
                 on_wait=self.heartbeat,
                 after=after,
+                on_start=on_start,
             )
         except StageExhausted as exc:
             self.failure = exc.failure
@@ -389,10 +404,12 @@ class WorkflowRun(MachineModel):
 
     def heartbeat(self) -> None:
         """Renew the run's lease while the run goes on (failures are logged, not raised)."""
+        if not self._holds or self._freeing:
+            # Before the run's first write the row holds no lease of this run yet (a new
+            # story is not written, a resume has not taken over); after the last, none.
+            return
         try:
-            renewed = self.deps.store.heartbeat(self.story_id, self.deps.lease)
-            # The last write frees the lease: a beat that lands just after it finds none.
-            if not renewed and not self.row.summary.state.is_terminal:
+            if not self.deps.store.heartbeat(self.story_id, self.deps.lease) and not self._freeing:
                 self.stage_log.warning("lease_lost", owner=self.deps.lease.owner)
         except Exception as exc:  # the next fenced write reports a real problem; go on
             self.stage_log.warning("heartbeat_failed", error=str(exc))

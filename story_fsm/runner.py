@@ -16,6 +16,7 @@ call that never returns costs one abandoned thread, never the caller's.
 from __future__ import annotations
 
 import contextvars
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -202,6 +203,9 @@ class StageRunner:
         self.in_flight: _InFlight | None = None
         #: Set when the waiting thread was interrupted: the run should stop at its next stage.
         self.interrupted = False
+        #: When the last heartbeat went out, from either thread (the waiter, or the carrier in
+        #: a backoff or a rate-limit wait): each sends one only when an interval has passed.
+        self._beat_at = time.monotonic()
 
     # -- the waiting side ---------------------------------------------------------------------
 
@@ -230,58 +234,62 @@ class StageRunner:
         before its next stage.
         """
         pending = self._launch(start)
-        last_beat = time.monotonic()  # the run's lease was written just now
+        self._beat_at = time.monotonic()
         try:
             while True:
                 # Waits are cut to _SIGNAL_POLL_SECONDS: a Ctrl-C that the kernel delivers to
                 # another thread (the carrier in a socket read) only marks it pending, and
                 # this thread raises KeyboardInterrupt once it runs Python code again.
-                wait = min(self._until_next_look(last_beat), _SIGNAL_POLL_SECONDS)
+                wait = min(self._until_next_look(on_wait is not None), _SIGNAL_POLL_SECONDS)
                 if pending.wait(timeout=wait):
                     return pending.result()
-                pending, last_beat = self._look(pending, last_beat, on_expired, on_wait)
+                pending = self._look(pending, on_expired, on_wait)
         except BaseException:
             if not pending.done():  # this thread was interrupted, not the run ended in error
                 self.interrupted = True
             raise
 
-    def _until_next_look(self, last_beat: float) -> float:
+    def _until_next_look(self, beats: bool) -> float:
         """Seconds until the run is due a heartbeat or its attempt in flight runs out of time."""
-        current, beat = self.in_flight, self._heartbeat_seconds
-        if current is None:  # between stages: an attempt starting now ends later than this
-            due = last_beat + beat
-        else:
-            due = min(current.deadline, max(current.started, last_beat) + beat)
-        return max(due - time.monotonic(), 0.0)
+        current, now = self.in_flight, time.monotonic()
+        due = self._beat_due(current) if beats else math.inf
+        if current is not None:
+            due = min(due, current.deadline)
+        elif not beats:  # between stages, nothing to watch: an attempt starting now ends later
+            due = now + self._timeout
+        return max(due - now, 0.0)
+
+    def _beat_due(self, current: _InFlight | None) -> float:
+        """When the next heartbeat is due: an interval after the last (or the attempt's start)."""
+        since = self._beat_at if current is None else max(current.started, self._beat_at)
+        return since + self._heartbeat_seconds
+
+    def _beat(self, on_wait: Callable[[], None]) -> None:
+        """Send a heartbeat; whichever thread sends it, the other's next is an interval later."""
+        self._beat_at = time.monotonic()
+        on_wait()
 
     def _look(
         self,
         pending: StageCall[T],
-        last_beat: float,
         on_expired: Callable[[AttemptFailure], Callable[[], T]],
         on_wait: Callable[[], None] | None,
-    ) -> tuple[StageCall[T], float]:
+    ) -> StageCall[T]:
         """Take an attempt past its deadline over, or send a heartbeat that is due."""
         current, now = self.in_flight, time.monotonic()
-        if current is None:
-            # Between stages the carrier writes, builds and runs the progress callbacks; the
-            # lease is renewed here too, or a callback slower than the lease would let a
-            # worker take over a live run (and pay for its stage again).
-            if on_wait is not None and now >= last_beat + self._heartbeat_seconds:
-                on_wait()
-                return pending, now
-            return pending, last_beat
-        if now >= current.deadline:
+        if current is not None and now >= current.deadline:
             if not current.settle():  # the call returned just now: the carrier goes on
-                return pending, last_beat
+                return pending
             self.in_flight = None
             error = StageTimeoutError(f"{current.stage.value} took longer than {self._timeout:g}s")
             failure = AttemptFailure(current.stage, current.attempt, error, now - current.started)
-            return self._launch(on_expired(failure)), last_beat
-        if on_wait is not None and now >= max(current.started, last_beat) + self._heartbeat_seconds:
-            on_wait()
-            return pending, now
-        return pending, last_beat
+            return self._launch(on_expired(failure))
+        # Between stages too: the carrier writes, builds and runs the progress callbacks, and
+        # a callback slower than the lease would let a worker take over a live run (and pay
+        # for its stage again).
+        if on_wait is not None and now >= self._beat_due(current):
+            self._beat(on_wait)
+        return pending
 
     # -- the carrier side ---------------------------------------------------------------------
 
@@ -292,8 +300,9 @@ class StageRunner:
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0:
                 self._sleep(min(left, self._heartbeat_seconds))
-                if on_wait is not None and time.monotonic() < deadline:
-                    on_wait()
+                now = time.monotonic()
+                if on_wait is not None and now < deadline and now >= self._beat_due(None):
+                    self._beat(on_wait)
 
         return sleep
 
@@ -353,8 +362,8 @@ class StageRunner:
             if self.interrupted or (self._should_stop is not None and self._should_stop()):
                 raise StageStopped(stage)
             self._sleep(min(wait, self._heartbeat_seconds))
-            if on_wait is not None:
-                on_wait()
+            if on_wait is not None and time.monotonic() >= self._beat_due(None):
+                self._beat(on_wait)
 
     def _attempt(
         self,
@@ -364,9 +373,12 @@ class StageRunner:
         number: int,
         failures: list[AttemptFailure],
         on_wait: Callable[[], None] | None,
+        on_start: Callable[[], None] | None = None,
     ) -> StageSuccess[T]:
         if self._throttle is not None:
             self._wait_turn(stage, on_wait)
+        if on_start is not None:
+            on_start()
         started = time.monotonic()
         flight = _InFlight(stage, number, started, self._timeout)
         self.in_flight = flight
@@ -390,11 +402,14 @@ class StageRunner:
         on_retry: Callable[[AttemptFailure], None],
         on_wait: Callable[[], None] | None = None,
         after: AttemptFailure | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> StageSuccess[T]:
         """Call *call* on this thread until *normalize* accepts its answer or attempts run out.
 
         With *after* (an attempt that timed out on a carrier now abandoned), the attempts go
         on from the next one: it is reported to *on_retry* and waited for like any failure.
+        *on_start* is called once, just before the first attempt's call (after any wait for
+        the rate limit, which a stop can end with no call at all).
 
         Raises:
             StageExhausted: Every attempt failed; carries the last :class:`AttemptFailure`.
@@ -407,7 +422,7 @@ class StageRunner:
             # bookkeeping (a Future per attempt) costs more than the call's own handling.
             # The retries, their backoff and their stop are tenacity's.
             try:
-                return self._attempt(stage, call, normalize, 1, failures, on_wait)
+                return self._attempt(stage, call, normalize, 1, failures, on_wait, on_start)
             except Exception as exc:
                 if not failures or exc is not failures[-1].error:
                     raise  # not the stage's failure (the throttle's): as it is

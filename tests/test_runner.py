@@ -88,6 +88,68 @@ class TestStageRunner:
         assert failures[0].next_wait_seconds == pytest.approx(0.3)
         assert len(beats) >= 3
 
+    def test_a_backoff_under_carry_beats_once_per_interval_not_twice(self) -> None:
+        """Carrier (in its backoff) and waiter share one clock: one heartbeat per interval."""
+        beats: list[float] = []
+        calls: list[int] = []
+
+        def flaky() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("first fails")
+            return "ok"
+
+        config = WorkflowConfig(retry_backoff_seconds=1.0, stage_timeout_seconds=5)
+        runner = StageRunner(config, heartbeat_seconds=0.1)
+
+        def start() -> StageSuccess[object]:
+            return runner.run(
+                Stage.POLISH, flaky, identity, on_retry=lambda f: None,
+                on_wait=lambda: beats.append(time.monotonic()),
+            )  # fmt: skip
+
+        runner.carry(start, on_expired=unexpected, on_wait=lambda: beats.append(time.monotonic()))
+        # About ten intervals in the 1 s wait; two senders each beating every interval would
+        # give about twenty.
+        assert 5 <= len(beats) <= 13, len(beats)
+
+    def test_carry_without_heartbeats_waits_instead_of_spinning(self) -> None:
+        """No on_wait: between stages the waiter sleeps (it used to loop without waiting)."""
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.01)
+        started = time.process_time()
+        runner.carry(lambda: time.sleep(0.5), on_expired=unexpected)
+        assert time.process_time() - started < 0.25
+
+    def test_on_start_comes_after_the_rate_limit_wait_and_not_when_it_is_given_up(self) -> None:
+        """The announcement of a stage is made only when its call is about to be made."""
+        stop = threading.Event()
+        waits = {"left": 3}
+        order: list[str] = []
+
+        def throttle(stage: Stage) -> float:
+            if waits["left"] > 0:
+                waits["left"] -= 1
+                order.append("wait")
+                return 0.01
+            return 0.0
+
+        runner = StageRunner(
+            WorkflowConfig(), heartbeat_seconds=0.01, throttle=throttle, should_stop=stop.is_set
+        )
+        runner.run(
+            Stage.REVIEW, lambda: order.append("call") or "ok", identity,
+            on_retry=lambda f: None, on_start=lambda: order.append("start"),
+        )  # fmt: skip
+        assert order == ["wait", "wait", "wait", "start", "call"]
+        waits["left"], started = 100, []
+        stop.set()
+        with pytest.raises(StageStopped):
+            runner.run(
+                Stage.REVIEW, lambda: "never", identity,
+                on_retry=lambda f: None, on_start=lambda: started.append(1),
+            )  # fmt: skip
+        assert started == []
+
     def test_a_throttled_attempt_heartbeats_and_gives_up_on_stop(self) -> None:
         """While the throttle says wait, on_wait runs; a stop then ends it before the call.
 

@@ -344,6 +344,27 @@ class TestDrainAndLoss:
             with pytest.raises(StoreError, match=r"gone|story_fsm_transitions|relation"):
                 w.run()
 
+    def test_no_lease_lost_warning_before_the_run_s_first_write(
+        self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A slow first write: heartbeats wait for it (the row holds no lease of this run yet)."""
+        from structlog.testing import capture_logs
+
+        create = store.create_with_record
+
+        def slow_create(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.5)
+            return create(*args, **kwargs)
+
+        monkeypatch.setattr(store, "create_with_record", slow_create)
+        live = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, CONFIG,
+            lease_seconds=0.3,
+        )  # fmt: skip
+        with capture_logs() as logs:
+            assert live.run_story_workflow("s", "T", "S", {}).state is WorkflowState.COMPLETE
+        assert [e for e in logs if e["event"] in ("lease_lost", "heartbeat_failed")] == []
+
     def test_a_drained_review_is_not_announced(self, store: WorkflowStateManager) -> None:
         """Stopped during a polish: no iteration_started for the review it never runs."""
         (story_id,) = submit(store, 1)

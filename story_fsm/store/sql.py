@@ -532,12 +532,14 @@ class WorkflowStateManager:
     @_reconnecting
     def heartbeat(self, story_id: str, lease: Lease) -> bool:
         """Extend *lease* on the story; False when it was taken over (stop writing then)."""
-        params = {
-            "p_story_id": story_id,
-            "p_token": lease.token,
-            "p_expires": utcnow() + timedelta(seconds=lease.seconds),
-        }
         with self._write_lock, translated(story_id), self._begin() as conn:
+            # The expiry is reckoned once the lock is held: a beat queued behind the run's own
+            # write must not set it earlier than that write just did.
+            params = {
+                "p_story_id": story_id,
+                "p_token": lease.token,
+                "p_expires": utcnow() + timedelta(seconds=lease.seconds),
+            }
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
     @_reconnecting
