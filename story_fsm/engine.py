@@ -87,6 +87,14 @@ class _Requeue(MachineModel):
         self.store.append(self.row.summary.story_id, self.row.summary.seq, write, self.lease)
 
 
+def _has_method(stage: object, name: str) -> bool:
+    """True when *stage* has a callable *name* (a proxy's ``__getattr__`` may raise anything)."""
+    try:
+        return callable(getattr(stage, name, None))
+    except Exception:
+        return False
+
+
 class StoryWorkflowOrchestrator:
     """Runs stories through the review → polish loop, durably.
 
@@ -127,7 +135,7 @@ class StoryWorkflowOrchestrator:
             ("polisher", polisher, "polish_story"),
         ):
             # None is an orchestrator that only submits (or requeues); a run refuses it.
-            if stage is not None and not callable(getattr(stage, method, None)):
+            if stage is not None and not _has_method(stage, method):
                 raise InputValidationError(
                     f"{name} must have a {method}(...) method, got {type(stage).__name__}"
                 )
@@ -139,7 +147,7 @@ class StoryWorkflowOrchestrator:
         self.polisher = polisher
         self.state_manager = state_manager
         self._config = config
-        self.owner = default_owner() if owner is None else validate_name("owner", owner)
+        self.owner = validate_name("owner", owner) if owner else default_owner()
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self._executor = executor
         self._throttle = StageRateLimiter(rate_limits) if rate_limits else None

@@ -108,9 +108,7 @@ class Worker:
             raise InputValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         if reviewer is None or polisher is None:
             raise InputValidationError("a worker needs a reviewer and a polisher (got None)")
-        self.worker_id = (
-            default_owner() if worker_id is None else validate_name("worker_id", worker_id)
-        )
+        self.worker_id = validate_name("worker_id", worker_id) if worker_id else default_owner()
         self.concurrency = concurrency
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self.poll_seconds = validate_seconds("poll_seconds", poll_seconds)

@@ -675,7 +675,7 @@ class TestInputValidation:
             pytest.param({"config": {"max_iterations": 2}}, "WorkflowConfig", id="config-dict"),
             pytest.param({"owner": "w" * 201}, "owner", id="owner-too-long"),
             pytest.param({"owner": "worker\x001"}, "owner", id="owner-nul"),
-            pytest.param({"owner": ""}, "owner", id="owner-empty"),
+            pytest.param({"owner": "   "}, "owner", id="owner-blank"),
             pytest.param({"rate_limits": "review"}, "mapping", id="rate-limits-a-string"),
         ],
     )
@@ -689,6 +689,27 @@ class TestInputValidation:
         }  # fmt: skip
         with pytest.raises(InputValidationError, match=message):
             StoryWorkflowOrchestrator(**args)
+
+    def test_an_empty_owner_is_the_default_one(self, store: WorkflowStateManager) -> None:
+        """owner="" (an unset environment variable, say) means host:pid, as None does."""
+        from story_fsm.engine import default_owner
+
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(), ScriptedPolisher(), store, owner=""
+        )
+        assert orchestrator.owner == default_owner()
+
+    def test_a_stage_whose_lookup_raises_is_refused_typed(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A proxy whose __getattr__ raises KeyError: InputValidationError, not a KeyError."""
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                raise KeyError(name)
+
+        with pytest.raises(InputValidationError, match="review_story"):
+            StoryWorkflowOrchestrator(Proxy(), ScriptedPolisher(), store)  # type: ignore[arg-type]
 
     def test_an_orchestrator_without_stages_submits_but_does_not_run(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig

@@ -151,6 +151,22 @@ class TestWrites:
 
 
 class TestReads:
+    def test_a_claim_reads_back_an_id_written_by_other_rules(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """The claim's own read takes the id as stored (a host's row must not stop a worker)."""
+        wf, inputs = store.schema.workflows, store.schema.inputs
+        store.create(new("plain"), None)
+        odd = "odd\tid"  # a control character: an id story_fsm itself refuses to make
+        with store.engine.begin() as conn:  # as a host's own tooling might have written it
+            row = conn.execute(sa.select(wf).where(wf.c.story_id == "plain")).mappings().one()
+            given = conn.execute(sa.select(inputs).where(inputs.c.story_id == "plain"))
+            conn.execute(wf.insert().values({**row, "story_id": odd}))
+            conn.execute(inputs.insert().values({**given.mappings().one(), "story_id": odd}))
+            conn.execute(wf.delete().where(wf.c.story_id == "plain"))
+        claimed = store.claim_next(lease())
+        assert claimed is not None and claimed.summary.story_id == odd
+
     @pytest.mark.parametrize("story_id", ["a\ud800", "", 7, "x" * 201])
     def test_a_read_of_an_impossible_id_is_an_input_error(
         self, store: WorkflowStateManager, story_id: object
@@ -236,8 +252,6 @@ class TestEngines:
             ("table_prefix", ["story_"]),
             ("table_prefix", "1st_"),
             ("table_prefix", "a-b_"),
-            ("table_prefix", "q" * 44 + "_"),  # 45 bytes: PostgreSQL could not name its tables
-            ("table_prefix", "é" * 23),  # 46 bytes in UTF-8
         ],
     )
     def test_bad_options_are_input_errors_before_anything_is_created(
@@ -248,6 +262,20 @@ class TestEngines:
         with pytest.raises(InputValidationError, match=option):
             WorkflowStateManager(f"sqlite:///{path}", **{option: value})
         assert not path.exists()
+
+    @pytest.mark.parametrize("prefix", ["q" * 44 + "_", "é" * 23])  # 45 and 46 bytes
+    def test_a_prefix_too_long_for_postgresql_is_refused_before_connecting(
+        self, prefix: str
+    ) -> None:
+        """Its names would pass 63 bytes; a server that does not exist shows nothing is tried."""
+        with pytest.raises(InputValidationError, match=r"table_prefix is 4[56] bytes"):
+            WorkflowStateManager("postgresql://nobody@127.0.0.1:9/none", table_prefix=prefix)
+
+    def test_a_long_prefix_stays_usable_on_sqlite(self, sqlite_url: str) -> None:
+        """SQLite has no length limit: a database made with such a prefix keeps opening."""
+        with WorkflowStateManager(sqlite_url, table_prefix="q" * 99 + "_") as store:
+            store.create(new(), lease())
+            assert len(store.list_workflows()) == 1
 
     def test_the_longest_prefix_works_on_postgresql(self, pg_url: str) -> None:
         """44 bytes: the tables, their constraints and alembic's version table all fit."""

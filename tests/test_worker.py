@@ -150,7 +150,7 @@ class TestClaims:
         with pytest.raises(InputValidationError, match=r"concurrency|lease_seconds|poll_seconds"):
             worker(store, **bad)
 
-    @pytest.mark.parametrize("worker_id", ["w" * 201, "w\x00", "", 7])
+    @pytest.mark.parametrize("worker_id", ["w" * 201, "w\x00", "  ", 7])
     def test_a_worker_id_no_backend_stores_is_refused(
         self, store: WorkflowStateManager, worker_id: object
     ) -> None:

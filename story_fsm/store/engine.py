@@ -58,7 +58,7 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
     return engine
 
 
-def shown_url(url: str) -> str:
+def shown_url(url: str | sa.URL) -> str:
     """*url* as an error message may show it: with any password masked (``***``).
 
     Also for a URL that does not parse, whose password would otherwise be printed whole.
@@ -66,6 +66,8 @@ def shown_url(url: str) -> str:
     >>> shown_url("postgresql://app:s3cret@db:99999/x")
     'postgresql://app:***@db:99999/x'
     """
+    if isinstance(url, sa.URL):
+        url = url.render_as_string(hide_password=False)  # masked below, the query's too
     # The userinfo of ``scheme://user:password@host`` (the password runs to the last "@"),
     # and a ``password=`` in the query, which libpq reads too.
     return _QUERY_PASSWORD.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))
@@ -86,7 +88,7 @@ def with_driver(url: sa.URL) -> sa.URL:
 
 
 def make_engine(
-    url: str, *, busy_timeout_seconds: float = 30.0, sqlite_synchronous: str = "FULL"
+    url: str | sa.URL, *, busy_timeout_seconds: float = 30.0, sqlite_synchronous: str = "FULL"
 ) -> sa.Engine:
     """Return an engine for *url*: a SQLite file (WAL, busy timeout, foreign keys) or PostgreSQL.
 
@@ -98,7 +100,9 @@ def make_engine(
             ``busy_timeout_seconds`` or ``sqlite_synchronous`` is out of range.
     """
     if not isinstance(url, str | sa.URL):
-        raise InputValidationError(f"a database URL must be a string, got {type(url).__name__}")
+        raise InputValidationError(
+            f"a database URL must be a string or a sqlalchemy URL, got {type(url).__name__}"
+        )
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:

@@ -29,6 +29,7 @@ __all__ = [
     "Schema",
     "UTCDateTime",
     "build_schema",
+    "check_prefix_fits",
 ]
 
 DEFAULT_TABLE_PREFIX = "story_fsm_"
@@ -205,8 +206,10 @@ def _transitions_table(metadata: sa.MetaData, prefix: str) -> sa.Table:
     )
 
 
-#: The longest table prefix, in UTF-8 bytes: the longest name built from it,
-#: ``<prefix>alembic_version_pkc`` (the version table's key), must fit PostgreSQL's 63.
+#: The longest table prefix on PostgreSQL, in UTF-8 bytes: ``<prefix>alembic_version_pkc``
+#: (the version table's key, named by alembic and not shortened) must fit its 63. Longer
+#: names built from the prefix (the foreign keys') are shortened by SQLAlchemy's naming
+#: convention.
 MAX_PREFIX_BYTES = 63 - len("alembic_version_pkc")
 
 
@@ -215,7 +218,7 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
 
     Raises:
         InputValidationError: *prefix* is not a string of letters, digits and ``_`` that
-            starts with a letter, of at most :data:`MAX_PREFIX_BYTES` (44) bytes.
+            starts with a letter.
 
     Example:
         >>> build_schema("pipeline_").workflows.name
@@ -230,13 +233,24 @@ def build_schema(prefix: str = DEFAULT_TABLE_PREFIX) -> Schema:
             f"table_prefix must start with a letter and hold only letters, digits and '_' "
             f"(got {prefix!r})"
         )
-    if len(prefix.encode()) > MAX_PREFIX_BYTES:
-        # On SQLite too, so that a workflow's tables can move between the backends.
-        raise InputValidationError(
-            f"table_prefix is {len(prefix.encode())} bytes; at most {MAX_PREFIX_BYTES} are "
-            "allowed (PostgreSQL's names end at 63 bytes)"
-        )
     return _build_schema(prefix)
+
+
+def check_prefix_fits(prefix: str, dialect: str) -> None:
+    """Refuse a prefix too long for *dialect*'s names, before anything is created.
+
+    PostgreSQL's names end at 63 bytes; SQLite has no such limit (a database made there with
+    a longer prefix stays usable there).
+
+    Raises:
+        InputValidationError: On PostgreSQL, *prefix* is over :data:`MAX_PREFIX_BYTES`.
+    """
+    size = len(prefix.encode())
+    if dialect == "postgresql" and size > MAX_PREFIX_BYTES:
+        raise InputValidationError(
+            f"table_prefix is {size} bytes; PostgreSQL takes at most {MAX_PREFIX_BYTES} "
+            "(its names end at 63 bytes)"
+        )
 
 
 @cache

@@ -56,7 +56,7 @@ from story_fsm.store._statements import (
 from story_fsm.store._transactions import HeldWrite, translated
 from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
-from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
+from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema, check_prefix_fits
 from story_fsm.validation import validate_seconds, validate_story_id
 
 __all__ = ["WorkflowStateManager"]
@@ -153,6 +153,7 @@ class WorkflowStateManager:
                 sqlite_synchronous=sqlite_synchronous,
             )
             self._owns_engine = True
+        check_prefix_fits(table_prefix, self._engine.dialect.name)  # before connecting
         self._sql = Statements(self.schema)
         self._fast = PreparedStatements(self._sql, self.schema, self._engine.dialect)
         self._write_lock = writer_lock(self._engine)
@@ -580,7 +581,7 @@ class WorkflowStateManager:
                 return None if held is None else [held[0]]
 
             claimed = self._settled(None, claim, landed)
-            return self.load_row(claimed[0]) if claimed else None
+            return self._load_row(claimed[0]) if claimed else None
         query = self._sql.candidates
         with self._write_lock, translated(), self._begin() as conn:
             for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
@@ -588,7 +589,7 @@ class WorkflowStateManager:
                     break
             else:
                 return None
-        return self.load_row(story_id)
+        return self._load_row(story_id)
 
     @_reconnecting
     def has_unfinished(self) -> bool:
@@ -600,14 +601,19 @@ class WorkflowStateManager:
 
     # -- reads --------------------------------------------------------------------------------
 
-    @_reconnecting
     def load_row(self, story_id: str) -> WorkflowRow | None:
         """Return the workflow's summary row and its last review: one query, any history.
 
         Raises:
             InputValidationError: *story_id* is no id a workflow can have.
         """
-        with self._read(validate_story_id(story_id)) as conn:
+        return self._load_row(validate_story_id(story_id))
+
+    @_reconnecting
+    def _load_row(self, story_id: str) -> WorkflowRow | None:
+        # Unchecked: also for an id read from the database itself (a claim), which a host
+        # may have written by other rules; refusing it there would stop the worker.
+        with self._read(story_id) as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
         return workflow_from_row(row) if row is not None else None
 
