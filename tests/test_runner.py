@@ -25,6 +25,19 @@ def identity(value: object) -> object:
     return value
 
 
+def fails_once() -> Callable[[], str]:
+    """A stage whose first call raises and whose later calls answer "ok"."""
+    calls: list[int] = []
+
+    def stage() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("first fails")
+        return "ok"
+
+    return stage
+
+
 def unexpected(failure: AttemptFailure) -> Callable[[], object]:
     raise AssertionError(f"no attempt should time out here: {failure}")
 
@@ -70,13 +83,7 @@ class TestStageRunner:
     def test_heartbeat_runs_during_backoff(self) -> None:
         """A long backoff between attempts keeps the lease alive too."""
         beats: list[int] = []
-        calls: list[int] = []
-
-        def flaky() -> str:
-            calls.append(1)
-            if len(calls) == 1:
-                raise RuntimeError("first fails")
-            return "ok"
+        flaky = fails_once()
 
         config = WorkflowConfig(retry_backoff_seconds=0.3, stage_timeout_seconds=5)
         runner = StageRunner(config, heartbeat_seconds=0.05)
@@ -91,13 +98,7 @@ class TestStageRunner:
     def test_a_backoff_under_carry_beats_once_per_interval_not_twice(self) -> None:
         """Carrier (in its backoff) and waiter share one clock: one heartbeat per interval."""
         beats: list[float] = []
-        calls: list[int] = []
-
-        def flaky() -> str:
-            calls.append(1)
-            if len(calls) == 1:
-                raise RuntimeError("first fails")
-            return "ok"
+        flaky = fails_once()
 
         config = WorkflowConfig(retry_backoff_seconds=1.0, stage_timeout_seconds=5)
         runner = StageRunner(config, heartbeat_seconds=0.1)
