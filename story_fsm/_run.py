@@ -254,17 +254,7 @@ class WorkflowRun(MachineModel):
 
     def on_enter_REVIEWING(self, event: EventData) -> None:
         """Run the reviewer; fire ``reviewed`` or ``fail`` (queued) with its outcome."""
-
-        def announce() -> None:
-            self.emit(
-                Event.ITERATION_STARTED,
-                iteration=self.iteration,
-                story_version=f"v{self.iteration}",
-            )
-
-        self._run_stage(
-            Stage.REVIEW, self._review_call(), normalize_review, Trigger.REVIEWED, announce=announce
-        )
+        self._run_stage(Stage.REVIEW, self._review_call(), normalize_review, Trigger.REVIEWED)
 
     def on_enter_POLISHING(self, event: EventData) -> None:
         """Run the polisher; fire ``polished`` or ``fail`` (queued) with its outcome."""
@@ -312,7 +302,6 @@ class WorkflowRun(MachineModel):
         normalize: Callable[[object], Any],
         done: Trigger,
         after: AttemptFailure | None = None,
-        announce: Callable[[], None] | None = None,
     ) -> None:
         runner = self.deps.runner
         on_start = None
@@ -322,9 +311,15 @@ class WorkflowRun(MachineModel):
 
             def on_start() -> None:
                 # Sent by the runner just before the call, after any rate-limit wait (which a
-                # stop can end with no call): only a stage that does start is announced.
-                if announce is not None:
-                    announce()
+                # stop can end with no call): only a stage that does start is announced. A
+                # review starts an iteration (REVIEWING entered; a retry after a timeout comes
+                # with *after*, and announces nothing again).
+                if stage is Stage.REVIEW:
+                    self.emit(
+                        Event.ITERATION_STARTED,
+                        iteration=self.iteration,
+                        story_version=f"v{self.iteration}",
+                    )
                 self.emit(Event.STAGE_STARTED, stage=stage.value, iteration=self.iteration)
 
         self._stage_call = (stage, call, normalize, done)

@@ -78,25 +78,22 @@ class WorkflowConfig:
         for name in ("max_iterations", "max_stage_retries"):
             value = getattr(self, name)
             # The cap: far past any real loop, and short of integers no JSON encoder writes.
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
+            cap = _CAPS[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= cap:
                 raise InputValidationError(
-                    f"{name} must be an integer from 1 to {MAX_COUNT:,}, got {_shown(value)}"
+                    f"{name} must be an integer from 1 to {cap:,}, got {_shown(value)}"
                 )
         threshold = self.quality_threshold
         if not _is_number(threshold) or not 0 <= threshold <= 100:
             raise InputValidationError(
                 f"quality_threshold must be a number from 0 to 100, got {_shown(threshold)}"
             )
-        for name, low in (("stage_timeout_seconds", "> 0"), ("retry_backoff_seconds", ">= 0")):
-            seconds = getattr(self, name)
+        for name, zero_ok in (("stage_timeout_seconds", False), ("retry_backoff_seconds", True)):
+            seconds, cap = getattr(self, name), _CAPS[name]
             # Capped like a lease: past a week is a mistake, and far past it no clock adds it.
-            if (
-                not _is_number(seconds)
-                or not (seconds > 0 if low == "> 0" else seconds >= 0)
-                or seconds > MAX_SECONDS
-            ):
+            if not _is_number(seconds) or not (0 < seconds <= cap or (zero_ok and seconds == 0)):
                 raise InputValidationError(
-                    f"{name} must be a number {low} and at most {MAX_SECONDS:g}, "
+                    f"{name} must be a number {'>=' if zero_ok else '>'} 0 and at most {cap:g}, "
                     f"got {_shown(seconds)}"
                 )
         for name in ("review_model", "polish_model"):
