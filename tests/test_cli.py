@@ -611,6 +611,21 @@ class TestDatabaseUrl:
         line = one_error_line(result)
         assert "hunter2" not in result.stderr and "***" in line
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql://u:hunter2@127.0.0.1/db?sslmod=require",
+            "postgresql://u:hunter2@127.0.0.1:70000/db",
+            "postgresql://u:hunter2@127.0.0.1/db?connect_timeout=soon",
+        ],
+    )
+    def test_a_postgresql_url_with_a_bad_option_exits_2(self, url: str) -> None:
+        """An option libpq refuses is a usage error (2), not an unreachable database (4)."""
+        result = invoke("list", "--db", url)
+        assert result.exit_code == ExitCode.USAGE
+        line = one_error_line(result)
+        assert "hunter2" not in result.stderr and "***" in line
+
     def test_unreachable_database_exits_4(self) -> None:
         """A database that refuses the connection exits 4 with one line, password hidden."""
         result = invoke("list", "--db", "postgresql://u:s3cret@127.0.0.1:1/db")

@@ -284,6 +284,46 @@ class TestEngines:
             store.create(new(), lease())
             assert [s.story_id for s in store.list_workflows()] == ["s"]
 
+    @pytest.mark.parametrize(
+        ("query", "named"),
+        [
+            ("?sslmod=require", "sslmod"),
+            ("?connect_timeout=soon", "connect_timeout"),
+            ("?application_name=x&colour=blue", "colour"),
+        ],
+    )
+    def test_a_postgresql_option_libpq_refuses_is_an_input_error(
+        self, query: str, named: str
+    ) -> None:
+        """A misspelt option or a bad timeout in the URL is refused before any connection.
+
+        The "server" counts the connections it is offered: none, so the error is the URL's
+        and not a database that could not be reached.
+        """
+        import socket
+
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(0.2)
+            port = listener.getsockname()[1]
+            url = f"postgresql://postgres:hunter2@127.0.0.1:{port}/test{query}"
+            with pytest.raises(InputValidationError, match=named) as caught:
+                WorkflowStateManager(url)
+            assert "hunter2" not in str(caught.value)
+            with pytest.raises(TimeoutError):
+                listener.accept()
+
+    def test_a_postgresql_port_out_of_range_is_an_input_error(self) -> None:
+        """A port past 65535 is the URL's fault (libpq's "invalid port number"), said as such."""
+        with pytest.raises(InputValidationError, match="port 99999"):
+            WorkflowStateManager("postgresql://postgres@127.0.0.1:99999/test")
+
+    def test_known_postgresql_options_pass_the_check(self, pg_url: str) -> None:
+        """Real libpq options (and a numeric connect_timeout) get through to a working store."""
+        url = f"{pg_url}{'&' if '?' in pg_url else '?'}connect_timeout=5&application_name=fsm"
+        with WorkflowStateManager(url) as store:
+            store.create(new(), lease())
+            assert [s.story_id for s in store.list_workflows()] == ["s"]
+
     def test_a_silent_postgresql_server_is_given_up_on(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -8,7 +8,9 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import conninfo
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
@@ -96,8 +98,9 @@ def make_engine(
     :data:`CONNECT_TIMEOUT_SECONDS` unless the URL sets ``connect_timeout``.
 
     Raises:
-        InputValidationError: The URL cannot be parsed, or names an unsupported database; or
-            ``busy_timeout_seconds`` or ``sqlite_synchronous`` is out of range.
+        InputValidationError: The URL cannot be parsed, names an unsupported database, or
+            gives PostgreSQL an option libpq refuses; or ``busy_timeout_seconds`` or
+            ``sqlite_synchronous`` is out of range.
     """
     if not isinstance(url, str | sa.URL):
         raise InputValidationError(
@@ -127,6 +130,7 @@ def make_engine(
         return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)
     if backend == "postgresql":
         parsed = with_driver(parsed)
+        _check_postgres_options(parsed, url)
         try:
             # No ping before each checkout: it would cost a round trip per transition. A
             # connection the server dropped fails at its first statement instead, and the
@@ -143,6 +147,38 @@ def make_engine(
         f"unsupported database {backend!r} in {shown_url(url)!r}; "
         "use sqlite:///FILE or postgresql://..."
     )
+
+
+def _check_postgres_options(url: sa.URL, given: str | sa.URL) -> None:
+    """Refuse a PostgreSQL URL whose options libpq would refuse, before any connection.
+
+    A misspelt option (``?sslmod=...``), a port past 65535 or a ``connect_timeout`` that is not
+    a number is the URL's fault, not the server's: it gets the usage error (exit 2 in the CLI),
+    not the database error that a script may retry. libpq parses the options itself here
+    (``conninfo_to_dict``), so the check accepts exactly the options the installed libpq knows.
+    An option's *value* that libpq only checks when it connects (``sslmode=bogus``) still
+    fails there, as a database error.
+    """
+    if url.port is not None and not 1 <= url.port <= 65535:
+        raise InputValidationError(
+            f"cannot use database URL {shown_url(given)!r}: port {url.port} is not from 1 to 65535"
+        )
+    # The options as the psycopg dialect hands them to libpq: the URL's parts and its query.
+    options: dict[str, Any] = dict(url.translate_connect_args(username="user", database="dbname"))
+    options.update({key: value for key, value in url.query.items() if isinstance(value, str)})
+    try:
+        conninfo.conninfo_to_dict(conninfo.make_conninfo("", **options))
+    except psycopg.ProgrammingError as exc:
+        raise InputValidationError(f"cannot use database URL {shown_url(given)!r}: {exc}") from exc
+    timeout = options.get("connect_timeout")
+    if timeout is not None:
+        try:
+            float(timeout)
+        except ValueError:
+            raise InputValidationError(
+                f"cannot use database URL {shown_url(given)!r}: connect_timeout must be a "
+                f"number of seconds (got {timeout!r})"
+            ) from None
 
 
 _sqlite_locks: dict[str, threading.Lock] = {}
