@@ -169,10 +169,24 @@ def _score(raw: object, data: Mapping[str, Any]) -> float:
         else:
             score = getattr(assessment, "quality_score", None)
     if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidStageOutputError(f"the review's quality_score is not a number: {score!r}")
-    if not math.isfinite(score) or not 0 <= score <= 100:
-        raise InvalidStageOutputError(f"the review's quality_score is not within 0-100: {score!r}")
+        raise InvalidStageOutputError(
+            f"the review's quality_score is not a number: {_short(score)}"
+        )
+    # Compared as it is: float() or math.isfinite() of a huge int raises OverflowError.
+    if not 0 <= score <= 100:  # also false for NaN
+        raise InvalidStageOutputError(
+            f"the review's quality_score is not within 0-100: {_short(score)}"
+        )
     return float(score)
+
+
+def _short(value: object) -> str:
+    """*value*'s repr for a message, at most 80 characters (a huge int's repr can raise)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"  # type: ignore[attr-defined]
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _decision(raw: object, data: Mapping[str, Any]) -> ReviewDecision:

@@ -128,7 +128,7 @@ class TestReview:
         assert meta["cost_estimate"] == pytest.approx((1200 * per_input + 300 * per_output) / 1e6)
         assert meta["usage"] == {"prompt_tokens": 1200, "completion_tokens": 300}
         assert meta["model"] == "gpt-4o-mini"
-        assert meta["prompt_version"] == "review-v1"
+        assert meta["prompt_version"] == "review-v2"
         assert meta["response_id"] == "r-1"
 
     def test_request_carries_model_story_and_json_mode(
@@ -172,6 +172,60 @@ class TestReview:
         assert outcome.decision is ReviewDecision.PUBLISH
         assert outcome.quality_score == 91.0
         assert outcome.cost > 0
+
+    def test_a_model_that_rejects_the_temperature_is_asked_again_without_it(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """A 400 naming ``temperature`` (a reasoning model): once more without it, at once.
+
+        Then that model is sent no temperature, and another model still is.
+        """
+        rejected = {
+            "message": "Unsupported value: 'temperature' does not support 0.0 with this model.",
+            "type": "invalid_request_error",
+            "param": "temperature",
+            "code": "unsupported_value",
+        }
+        server.enqueue({"error": rejected}, status=400)
+        for _ in range(3):
+            server.enqueue_completion(_answer(GOOD_REVIEW))
+        with capture_logs() as logs:
+            first = reviewer.review_story(**REVIEW_ARGS, model="o3-mini")
+        reviewer.review_story(**REVIEW_ARGS, model="o3-mini")
+        reviewer.review_story(**REVIEW_ARGS)
+        assert first["decision"] == "polish"
+        sent = [(r.json["model"], r.json.get("temperature")) for r in server.requests]
+        assert sent == [
+            ("o3-mini", 0.0),
+            ("o3-mini", None),
+            ("o3-mini", None),
+            ("gpt-4o-mini", 0.0),
+        ]
+        assert "temperature" not in server.requests[1].json
+        assert [e["event"] for e in logs].count("llm_temperature_dropped") == 1
+
+    def test_a_bad_request_about_anything_else_is_not_asked_again(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """Only a rejected temperature is dropped: another 400 is final after one request."""
+        error = {"message": "bad", "type": "invalid_request_error", "param": "messages"}
+        server.enqueue({"error": error}, status=400)
+        with pytest.raises(openai.BadRequestError):
+            reviewer.review_story(**REVIEW_ARGS)
+        assert len(server.requests) == 1
+
+    def test_checks_of_the_draft_are_not_shown_as_checks_of_a_rewrite(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """The pipeline's checks ran on v1: from v2 on, the prompt says so."""
+        server.enqueue_completion(_answer(GOOD_REVIEW))
+        server.enqueue_completion(_answer(GOOD_REVIEW))
+        reviewer.review_story(**REVIEW_ARGS)
+        reviewer.review_story(**{**REVIEW_ARGS, "story_version": "v2"})
+        first, second = (_user_message(r.json) for r in server.requests)
+        assert "run on this version:" in first
+        assert "run on the submitted draft (v1), before any polish" in second
+        assert "71.5" in first and "71.5" in second
 
     def test_temperature_none_is_left_out(self, server: FakeLLMServer) -> None:
         """temperature=None omits the field, as reasoning models require."""
@@ -341,8 +395,11 @@ class TestOddReplies:
             (b"<html>502 Bad Gateway</html>", "text/html", "other than a chat completion"),
             (b"", "application/json", "not JSON"),
             (b"<html>oops</html>", "application/json", "not JSON"),
+            (b'{"id": "\xff\xfe"}', "application/json", "not JSON"),
+            (b'{"n": ' + b"7" * 5000 + b"}", "application/json", "not JSON"),
+            (b"[" * 100_000, "application/json", "not JSON"),
         ],
-        ids=["html", "empty", "html-labelled-json"],
+        ids=["html", "empty", "html-labelled-json", "not-utf8", "huge-int", "deep-nesting"],
     )
     def test_a_reply_that_is_no_completion_is_an_invalid_answer(
         self,
@@ -370,6 +427,73 @@ class TestOddReplies:
             with pytest.raises(InvalidStageOutputError, match=message) as caught:
                 reviewer.review_story(**REVIEW_ARGS)
             assert caught.value.cost > 0
+
+    @pytest.mark.parametrize(
+        "shape",
+        [
+            {"choices": "abc"},
+            {"choices": [None]},
+            {"choices": [5]},
+            {"choices": {"0": {"message": {"content": "{}"}}}},
+            {"message": "hello"},
+            {"message": {"role": "assistant"}},  # no content field at all
+        ],
+        ids=[
+            "choices-text",
+            "choice-null",
+            "choice-int",
+            "choices-object",
+            "message-text",
+            "no-content",
+        ],
+    )
+    def test_a_completion_of_the_wrong_shape_is_an_invalid_answer_with_its_cost(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer, shape: dict[str, Any]
+    ) -> None:
+        """The SDK does not validate a reply: a wrong shape is still a typed, paid refusal."""
+        body = chat_completion_body(_answer(GOOD_REVIEW), prompt_tokens=1_000_000)
+        for key, value in shape.items():
+            (body if key == "choices" else body["choices"][0])[key] = value
+        server.enqueue(body)
+        with pytest.raises(InvalidStageOutputError) as caught:
+            reviewer.review_story(**REVIEW_ARGS)
+        assert caught.value.cost == pytest.approx(DEFAULT_PRICES["gpt-4o-mini"][0], rel=1e-3)
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (_answer(GOOD_REVIEW, quality_score=10**400), "quality_score must be within 0-100"),
+            (
+                _answer(GOOD_REVIEW, criteria={"hook": 10**400}),
+                r"criteria\['hook'\] must be within 0-100",
+            ),
+            ("[" * 100_000, "nested too deeply"),
+        ],
+        ids=["huge-score", "huge-criterion", "deep-nesting"],
+    )
+    def test_numbers_too_big_and_nesting_too_deep_are_invalid_answers(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer, content: str, message: str
+    ) -> None:
+        """No OverflowError or RecursionError escapes the answer's checks; the cost stays."""
+        server.enqueue_completion(content, prompt_tokens=1000)
+        with pytest.raises(InvalidStageOutputError, match=message) as caught:
+            reviewer.review_story(**REVIEW_ARGS)
+        assert caught.value.cost > 0
+
+    def test_a_token_count_too_big_to_be_one_is_unreadable(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer
+    ) -> None:
+        """10**400 prompt tokens is no count: 0 (logged), the good answer kept, no overflow."""
+        body = chat_completion_body(_answer(GOOD_REVIEW))
+        body["usage"] = {"prompt_tokens": 10**400, "completion_tokens": 5}
+        server.enqueue(body)
+        with capture_logs() as logs:
+            answer = reviewer.review_story(**REVIEW_ARGS)
+        assert answer["decision"] == "polish"
+        assert answer["_meta"]["usage"] == {"prompt_tokens": 0, "completion_tokens": 5}
+        assert [e["field"] for e in logs if e["event"] == "llm_usage_unreadable"] == [
+            "prompt_tokens"
+        ]
 
     def test_unstorable_polish_is_refused_with_its_cost(
         self, server: FakeLLMServer, polisher: OpenAIPolisher
@@ -406,6 +530,31 @@ class TestOddReplies:
 
 
 class TestHTTPErrors:
+    @pytest.mark.parametrize(
+        ("status", "code", "retryable"),
+        [
+            (429, None, True),  # a rate limit: waiting ends it
+            (429, "insufficient_quota", False),  # a spent quota: waiting does not
+            (413, None, False),  # a prompt too large: the same prompt stays too large
+            (400, None, False),
+            (503, None, True),
+        ],
+    )
+    def test_errors_say_whether_another_attempt_can_succeed(
+        self,
+        server: FakeLLMServer,
+        reviewer: OpenAIReviewer,
+        status: int,
+        code: str | None,
+        retryable: bool,
+    ) -> None:
+        """``retryable`` on the SDK's error, read by the engine's retries."""
+        error = {"message": "scripted", "type": "error", "param": None, "code": code}
+        server.enqueue({"error": error}, status=status)
+        with pytest.raises(openai.APIStatusError) as caught:
+            reviewer.review_story(**REVIEW_ARGS)
+        assert caught.value.retryable is retryable  # type: ignore[attr-defined]
+
     def test_rate_limit_then_success(self, server: FakeLLMServer, reviewer: OpenAIReviewer) -> None:
         """A 429 raises RateLimitError with its status; the engine's next call succeeds."""
         server.enqueue_error(429, "Rate limit reached", error_type="rate_limit_exceeded")
@@ -472,8 +621,13 @@ class TestConfiguration:
         "Missing credentials"); either is the SDK refusing before any request.
         """
         missing_key = "credentials|api_key client option"
-        with OpenAIReviewer() as stage, pytest.raises(openai.OpenAIError, match=missing_key):
+        with (
+            OpenAIReviewer() as stage,
+            pytest.raises(openai.OpenAIError, match=missing_key) as caught,
+        ):
             stage.review_story(**REVIEW_ARGS)
+        # No later attempt finds a key either: the engine makes no second one.
+        assert caught.value.retryable is False  # type: ignore[attr-defined]
 
     def test_sdk_client_is_built_once(
         self, server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
@@ -566,12 +720,19 @@ class TestPricing:
             ("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini"),
             ("GPT-4.1", "gpt-4.1"),
             ("o4-mini-2025-04-16", "o4-mini"),
+            ("gpt-4-0613", None),  # not listed: no base entry "gpt-4"
+            ("gpt-4.1-0613", "gpt-4.1"),
+            ("gpt-4o-2024-05-13", "gpt-4o-2024-05-13"),  # a snapshot with a price of its own
             ("gpt-5.1", None),
             ("gpt-4omni", None),
+            # Another model that only starts like a listed one: unknown, not undercounted.
+            ("o3-pro", None),
+            ("o3-deep-research", None),
+            ("gpt-5-pro", None),
         ],
     )
     def test_dated_names_use_their_base_entry(self, model: str, entry: str | None) -> None:
-        """Lookup takes the longest listed prefix ending at a name boundary."""
+        """A name is priced as the listed one it is a dated snapshot of, and only then."""
         expected = DEFAULT_PRICES[entry] if entry else None
         assert PriceTable().lookup(model) == expected
 

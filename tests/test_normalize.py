@@ -123,6 +123,9 @@ class TestReview:
             ({"decision": "publish", "quality_score": 101}, "0-100"),
             ({"decision": "publish", "quality_score": -1}, "0-100"),
             ({"decision": "publish", "quality_score": math.inf}, "0-100"),
+            # Too big for a float: refused as out of range, not an OverflowError.
+            ({"decision": "publish", "quality_score": 10**400}, "0-100"),
+            ({"decision": "publish", "quality_score": 10**5000}, "an int of about 5000 digits"),
         ],
     )
     def test_bad_review_is_invalid_output(self, raw: Any, message: str) -> None:

@@ -12,7 +12,6 @@ Every function takes ``where`` (e.g. ``"review of story 's1' by gpt-4o-mini"``) 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,8 +44,12 @@ def parse_json_object(content: str, where: str) -> dict[str, Any]:
     """
     try:
         data = json.loads(content, parse_constant=_reject_constant)
-    except ValueError as exc:
+    except ValueError as exc:  # also an int past Python's digit limit
         raise _bad(where, f"the answer is not valid JSON ({exc}): {content[:_SNIPPET]!r}") from exc
+    except RecursionError as exc:  # "[[[[..." nested deeper than the parser recurses
+        raise _bad(
+            where, f"the answer's JSON is nested too deeply: {content[:_SNIPPET]!r}"
+        ) from exc
     if not isinstance(data, dict):
         raise _bad(where, f"the answer must be a JSON object, got {type(data).__name__}")
     return data
@@ -63,7 +66,9 @@ def _require(data: Mapping[str, Any], fields: tuple[str, ...], where: str) -> No
 def _score(value: object, name: str, where: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _bad(where, f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or not 0 <= value <= 100:
+    # A plain comparison, false for NaN and infinities: math.isfinite() of a huge JSON int
+    # (10**400) raises OverflowError instead of refusing it.
+    if not 0 <= value <= 100:
         raise _bad(where, f"{name} must be within 0-100, got {value!r}")
     return value
 

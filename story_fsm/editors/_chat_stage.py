@@ -21,7 +21,8 @@ from types import TracebackType
 from typing import Any, ClassVar, Self, TypeGuard
 
 import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
+from openai.types.chat import ChatCompletion, ChatCompletionMessage, ChatCompletionMessageParam
+from openai.types.chat.chat_completion import Choice
 
 from story_fsm._log import get_logger
 from story_fsm.editors._answers import parse_json_object
@@ -35,8 +36,20 @@ NO_KEY_PLACEHOLDER = "no-key-required"
 
 _Validator = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
-#: HTTP statuses after which the same request cannot succeed: no further attempt is made.
-_FINAL_STATUSES = frozenset({400, 401, 403, 404, 422})
+#: HTTP statuses after which the same request cannot succeed: no further attempt is made
+#: (a bad request, a wrong key, no access, an unknown model, a prompt too large to take).
+_FINAL_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+
+#: Error codes that make any status final: a 429 for a spent quota is not a rate limit
+#: that waiting ends, it needs billing fixed first.
+_FINAL_CODES = frozenset({"insufficient_quota"})
+
+#: A token count past this is no count at all (and would overflow the cost's float).
+_MAX_TOKENS = 10**15
+
+#: What a completion the SDK built without validating it can raise when read, once its
+#: shape is not a completion's: the answer is unusable (and was paid for), not a bug here.
+_UNREADABLE = (AttributeError, KeyError, IndexError, TypeError, ValueError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -64,8 +77,15 @@ def _prompt(version: str) -> _Prompt:
 
 
 def as_json(value: object) -> str:
-    """Render *value* as indented JSON for a prompt (unknown types via ``str``)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    """Render *value* as indented JSON for a prompt (unknown types via ``str``).
+
+    Keys are sorted, so the same context gives the same prompt; keys that cannot be compared
+    with each other (``{1: ..., "age": ...}``) keep their order instead.
+    """
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    except TypeError:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def as_text(value: object) -> str:
@@ -111,20 +131,25 @@ def _content(response: object, where: str) -> str:
             f"{where}: the endpoint answered with something other than a chat completion: "
             f"{str(response)[:200]!r}"
         )
-    if not response.choices:
+    # The SDK builds the completion without validating it: each level is checked for what it
+    # is, or a reply such as {"choices": [null]} would fail as an AttributeError below.
+    choices = response.choices
+    if not isinstance(choices, list) or not choices:
         raise InvalidStageOutputError(f"{where}: the response has no choices")
-    choice = response.choices[0]
-    if choice.message is None:
+    choice = choices[0]
+    if not isinstance(choice, Choice):
+        raise InvalidStageOutputError(f"{where}: the response's choice is not an object")
+    message = choice.message
+    if not isinstance(message, ChatCompletionMessage):
         raise InvalidStageOutputError(f"{where}: the response's choice has no message")
-    if choice.message.refusal:
-        raise InvalidStageOutputError(
-            f"{where}: the model refused: {choice.message.refusal!r:.200}"
-        )
+    refusal = getattr(message, "refusal", None)
+    if refusal:
+        raise InvalidStageOutputError(f"{where}: the model refused: {str(refusal)!r:.200}")
     if choice.finish_reason == "length":
         raise InvalidStageOutputError(
             f"{where}: the answer was cut off at the token limit (finish_reason='length')"
         )
-    content = choice.message.content
+    content = message.content
     if content is not None and not isinstance(content, str):
         raise InvalidStageOutputError(
             f"{where}: the answer is not text (content is a {type(content).__name__})"
@@ -138,7 +163,7 @@ def _tokens(usage: object, name: str, log: Any) -> int:
     """A token count of *usage*, or 0 (logged) when the server sent no usable number."""
     value = getattr(usage, name, None)
     # Some OpenAI-compatible servers send counts as floats (1000.0): numbers all the same.
-    if _is_number(value) and 0 <= value < math.inf:
+    if _is_number(value) and 0 <= value <= _MAX_TOKENS:
         return round(value)
     log.warning("llm_usage_unreadable", field=name, value=repr(value)[:80])
     return 0
@@ -198,6 +223,8 @@ class OpenAIStage:
         self._client = client
         self._owns_client = client is None
         self._lock = threading.Lock()
+        #: Models that refused ``temperature`` (see :meth:`_create`): it is left out for them.
+        self._no_temperature: set[str] = set()
 
     def __enter__(self) -> Self:
         return self
@@ -224,11 +251,15 @@ class OpenAIStage:
         # successive calls reuse connections, and merely building a stage touches no network.
         with self._lock:
             if self._client is None:
-                self._client = openai.OpenAI(
-                    api_key=_resolve_api_key(self._api_key, self._base_url),
-                    base_url=self._base_url,
-                    max_retries=self.max_retries,
-                )
+                try:
+                    self._client = openai.OpenAI(
+                        api_key=_resolve_api_key(self._api_key, self._base_url),
+                        base_url=self._base_url,
+                        max_retries=self.max_retries,
+                    )
+                except openai.OpenAIError as exc:  # no key: no later attempt finds one either
+                    exc.retryable = False  # type: ignore[attr-defined]
+                    raise
             return self._client
 
     def _ask(
@@ -239,25 +270,30 @@ class OpenAIStage:
         prompt = _prompt(self._prompt_version)
         log = get_logger(story_id=story_id, stage=self._stage, model=model)
         where = f"{self._stage} of story {story_id!r} by {model}"
+        messages = prompt.messages(fields)
         try:
-            response: object = self._sdk().chat.completions.create(
-                model=model,
-                messages=prompt.messages(fields),
-                response_format={"type": "json_object"},
-                **self._optional_params(),
-            )
+            response = self._create(model, messages, log)
         except openai.APIStatusError as exc:
             # Read by the engine's retries (runner.py): how long to wait before the next
             # attempt, and whether one can succeed at all (not after a bad request, a wrong
-            # key, an unknown model).
+            # key, an unknown model, a spent quota).
             exc.retry_after_seconds = retry_after_seconds(exc)  # type: ignore[attr-defined]
-            exc.retryable = exc.status_code not in _FINAL_STATUSES  # type: ignore[attr-defined]
+            exc.retryable = (  # type: ignore[attr-defined]
+                exc.status_code not in _FINAL_STATUSES and exc.code not in _FINAL_CODES
+            )
             raise
-        except json.JSONDecodeError as exc:  # an empty or cut body that claimed to be JSON
+        except (ValueError, RecursionError) as exc:
+            # A body that claimed to be JSON and is not: empty, cut, not UTF-8, an int past
+            # Python's digit limit, nested past the parser's depth.
             raise InvalidStageOutputError(f"{where}: the endpoint's reply is not JSON") from exc
         meta = self._meta(response, model, prompt.version, log)
         try:
-            answer = validate(parse_json_object(_content(response, where), where), where)
+            try:
+                answer = validate(parse_json_object(_content(response, where), where), where)
+            except _UNREADABLE as exc:  # a shape no check above foresaw
+                raise InvalidStageOutputError(
+                    f"{where}: the reply could not be read ({type(exc).__name__}: {exc})"
+                ) from exc
         except InvalidStageOutputError as exc:
             # The call was paid even though its answer is unusable: keep that visible.
             exc.cost = meta["cost_estimate"]
@@ -266,11 +302,34 @@ class OpenAIStage:
         log.debug("llm_answer", **meta)
         return answer, meta
 
-    def _optional_params(self) -> dict[str, Any]:
+    def _create(self, model: str, messages: list[ChatCompletionMessageParam], log: Any) -> object:
+        """Ask for the completion; once more without a temperature if the model rejects it.
+
+        Reasoning models (o-series, gpt-5) take only their default temperature and answer any
+        other with a 400 naming the parameter (a request not billed). A per-stage model
+        (``review_model=``) can be one of them while the stage's own model is not, so the
+        model's answer decides, not its name; the model is remembered for later calls.
+        """
+        params = self._optional_params(model)
+        try:
+            return self._sdk().chat.completions.create(
+                model=model, messages=messages, response_format={"type": "json_object"}, **params
+            )
+        except openai.BadRequestError as exc:
+            if "temperature" not in params or getattr(exc, "param", None) != "temperature":
+                raise
+        with self._lock:
+            self._no_temperature.add(model)
+        log.info("llm_temperature_dropped", temperature=params.pop("temperature"))
+        return self._sdk().chat.completions.create(
+            model=model, messages=messages, response_format={"type": "json_object"}, **params
+        )
+
+    def _optional_params(self, model: str) -> dict[str, Any]:
         # Left out rather than sent as the SDK's omit/NOT_GIVEN sentinels, whose names changed
         # across SDK majors: the request then carries exactly what the caller configured.
         params: dict[str, Any] = {}
-        if self.temperature is not None:
+        if self.temperature is not None and model not in self._no_temperature:
             params["temperature"] = self.temperature
         if self.timeout is not None:
             params["timeout"] = self.timeout  # per request, so it also applies to client=

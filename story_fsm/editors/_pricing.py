@@ -10,6 +10,7 @@ not modelled: the figure is an estimate for budgeting, not an invoice.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 
@@ -25,6 +26,7 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
     {
         # OpenAI standard-tier list prices (USD per 1M tokens). Override for your contract.
         "gpt-4o": (2.50, 10.00),
+        "gpt-4o-2024-05-13": (5.00, 15.00),  # the first snapshot kept its launch price
         "gpt-4o-mini": (0.15, 0.60),
         "gpt-4.1": (2.00, 8.00),
         "gpt-4.1-mini": (0.40, 1.60),
@@ -37,11 +39,13 @@ DEFAULT_PRICES: Mapping[str, Price] = MappingProxyType(
         "o4-mini": (1.10, 4.40),
     }
 )
-"""Default prices per model family; a dated name (``gpt-4o-2024-08-06``) uses its base entry."""
+"""Default prices per model; a dated name (``gpt-4o-2024-08-06``) uses its base entry."""
 
-# A dated or tagged name continues its base name after one of these ("gpt-4o-2024-08-06",
-# "llama3.1:8b"); "gpt-5.1" does not continue "gpt-5", it is another model with its own price.
-_NAME_BOUNDARIES = ("-", ":", "@")
+# What may follow a listed name and still be that model: a date ("gpt-4o-2024-08-06",
+# "gpt-4-0613") or a tag (":8b", "@001"). Any other suffix names another model with its own
+# price ("o3-pro" is not "o3", "gpt-5.1" not "gpt-5"): it is priced unknown, with a warning,
+# rather than undercounted at its base's price.
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})|[:@].*")
 
 
 def _checked(model: object, price: object) -> tuple[str, Price]:
@@ -80,14 +84,16 @@ class PriceTable:
         self._warned: set[str] = set()
 
     def lookup(self, model: str) -> Price | None:
-        """Return the price of *model*: its exact entry, else its longest listed prefix."""
+        """Return the price of *model*: its exact entry, else that of the listed name it is
+        a dated snapshot (``-2024-08-06``, ``-0613``) or a tag (``:8b``, ``@001``) of.
+        """
         name = model.strip().lower()
         if name in self._prices:
             return self._prices[name]
         bases = [
             base
             for base in self._prices
-            if name.startswith(base) and name[len(base) : len(base) + 1] in _NAME_BOUNDARIES
+            if name.startswith(base) and _SNAPSHOT.fullmatch(name, len(base))
         ]
         return self._prices[max(bases, key=len)] if bases else None
 

@@ -47,7 +47,7 @@ __all__ = [
     "Price",
 ]
 
-REVIEW_PROMPT_VERSION = "review-v1"
+REVIEW_PROMPT_VERSION = "review-v2"
 """The review prompt in use; recorded in every review's ``_meta.prompt_version``."""
 
 POLISH_PROMPT_VERSION = "polish-v1"
@@ -68,9 +68,12 @@ class OpenAIReviewer(OpenAIStage):
             :data:`NO_KEY_PLACEHOLDER` (local servers need no key).
         prices: ``{"model": (usd_per_1m_input, usd_per_1m_output)}`` overriding or extending
             :data:`DEFAULT_PRICES`; an unlisted model costs 0.0 and logs a warning once.
-        temperature: Sampling temperature; None omits it, which reasoning models (o-series,
-            gpt-5) require since they reject any other value than their default.
-        timeout: Seconds to wait for an answer per call; None keeps the SDK's default.
+        temperature: Sampling temperature; None omits it. A model that rejects it (the
+            reasoning models, o-series and gpt-5, take only their default) is asked again
+            at once without it, and is then sent none (logged as ``llm_temperature_dropped``).
+        timeout: Seconds httpx waits to connect and for each read of the answer (not a
+            bound on the whole call: a server that trickles bytes can outlast it; the
+            engine's ``stage_timeout_seconds`` bounds the attempt); None keeps the SDK's.
         max_retries: Retries inside the SDK. 0 by default because the story_fsm engine
             retries a failed stage itself, with backoff, and records every attempt; SDK
             retries would multiply those and hide them from the record.
@@ -129,6 +132,13 @@ class OpenAIReviewer(OpenAIStage):
             "original_idea": as_text(original_idea),
             "story_version": story_version,
             "local_review_summary": as_text(local_review_summary),
+            # The pipeline ran its checks on the submitted draft: from v2 on, the script
+            # below is a rewrite, and the model must not take those findings for its own.
+            "checked_version": (
+                "this version"
+                if story_version == "v1"
+                else "the submitted draft (v1), before any polish; this version may differ"
+            ),
         }
         review, meta = self._ask(
             model=model, fields=fields, story_id=story_id, validate=validate_review
