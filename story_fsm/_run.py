@@ -338,7 +338,7 @@ class WorkflowRun(MachineModel):
             self.fire(Trigger.FAIL, failure=exc.failure)
             return
         except StageStopped:
-            raise Drained from None  # asked to stop while waiting for the rate limit: no call
+            raise Drained from None  # asked to stop before a call (rate limit, backoff, retry)
         self.fire(
             done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
         )

@@ -107,16 +107,18 @@ class StageExhausted(Exception):
 
 
 class StageStopped(Exception):
-    """The run was asked to stop while an attempt waited for its turn (internal).
+    """The run was asked to stop before an attempt's call (internal).
 
-    Nothing was called: the engine leaves the workflow where its last row put it.
+    While the attempt waited for the rate limit, for a retry's backoff, or just before a
+    retry: that attempt was not called, and the engine leaves the workflow where its last row
+    put it (the failed attempts before it are recorded).
     """
 
     #: Not the stage's failure: tenacity must not try it again.
     retryable = False
 
     def __init__(self, stage: Stage) -> None:
-        super().__init__(f"{stage.value}: stopped while waiting for the rate limit")
+        super().__init__(f"{stage.value}: stopped before the stage's next call")
         self.stage = stage
 
 
@@ -145,7 +147,8 @@ class _InFlight:
         return True
 
 
-#: The longest the waiting thread blocks at once (see :meth:`StageRunner.carry`).
+#: The longest the waiting thread blocks at once (see :meth:`StageRunner.carry`), and the
+#: longest a backoff or a rate-limit wait goes without looking whether the run must stop.
 _SIGNAL_POLL_SECONDS = 0.5
 
 
@@ -293,13 +296,23 @@ class StageRunner:
 
     # -- the carrier side ---------------------------------------------------------------------
 
-    def _sleeper(self, on_wait: Callable[[], None] | None) -> Callable[[float], None]:
-        """Return the backoff's sleep, which keeps the lease alive during long waits too."""
+    def _stopping(self) -> bool:
+        """True once the run is asked to stop (a draining worker) or its caller is gone."""
+        return self.interrupted or (self._should_stop is not None and self._should_stop())
+
+    def _sleeper(self, stage: Stage, on_wait: Callable[[], None] | None) -> Callable[[float], None]:
+        """Return the backoff's sleep, which keeps the lease alive during long waits too.
+
+        A stop ends the wait with :class:`StageStopped`: a draining worker must not sit out a
+        long ``Retry-After`` and then make the paid call it was told not to start.
+        """
 
         def sleep(seconds: float) -> None:
             deadline = time.monotonic() + seconds
             while (left := deadline - time.monotonic()) > 0:
-                self._sleep(min(left, self._heartbeat_seconds))
+                if self._stopping():
+                    raise StageStopped(stage)
+                self._sleep(min(left, self._heartbeat_seconds, _SIGNAL_POLL_SECONDS))
                 now = time.monotonic()
                 if on_wait is not None and now < deadline and now >= self._beat_due(None):
                     self._beat(on_wait)
@@ -321,6 +334,7 @@ class StageRunner:
 
     def _retrying(
         self,
+        stage: Stage,
         on_retry: Callable[[AttemptFailure], None],
         box: list[AttemptFailure],
         on_wait: Callable[[], None] | None,
@@ -340,7 +354,7 @@ class StageRunner:
             ),
             retry=self._retry,
             before_sleep=before_sleep,
-            sleep=self._sleeper(on_wait),
+            sleep=self._sleeper(stage, on_wait),
             reraise=True,
         )
 
@@ -359,9 +373,9 @@ class StageRunner:
         """
         assert self._throttle is not None
         while (wait := self._throttle(stage)) > 0:
-            if self.interrupted or (self._should_stop is not None and self._should_stop()):
+            if self._stopping():
                 raise StageStopped(stage)
-            self._sleep(min(wait, self._heartbeat_seconds))
+            self._sleep(min(wait, self._heartbeat_seconds, _SIGNAL_POLL_SECONDS))
             if on_wait is not None and time.monotonic() >= self._beat_due(None):
                 self._beat(on_wait)
 
@@ -375,6 +389,10 @@ class StageRunner:
         on_wait: Callable[[], None] | None,
         on_start: Callable[[], None] | None = None,
     ) -> StageSuccess[T]:
+        if number > 1 and self._stopping():
+            # A retry is a new paid call: a run asked to stop between attempts makes none
+            # (its failed attempts are recorded; the next holder starts the stage afresh).
+            raise StageStopped(stage)
         if self._throttle is not None:
             self._wait_turn(stage, on_wait)
         if on_start is not None:
@@ -434,9 +452,9 @@ class StageRunner:
         done = after.attempt
         wait = self._backoff(done, after.error)
         on_retry(replace(after, next_wait_seconds=wait))
-        self._sleeper(on_wait)(wait)
+        self._sleeper(stage, on_wait)(wait)
         try:
-            for attempt in self._retrying(on_retry, failures, on_wait, done):
+            for attempt in self._retrying(stage, on_retry, failures, on_wait, done):
                 with attempt:
                     number = attempt.retry_state.attempt_number + done
                     return self._attempt(stage, call, normalize, number, failures, on_wait)

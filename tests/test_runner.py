@@ -188,6 +188,49 @@ class TestStageRunner:
         assert calls == [1]  # the attempt that had its budget; none after the stop
         assert len(beats) >= 3
 
+    @pytest.mark.parametrize("backoff", [0.0, 60.0], ids=["no-backoff", "long-backoff"])
+    def test_a_stop_between_attempts_makes_no_further_call(self, backoff: float) -> None:
+        """Asked to stop after a failed attempt: no retry, and no backoff sat out first.
+
+        A draining worker told to stop must not wait out a minute's backoff (or a long
+        Retry-After) and then pay for the call anyway.
+        """
+        stop = threading.Event()
+        calls: list[int] = []
+        retried: list[AttemptFailure] = []
+
+        def stage() -> object:
+            calls.append(1)
+            stop.set()  # SIGTERM arrives while this attempt fails
+            raise RuntimeError("fails")
+
+        runner = StageRunner(
+            WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=backoff),
+            should_stop=stop.is_set,
+        )
+        started = time.monotonic()
+        with pytest.raises(StageStopped):
+            runner.run(Stage.REVIEW, stage, identity, on_retry=retried.append)
+        assert calls == [1]
+        assert [f.attempt for f in retried] == [1]  # the failed attempt is still reported
+        assert time.monotonic() - started < backoff / 2 + 5  # the wait was given up
+
+    def test_a_stop_during_a_rate_limit_wait_is_seen_within_a_poll(self) -> None:
+        """A minute's wait for the budget, with a heartbeat interval of 30 s: a stop ends it
+        long before either (a draining worker is not held for a third of its lease)."""
+        stop = threading.Event()
+        runner = StageRunner(
+            WorkflowConfig(),
+            heartbeat_seconds=30,
+            throttle=lambda stage: 60.0,
+            should_stop=stop.is_set,
+        )
+        threading.Timer(0.2, stop.set).start()
+        started = time.monotonic()
+        with pytest.raises(StageStopped):
+            runner.run(Stage.REVIEW, lambda: "never", identity, on_retry=lambda f: None)
+        assert time.monotonic() - started < 15  # against 30 s before
+
     def test_stage_raising_timeout_error_is_its_own_failure(self) -> None:
         """A TimeoutError raised by the stage itself is not mistaken for our wait timing out."""
 

@@ -365,6 +365,40 @@ class TestDrainAndLoss:
             assert live.run_story_workflow("s", "T", "S", {}).state is WorkflowState.COMPLETE
         assert [e for e in logs if e["event"] in ("lease_lost", "heartbeat_failed")] == []
 
+    def test_a_stop_between_attempts_releases_without_another_paid_call(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """SIGTERM while a stage is failing: its backoff is cut short, no retry is made.
+
+        The failed attempt stays recorded, the claim is released, and the next worker
+        starts the stage afresh.
+        """
+        (story_id,) = submit(store, 1)
+        calls: list[int] = []
+        holder: dict[str, Worker] = {}
+
+        def failing_review() -> dict[str, Any]:
+            calls.append(1)
+            holder["worker"].stop()
+            raise RuntimeError("the model is down")
+
+        config = WorkflowConfig(max_stage_retries=4, retry_backoff_seconds=60)
+        w = Worker(
+            ScriptedReviewer(failing_review), ScriptedPolisher(), store, config,
+            concurrency=1, poll_seconds=0.05,
+        )  # fmt: skip
+        holder["worker"] = w
+        done = threading.Thread(target=w.run)
+        done.start()
+        done.join(20)  # the backoff alone was 60 s
+        assert not done.is_alive()
+        assert calls == [1] and w.stats.released == 1 and w.stats.failed == 0
+        row = store.load_row(story_id)
+        assert row is not None
+        assert (row.summary.state, row.summary.lease_owner) == (WorkflowState.REVIEWING, None)
+        assert [r.trigger for r in store.history(story_id)][-1] is Trigger.ATTEMPT_FAILED
+        assert worker(store).run(stop_when_idle=True).completed == 1
+
     def test_a_drained_review_is_not_announced(self, store: WorkflowStateManager) -> None:
         """Stopped during a polish: no iteration_started for the review it never runs."""
         (story_id,) = submit(store, 1)
