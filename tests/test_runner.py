@@ -216,8 +216,10 @@ class TestStageRunner:
         assert time.monotonic() - started < backoff / 2 + 5  # the wait was given up
 
     def test_a_stop_during_a_rate_limit_wait_is_seen_within_a_poll(self) -> None:
-        """A minute's wait for the budget, with a heartbeat interval of 30 s: a stop ends it
-        long before either (a draining worker is not held for a third of its lease)."""
+        """A minute's wait for the budget, heartbeats every 30 s: a stop ends it long before.
+
+        A draining worker is not held for a third of its lease.
+        """
         stop = threading.Event()
         runner = StageRunner(
             WorkflowConfig(),

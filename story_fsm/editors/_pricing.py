@@ -84,8 +84,10 @@ class PriceTable:
         self._warned: set[str] = set()
 
     def lookup(self, model: str) -> Price | None:
-        """Return the price of *model*: its exact entry, else that of the listed name it is
-        a dated snapshot (``-2024-08-06``, ``-0613``) or a tag (``:8b``, ``@001``) of.
+        """Return the price of *model*: its exact entry, else its base's.
+
+        The base is the listed name that *model* is a dated snapshot (``-2024-08-06``,
+        ``-0613``) or a tag (``:8b``, ``@001``) of.
         """
         name = model.strip().lower()
         if name in self._prices:
