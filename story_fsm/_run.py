@@ -83,6 +83,8 @@ class WorkflowRun(MachineModel):
         emit: Emitter,
         records: list[TransitionRecord] | None = None,
         pending: NewWorkflow | None = None,
+        *,
+        claimed: bool = False,
     ) -> None:
         self.story_id = row.summary.story_id
         self.state = row.summary.state
@@ -99,8 +101,9 @@ class WorkflowRun(MachineModel):
         self.deps = deps
         self.emit = emit
         self.failure: AttemptFailure | None = None
-        #: This run's lease is on the row (after its first write), and not freed by a last one.
-        self._holds = False
+        #: This run's lease is on the row (a worker's claim put it there; else the run's first
+        #: write does), and not freed by a last write.
+        self._holds = claimed
         self._freeing = False
         self.log = get_logger(story_id=self.story_id)
         self._debug = debug_enabled()
@@ -345,12 +348,18 @@ class WorkflowRun(MachineModel):
 
     # -- carriers ------------------------------------------------------------------------------
 
-    def carried(self, trigger: Trigger, **kwargs: Any) -> None:
+    def carried(
+        self, trigger: Trigger, *, announce: Callable[[], None] | None = None, **kwargs: Any
+    ) -> None:
         """Fire *trigger* and let the queued machine run the loop to its end, on this thread.
 
         The thread that waits for the run (:meth:`StageRunner.carry`) calls this on a
-        carrier; the stages are called here, inline.
+        carrier; the stages are called here, inline. *announce* (the event that opens the
+        run) goes first, here too, so that the waiting thread renews a claimed lease while a
+        slow progress callback takes its time.
         """
+        if announce is not None:
+            announce()
         with bound_machine(self, self.state):
             self.fire(trigger, **kwargs)
 

@@ -300,22 +300,28 @@ class StoryWorkflowOrchestrator:
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
         state = row.summary.state
-        # The same events, with the same data, as run_story_workflow's and resume()'s.
-        if state is WorkflowState.INITIAL:
-            emit(Event.WORKFLOW_STARTED, title=row.summary.title, config=config.to_dict())
-        else:
-            emit(
-                Event.WORKFLOW_RESUMED,
-                state=state.value,
-                seq=row.summary.seq,
-                iteration=row.summary.iteration,
-            )
+
+        def announce() -> None:
+            # The same events, with the same data, as run_story_workflow's and resume()'s;
+            # sent from the carried run, while this thread renews the claim's lease.
+            if state is WorkflowState.INITIAL:
+                emit(Event.WORKFLOW_STARTED, title=row.summary.title, config=config.to_dict())
+            else:
+                emit(
+                    Event.WORKFLOW_RESUMED,
+                    state=state.value,
+                    seq=row.summary.seq,
+                    iteration=row.summary.iteration,
+                )
+
         # A workflow only submitted has one row, known from its summary: this run will then
         # have written (or know) the whole history and need not read it back at the end.
         known = [submitted_record(row)] if row.summary.seq == 0 else None
         deps = self._deps(config, lease, should_stop)
         try:
-            return self._drive(row, _RESUME_TRIGGERS[state], deps, emit, records=known)
+            return self._drive(
+                row, _RESUME_TRIGGERS[state], deps, emit, records=known, announce=announce
+            )
         except Drained:
             self.state_manager.release(story_id, lease)
             get_logger(story_id=story_id).info("workflow_released", owner=lease.owner)
@@ -354,13 +360,18 @@ class StoryWorkflowOrchestrator:
         takeover: bool = False,
         records: list[TransitionRecord] | None = None,
         pending: NewWorkflow | None = None,
+        announce: Callable[[], None] | None = None,
     ) -> WorkflowResult:
-        """Fire *trigger* and let the queued machine run the loop to a terminal state."""
-        run = WorkflowRun(row, deps, emit, records, pending)
+        """Fire *trigger* and let the queued machine run the loop to a terminal state.
+
+        With *announce* (a worker's run, whose claim already holds the lease), the run opens
+        with it, carried, and its lease is renewed from the start.
+        """
+        run = WorkflowRun(row, deps, emit, records, pending, claimed=announce is not None)
         # The run is carried by a thread of the pool, which calls the stages inline; this
         # thread waits for it, sends the heartbeats and enforces the stage timeouts.
         deps.runner.carry(
-            partial(run.carried, trigger, takeover=takeover),
+            partial(run.carried, trigger, announce=announce, takeover=takeover),
             on_expired=run.after_timeout,
             on_wait=run.heartbeat,
         )

@@ -399,6 +399,37 @@ class TestDrainAndLoss:
         assert [r.trigger for r in store.history(story_id)][-1] is Trigger.ATTEMPT_FAILED
         assert worker(store).run(stop_when_idle=True).completed == 1
 
+    def test_a_slow_callback_on_the_opening_event_keeps_the_claim(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """``workflow_started`` handled for longer than the lease: the claim is renewed.
+
+        It used to be sent before the run began, with no heartbeat behind it: the lease
+        lapsed, another worker took the story over and the first one's work was lost.
+        """
+        (story_id,) = submit(store, 1)
+        opened = threading.Event()
+
+        def slow(event: str, data: Any) -> None:
+            if event == "workflow_started":
+                opened.set()
+                time.sleep(2.0)  # more than three leases
+
+        first = worker(store, concurrency=1, lease_seconds=0.6, worker_id="A",
+                       progress_callback=slow)  # fmt: skip
+        other = worker(store, concurrency=1, lease_seconds=0.6, worker_id="B")
+        threads = [threading.Thread(target=w.run, kwargs={"stop_when_idle": True})
+                   for w in (first, other)]  # fmt: skip
+        threads[0].start()
+        assert opened.wait(10)
+        threads[1].start()
+        for thread in threads:
+            thread.join(30)
+        assert first.stats.completed == 1 and first.stats.lost == 0
+        assert other.stats.claimed == 0
+        owners = {r.payload.get("owner") for r in store.history(story_id) if r.payload}
+        assert owners & {"B"} == set()
+
     def test_a_drained_review_is_not_announced(self, store: WorkflowStateManager) -> None:
         """Stopped during a polish: no iteration_started for the review it never runs."""
         (story_id,) = submit(store, 1)
