@@ -161,6 +161,27 @@ class TestRun:
         assert "cost" in result.stdout and "duration" in result.stdout
         assert "\x1b[" not in result.stdout + result.stderr  # not a terminal: no escapes
 
+    def test_control_characters_in_a_title_are_printed_escaped(
+        self, sqlite_url: str, tmp_path: Path
+    ) -> None:
+        """A title with an escape sequence (a model's, a file's) cannot act on the terminal.
+
+        Progress, the summary, ``status`` and ``list`` show it as ``\\x1b``; the stored title
+        keeps it as it was.
+        """
+        story = tmp_path / "evil.txt"
+        story.write_text("Evil \x1b[2J title\nThe cat sat on the mat. It was warm.\n")
+        ran = invoke("run", str(story), "--db", sqlite_url)
+        assert ran.exit_code == 0, ran.stderr
+        status = invoke("status", "evil", "--db", sqlite_url)
+        listed = invoke("list", "--db", sqlite_url)
+        for output in (ran.stdout, ran.stderr, status.stdout, listed.stdout):
+            assert "\x1b" not in output
+            assert "Evil \\x1b[2J title" in output
+        with WorkflowStateManager(sqlite_url) as store:
+            summary = store.load_row("evil")
+        assert summary is not None and summary.summary.title.startswith("Evil \x1b[2J")
+
     def test_quiet_shows_no_progress(self, sqlite_url: str, story_file: Path) -> None:
         """--quiet leaves stderr empty on success."""
         result = invoke("run", str(story_file), "--db", sqlite_url, "--quiet", "--json")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from story_fsm.cli import app
 from story_fsm.diagrams import render_workflow_diagram
 from tests.cli_runner import cli_runner
@@ -35,6 +37,23 @@ class TestMachineDiagram:
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and "cannot write the diagrams" in lines[0]
             assert "Traceback" not in result.output
+
+    @pytest.mark.parametrize(
+        ("extra", "named"),
+        [(["-f", "dot"], "--format"), (["-o", "x.mmd"], "--output")],
+    )
+    def test_output_dir_with_a_format_or_a_file_is_refused(
+        self, tmp_path: Path, extra: list[str], named: str
+    ) -> None:
+        """--output-dir writes all three formats: a --format or --output beside it is refused.
+
+        It used to be silently ignored. Nothing is written.
+        """
+        out = tmp_path / "out"
+        result = cli_runner().invoke(app, ["diagram", "--output-dir", str(out), *extra])
+        assert result.exit_code == 2
+        assert named in result.stderr
+        assert not out.exists() and not (tmp_path / "x.mmd").exists()
 
     def test_output_dir_with_a_story_is_refused(self, tmp_path: Path) -> None:
         """--output-dir is for the machine's diagrams only; with STORY_ID it exits 2."""

@@ -72,6 +72,14 @@ class TestSubmitAndWorker:
         assert "lease" in result.stderr
         assert not (tmp_path / "w.db").exists()
 
+    def test_a_bad_worker_id_is_refused_before_any_database_is_made(self, tmp_path: Path) -> None:
+        """A --worker-id with a control character exits 2 and leaves no new database."""
+        url = f"sqlite:///{tmp_path}/w.db"
+        result = invoke("worker", "--db", url, "--worker-id", "a\tb", "--stop-when-idle")
+        assert result.exit_code == 2, result.output
+        assert "worker-id" in result.stderr
+        assert not (tmp_path / "w.db").exists()
+
     def test_openai_worker_without_key_creates_no_database(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -12,6 +12,7 @@ import sys
 import traceback
 from enum import IntEnum
 
+from story_fsm.cli._output import shown
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
@@ -156,9 +157,10 @@ def message_for(error: BaseException) -> str:
     """Return the one line the user reads for *error*, with CLI commands as the next step.
 
     The library's messages name Python calls (``resume('x')``); here they name commands.
-    Line breaks inside a message (a server's multi-line answer) are folded into spaces.
+    Line breaks inside a message (a server's multi-line answer) are folded into spaces, and
+    other control characters shown escaped.
     """
-    return " ".join(_message(error).split()) or type(error).__name__
+    return shown(" ".join(_message(error).split())) or type(error).__name__
 
 
 def _message(error: BaseException) -> str:

@@ -89,9 +89,15 @@ def diagram(
         ),
     ] = None,
     fmt: Annotated[
-        DiagramFormat,
-        typer.Option("--format", "-f", case_sensitive=False, help="mmd (Mermaid), dot or svg."),
-    ] = DiagramFormat.MMD,
+        DiagramFormat | None,
+        typer.Option(
+            "--format",
+            "-f",
+            case_sensitive=False,
+            help="mmd (Mermaid, the default), dot or svg.",
+            show_default=False,
+        ),
+    ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
@@ -112,9 +118,17 @@ def diagram(
     from story_fsm.diagrams import render_workflow_diagram, workflow_diagram, write_diagrams
 
     if output_dir is not None:
-        if story_id is not None:
+        # It writes all three formats under their fixed names: a format, a file or a story
+        # asked for beside it would be silently ignored.
+        extra = [
+            name
+            for name, given in (("STORY_ID", story_id), ("--format", fmt), ("--output", output))
+            if given is not None
+        ]
+        if extra:
             raise InputValidationError(
-                "--output-dir regenerates the machine's diagrams; drop STORY_ID"
+                f"--output-dir regenerates the machine's .mmd, .dot and .svg files; "
+                f"drop {' and '.join(extra)}"
             )
         try:
             written = write_diagrams(output_dir)
@@ -125,6 +139,7 @@ def diagram(
         for path in written:
             stderr_console().print(f"wrote {path}")
         return
+    fmt = fmt or DiagramFormat.MMD
     if story_id is None:
         drawing = render_workflow_diagram(fmt.value)
     else:

@@ -15,10 +15,31 @@ from typing import Any
 
 from rich.console import Console
 
-__all__ = ["PIPE_WIDTH", "print_json", "stderr_console", "stdout_console"]
+__all__ = ["PIPE_WIDTH", "print_json", "shown", "stderr_console", "stdout_console"]
 
 #: Line width for tables written to a pipe or a file (no terminal to fit); COLUMNS overrides.
 PIPE_WIDTH = 200
+
+
+#: The C0 and C1 control characters but tab and newline, each as its ``\xHH`` escape.
+_CONTROLS = {
+    code: f"\\x{code:02x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+    if code not in (0x09, 0x0A)
+}
+
+
+def shown(text: str) -> str:
+    r"""*text* safe to print to a terminal: control characters shown as ``\xHH``.
+
+    Titles come from a model and error texts from a server: an escape sequence in one
+    (``\x1b[2J``) would act on the operator's terminal if printed raw. Story ids are refused
+    such characters when stored; these texts are kept as they are and escaped on the way out.
+
+    >>> shown("Evil \x1b[31mRED")
+    'Evil \\x1b[31mRED'
+    """
+    return text.translate(_CONTROLS)
 
 
 def _console(*, stderr: bool) -> Console:

@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
+from story_fsm.cli._output import shown
 from story_fsm.events import Event
 
 __all__ = ["ProgressView", "score_bar"]
@@ -104,7 +105,7 @@ class ProgressView:
         self._line(
             ("▶ ", "bold cyan"),
             (str(data["story_id"]), "bold"),
-            (f": {data.get('title', '')}", ""),
+            (f": {shown(str(data.get('title', '')))}", ""),
             (f"  (up to {config.get('max_iterations', '?')} iterations, ", "dim"),
             (f"publish at {self.threshold:g})", "dim"),
         )
@@ -132,7 +133,7 @@ class ProgressView:
         self._line(
             (f"  v{self.iteration} {data.get('stage', self.stage):<8}", ""),
             (f"attempt {failed} failed: ", "yellow"),
-            (str(data.get("error", "")), ""),
+            (shown(str(data.get("error", ""))), ""),
             (f"; retrying in {wait:g}s", "dim"),
         )
         self._status()

@@ -2,7 +2,7 @@
 
 Every function builds a renderable from the library's records and prints nothing itself; the
 commands print them on stdout. User text (titles, errors) is passed as plain text, never as
-markup.
+markup, with its control characters escaped (:func:`~story_fsm.cli._output.shown`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from rich.console import Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from story_fsm.cli._output import shown
 from story_fsm.models import TransitionRecord, WorkflowIteration, WorkflowResult, WorkflowSummary
 from story_fsm.states import Trigger, WorkflowState
 
@@ -72,7 +73,7 @@ def _iteration_row(it: WorkflowIteration, previous: float | None) -> list[str | 
 
 
 def _iterations_table(result: WorkflowResult) -> Table:
-    table = Table(title=f"{result.story_id}: {result.final_title}", title_justify="left")
+    table = Table(title=f"{result.story_id}: {shown(result.final_title)}", title_justify="left")
     for name in ("iteration", "score", "Δ", "review says", "changes", "duration", "cost"):
         justify: JustifyMethod = "left" if name == "review says" else "right"
         table.add_column(name, justify=justify)
@@ -104,9 +105,9 @@ def result_summary(result: WorkflowResult) -> RenderableType:
         ("duration", _seconds(result.total_duration_seconds)),
     ]
     if result.final_title != result.initial_title:
-        rows.append(("title", f"{result.initial_title} → {result.final_title}"))
+        rows.append(("title", f"{shown(result.initial_title)} → {shown(result.final_title)}"))
     if result.error:
-        rows.append(("error", Text(result.error, style="red")))
+        rows.append(("error", Text(shown(result.error), style="red")))
     return Group(_iterations_table(result), Text(""), _grid(rows))
 
 
@@ -124,13 +125,13 @@ def status_table(summary: WorkflowSummary) -> RenderableType:
     rows: list[tuple[str, str | Text]] = [
         ("story", summary.story_id),
         ("state", _state(summary.state)),
-        ("title", summary.title),
+        ("title", shown(summary.title)),
         ("iteration", str(summary.iteration)),
         ("step (seq)", str(summary.seq)),
         ("last score", _score(summary.last_quality_score)),
         ("cost", _cost(summary.total_cost)),
         ("decision", summary.decision or _DASH),
-        ("error", Text(summary.error, style="red") if summary.error else _DASH),
+        ("error", Text(shown(summary.error), style="red") if summary.error else _DASH),
         ("lease", lease),
         ("started", f"{_time(summary.started_at)} UTC"),
         ("updated", f"{_time(summary.updated_at)} UTC"),
@@ -151,7 +152,7 @@ def _record_row(record: TransitionRecord) -> list[str | Text]:
         attempt,
         _score(score) if isinstance(score, int | float) else "",
         _seconds(record.duration_seconds) if record.duration_seconds is not None else "",
-        Text(record.error or "", style="red"),
+        Text(shown(record.error or ""), style="red"),
     ]
 
 
@@ -185,6 +186,6 @@ def workflows_table(summaries: list[WorkflowSummary]) -> Table:
             s.decision or _DASH,
             _lease(s),
             _time(s.updated_at),
-            Text(s.title),
+            Text(shown(s.title)),
         )
     return table

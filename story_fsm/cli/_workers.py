@@ -21,7 +21,7 @@ from story_fsm.errors import InputValidationError
 from story_fsm.models import WorkflowSummary
 from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager
-from story_fsm.validation import validate_seconds
+from story_fsm.validation import validate_name, validate_seconds
 from story_fsm.worker import Worker
 
 __all__ = ["parse_rate_limits", "retry", "submit", "worker"]
@@ -143,6 +143,8 @@ def worker(
     """Claim runnable workflows and advance them until SIGTERM (which drains, then exits 0)."""
     limits = parse_rate_limits(rate_limit or [])
     validate_seconds("--lease-seconds", lease_seconds)
+    if worker_id:  # checked here too: a refused id must not leave a new database behind
+        validate_name("--worker-id", worker_id)
     # The editor first: a missing API key must not leave a new database behind.
     with (
         editor_stages(editor, threshold=_DEFAULTS.quality_threshold, model=model) as stages,
