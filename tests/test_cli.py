@@ -270,6 +270,30 @@ class TestRun:
         if not debug:
             assert len(err.strip().splitlines()) == 2  # the event, then the error's line
 
+    def test_other_libraries_warnings_are_one_line_too(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A warning logged through ``logging`` (SQLAlchemy's pool) is rendered like ours.
+
+        Python's last-resort handler used to print it raw, with its traceback.
+        """
+        import logging
+
+        from story_fsm.cli._logging import configure_logging
+
+        configure_logging(logging.WARNING)
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            logging.getLogger("sqlalchemy.pool.impl").error(
+                "Exception closing connection", exc_info=True
+            )
+        logging.getLogger("alembic.runtime.migration").info("Running upgrade")  # below WARNING
+        err = capsys.readouterr().err
+        assert "Exception closing connection" in err and "KeyboardInterrupt" in err
+        assert "Traceback" not in err and "Running upgrade" not in err
+        assert len(err.strip().splitlines()) == 2  # the event, then the error's line
+
     def test_openai_requests_end_with_the_stage_timeout(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -549,6 +573,12 @@ class TestDb:
         assert result.exit_code == 0
         assert "revision 0099" in result.stdout and "upgrade story_fsm" in result.stdout
         assert "db upgrade" not in result.stdout
+        # Migrating from it says the same, not alembic's "Can't locate revision".
+        for command in (["upgrade"], ["downgrade", "0001"]):
+            moved = invoke("db", *command, "--db", sqlite_url)
+            assert moved.exit_code == ExitCode.USAGE
+            line = one_error_line(moved)
+            assert "'0099'" in line and "upgrade story_fsm" in line and "locate" not in line
 
     def test_foreign_tables_without_a_revision_get_no_upgrade_advice(self, tmp_path: Path) -> None:
         """Tables named like story_fsm's with no revision: current says so, upgrade exits 2."""
@@ -706,6 +736,31 @@ def boom_command() -> Iterator[Callable[[BaseException], None]]:
 
 
 class TestErrorBoundary:
+    def test_a_second_ctrl_c_on_the_way_out_keeps_the_story_s_hint(
+        self, boom_command: Callable[[BaseException], None]
+    ) -> None:
+        """Ctrl-C again while the first one's Interrupted unwinds (the store closing): the
+        message still names the story and its resume command, with no traceback."""
+
+        class ClosingStore:
+            def __enter__(self) -> None:
+                return None
+
+            def __exit__(self, *exc: object) -> None:
+                raise KeyboardInterrupt  # the second Ctrl-C lands in the close
+
+        def interrupted() -> None:
+            with ClosingStore():
+                raise Interrupted("s-1")
+
+        try:
+            interrupted()
+        except KeyboardInterrupt as second:
+            boom_command(second)
+        result = invoke("boom")
+        assert result.exit_code == ExitCode.INTERRUPTED
+        assert "story-fsm resume s-1" in one_error_line(result)
+
     @pytest.mark.parametrize(
         ("error", "code"),
         [

@@ -45,9 +45,20 @@ class _Group(TyperGroup):
             code = report(error, debug=settings(ctx).debug)
             raise typer.Exit(int(code)) from error
         except KeyboardInterrupt as error:
-            # A command with a story in flight says more (run, resume: Interrupted above).
-            code = report(Interrupted(), debug=settings(ctx).debug)
+            # A command with a story in flight says more (run, resume: Interrupted above),
+            # also when a second Ctrl-C cut the way out short (closing the store).
+            code = report(_interrupted_by(error), debug=settings(ctx).debug)
             raise typer.Exit(int(code)) from error
+
+
+def _interrupted_by(error: BaseException) -> Interrupted:
+    """The Interrupted that *error* was raised while handling, if any, else a plain one."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, Interrupted):
+            return seen
+        seen = seen.__context__
+    return Interrupted()
 
 
 app = typer.Typer(

@@ -88,6 +88,7 @@ def upgrade(
         before = migrate.current_revision(engine)
         if before is None:
             migrate.check_unversioned(engine)  # exit 2 with the reason, not a CREATE that fails
+        migrate.check_known(before)  # "upgrade story_fsm", not alembic's "can't locate"
         migrate.upgrade(engine, revision)
         after = migrate.current_revision(engine)
     stdout_console().print(f"{display_url(db)}: revision {before or 'none'} → {after or 'none'}")
@@ -105,6 +106,7 @@ def downgrade(
         raise InputValidationError(f"no database file at {str(path)!r}; nothing to downgrade")
     with _engine(db) as engine:
         before = migrate.current_revision(engine)
+        migrate.check_known(before)
         migrate.downgrade(engine, revision)
         after = migrate.current_revision(engine)
     stdout_console().print(f"{display_url(db)}: revision {before or 'none'} → {after or 'none'}")

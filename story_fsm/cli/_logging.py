@@ -34,6 +34,47 @@ class _StderrLogger:
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
 
+class _StderrHandler(logging.Handler):
+    """Writes other libraries' log records (SQLAlchemy's, alembic's) to the current stderr.
+
+    Without it, Python's last-resort handler prints their warnings raw, tracebacks and all
+    (SQLAlchemy's "Exception closing connection" when a second Ctrl-C lands in a close).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record, rendered like story_fsm's own events."""
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # as logging.StreamHandler does: a broken stderr is not our error
+            self.handleError(record)
+
+
+_HANDLER_NAME = "story-fsm-cli"
+
+
+def _route_stdlib(level: int, renderer: Any) -> None:
+    """Render the warnings of libraries that log through ``logging`` as story_fsm's are.
+
+    Their INFO and DEBUG lines (alembic's migration steps, SQLAlchemy's pool) stay out even
+    with ``-vv``: the library's own events say what happened, in its terms.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = _StderrHandler(level=max(level, logging.WARNING))
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)  # configured again (tests, a host calling main() twice)
+    root.addHandler(handler)
+
+
 def _factory(*_args: Any) -> _StderrLogger:
     return _StderrLogger()
 
@@ -74,20 +115,23 @@ def level_for(verbosity: int, *, debug: bool = False) -> int:
 def configure_logging(level: int) -> None:
     """Send structlog events at *level* and above to stderr, rendered for people.
 
-    Below INFO (the default, WARNING) the events in :data:`SHOWN_BY_CLI` are dropped.
+    Below INFO (the default, WARNING) the events in :data:`SHOWN_BY_CLI` are dropped. Other
+    libraries' warnings (through ``logging``) are rendered the same way.
     """
     dedupe = [_drop_shown] if level > logging.INFO else []
+    renderer = structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty(), exception_formatter=_exception_formatter(level)
+    )
     structlog.configure(
         processors=[
             *dedupe,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
-            structlog.dev.ConsoleRenderer(
-                colors=sys.stderr.isatty(), exception_formatter=_exception_formatter(level)
-            ),
+            renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=_factory,
         cache_logger_on_first_use=False,
     )
+    _route_stdlib(level, renderer)

@@ -1,8 +1,10 @@
 """Opening the store a command works on, with checks that save the user a silent mistake.
 
-A read command (status, history, list, diagram, resume) must not create an empty SQLite file
-because of a typo in ``--db``; it says the file is missing instead. Read commands also do not
-migrate: an old schema is reported with the command that upgrades it.
+A command on an existing workflow (status, history, list, diagram, resume, retry) must not
+create an empty SQLite file because of a typo in ``--db``; it says the file is missing
+instead. run, submit, resume and worker migrate an old schema first; the others (the read
+commands, and retry, which only re-queues) do not: an old schema is reported with the command
+that upgrades it.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEAD_REVISION",
+    "check_known",
     "check_unversioned",
     "current_revision",
     "downgrade",
@@ -196,6 +197,22 @@ def _has_tables(engine: sa.Engine, prefix: str) -> bool:
     return bool(names & {schema.workflows.name, schema.transitions.name})
 
 
+def check_known(revision: str | None) -> None:
+    """Refuse a database at a revision this story_fsm does not ship (a newer story_fsm's).
+
+    Neither an upgrade nor a downgrade can start from a revision alembic cannot find; the
+    remedy is a newer story_fsm, and the error says so.
+
+    Raises:
+        SchemaVersionError: *revision* is set and unknown.
+    """
+    if revision is not None and not is_known_revision(revision):
+        raise SchemaVersionError(
+            f"the database is at schema revision {revision!r}, which this story_fsm does not "
+            f"know (it ships up to {head_revision()!r}); upgrade story_fsm"
+        )
+
+
 def check_unversioned(engine: sa.Engine, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
     """Refuse a database whose story_fsm tables carry no revision (migrating would fail).
 
@@ -226,11 +243,7 @@ def ensure_schema(
         return
     if current is None:
         check_unversioned(engine, prefix)
-    if current is not None and not is_known_revision(current):
-        raise SchemaVersionError(
-            f"the database is at schema revision {current!r}, which this story_fsm does not "
-            f"know (it ships up to {head!r}); upgrade story_fsm"
-        )
+    check_known(current)
     if not auto_migrate:
         where = "has no story_fsm schema" if current is None else f"is at revision {current!r}"
         raise SchemaVersionError(f"the database {where}, not {head!r}; run 'story-fsm db upgrade'")
