@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -109,13 +110,17 @@ class WorkflowConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkflowConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowConfig:
         """Build a config from :meth:`to_dict` output, ignoring keys this version lacks.
 
         A config stored before the caps existed may hold a count or a time past them: it is
         read with those at the cap (a week of timeout waits as long as more, in practice), so
         that its workflow still resumes.
         """
+        if not isinstance(data, Mapping):
+            raise InputValidationError(
+                f"a workflow config must be a mapping, got {type(data).__name__}"
+            )
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         for name, cap in _CAPS.items():

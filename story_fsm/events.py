@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from story_fsm._log import get_logger
 
 __all__ = ["Event", "ProgressCallback"]
 
-#: ``progress_callback(event, data)``; ``data`` always carries ``story_id``.
-ProgressCallback = Callable[[str, dict[str, Any]], None]
+
+class ProgressCallback(Protocol):
+    """What ``progress_callback=`` takes: ``callback(event, data)``, both positional.
+
+    *event* is an :class:`Event` member (a ``str``); *data* always carries ``story_id``, and
+    the keys the README's event table lists. Any function or lambda of two arguments fits.
+    """
+
+    def __call__(self, event: str, data: dict[str, Any], /) -> None:
+        """Receive one event."""
 
 
 class Event(StrEnum):

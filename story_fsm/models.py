@@ -302,7 +302,8 @@ def build_result(row: WorkflowRow, records: list[TransitionRecord]) -> WorkflowR
         total_polishes=row.total_polishes,
         initial_quality_score=initial,
         final_quality_score=final,
-        quality_improvement=(final - initial)
+        # Rounded like the cost: 88.2 - 62.0 is 26.200000000000003 in binary floating point.
+        quality_improvement=round(final - initial, 10)
         if final is not None and initial is not None
         else None,
         decision=summary.decision,

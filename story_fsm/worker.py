@@ -13,7 +13,7 @@ import secrets
 import signal
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from types import FrameType
 from typing import Any
 
@@ -56,7 +56,24 @@ class WorkerStats:
     lost: int = 0
     released: int = 0
     errors: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Not a field: asdict(), copy and pickle see the counts only.
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, int]:
+        """The counts (the lock is not state: a copy gets a lock of its own)."""
+        # Read off the fields, so that a new counter is copied (and logged) too.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        """Restore the counts, with a new lock."""
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def to_dict(self) -> dict[str, int]:
+        """Return the counts as a JSON-serializable dict."""
+        return self.__getstate__()
 
     def add(self, name: str) -> None:
         """Count one more *name* (thread-safe)."""
@@ -174,14 +191,10 @@ class Worker:
         for thread in threads:
             while thread.is_alive():  # a timed join keeps the main thread responsive to signals
                 thread.join(0.2)
-        self._log.info("worker_stopped", **self._stats_dict())
+        self._log.info("worker_stopped", **self.stats.to_dict())
         if self._fatal is not None:
             raise self._fatal
         return self.stats
-
-    def _stats_dict(self) -> dict[str, Any]:
-        # Every counter of WorkerStats, read off its fields, so a new counter is logged too.
-        return {f.name: getattr(self.stats, f.name) for f in fields(self.stats) if f.compare}
 
     def _loop(self, stop_when_idle: bool) -> None:
         try:

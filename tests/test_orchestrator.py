@@ -80,6 +80,16 @@ class TestDesignScenarios:
         assert result.iterations[2].polish_data is None
         assert result == store.load_state("s-1")
 
+    def test_the_improvement_is_rounded_like_the_cost(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """62.0 → 88.2 is an improvement of 26.2, not binary floating point's 26.200000000000003."""
+        reviewer = ScriptedReviewer(review(62.0), review(88.2, "publish"))
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert 88.2 - 62.0 != 26.2  # the float difference itself is off
+        assert result.quality_improvement == 26.2
+        assert store.load_state("s-1").quality_improvement == 26.2  # type: ignore[union-attr]
+
     def test_max_iterations_reached(self, store: WorkflowStateManager) -> None:
         """max_iterations=2 with a reviewer that never publishes: 2 reviews, 2 polishes."""
         config = WorkflowConfig(max_iterations=2, retry_backoff_seconds=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +242,46 @@ class TestOneCallResume:
         )
         assert result.decision == "publish"
         assert [c["story_version"] for c in reviewer.calls] == ["v2"]
+
+    def test_a_mistyped_sqlite_path_is_not_created(self, tmp_path: Path) -> None:
+        """No file at the path: WorkflowNotFoundError, and no new empty database left there."""
+        missing = tmp_path / "typo.db"
+        with pytest.raises(story_fsm.WorkflowNotFoundError, match="story-42"):
+            story_fsm.resume(
+                "story-42",
+                reviewer=ScriptedReviewer(),
+                polisher=ScriptedPolisher(),
+                database_url=f"sqlite:///{missing}",
+            )
+        assert not missing.exists()
+
+
+class TestReadDuringARun:
+    def test_a_result_read_while_a_step_commits_is_of_one_step(
+        self, database_url: str, fast_config: WorkflowConfig
+    ) -> None:
+        """load_state reads the summary, then the history; a run that commits in between
+        must not give a result whose counts and iterations disagree."""
+        with (
+            WorkflowStateManager(database_url) as writer,
+            WorkflowStateManager(database_url) as reader,
+        ):
+            start(writer, ScriptedReviewer(review(60), Crash()), ScriptedPolisher(), fast_config)
+            at = reader.load_row("s-1")
+            assert at is not None and at.summary.state is WorkflowState.REVIEWING
+            real_history = reader.history
+
+            def history_after_the_run_went_on(story_id: str) -> Any:
+                # The run commits its remaining steps between the reader's two reads.
+                StoryWorkflowOrchestrator(
+                    ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), writer, fast_config
+                ).resume("s-1")
+                return real_history(story_id)
+
+            reader.history = history_after_the_run_went_on  # type: ignore[method-assign]
+            result = reader.load_state("s-1")
+        assert result is not None
+        assert result.state is WorkflowState.REVIEWING
+        assert len(result.iterations) == result.total_reviews == 1
+        assert result.total_polishes == 1 and result.decision is None
+        assert result.metadata["history_length"] == at.summary.seq + 1

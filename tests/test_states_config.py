@@ -108,6 +108,12 @@ class TestWorkflowConfig:
         """0 and 100 are valid thresholds."""
         assert WorkflowConfig(quality_threshold=threshold).quality_threshold == threshold
 
+    @pytest.mark.parametrize("stored", [None, [], "max_iterations=3", 3])
+    def test_from_dict_of_no_mapping_is_an_input_error(self, stored: object) -> None:
+        """A stored config that is not a mapping is refused with InputValidationError."""
+        with pytest.raises(InputValidationError, match="mapping"):
+            WorkflowConfig.from_dict(stored)  # type: ignore[arg-type]
+
     def test_round_trips_through_dict(self) -> None:
         """to_dict/from_dict round-trip, ignoring unknown keys from newer versions."""
         config = WorkflowConfig(max_iterations=5, review_model="gpt-x")

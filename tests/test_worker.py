@@ -183,10 +183,28 @@ class TestClaims:
         with capture_logs() as logs:
             worker(store).run(stop_when_idle=True)
         (stopped,) = [e for e in logs if e["event"] == "worker_stopped"]
-        counters = [f.name for f in dataclasses.fields(WorkerStats) if f.compare]
+        counters = [f.name for f in dataclasses.fields(WorkerStats)]
         assert {name: stopped[name] for name in counters} == {
             "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "released": 0, "errors": 0
         }  # fmt: skip
+
+    def test_stats_copy_pickle_and_serialize_as_their_counts(self) -> None:
+        """WorkerStats holds a lock for add(): copies, pickles and asdict() see the counts."""
+        import copy
+        import dataclasses
+        import json
+        import pickle
+
+        stats = WorkerStats()
+        stats.add("completed")
+        stats.add("lost")
+        for twin in (copy.deepcopy(stats), pickle.loads(pickle.dumps(stats)), copy.copy(stats)):
+            assert twin == stats and twin.completed == 1
+            twin.add("completed")  # a lock of its own
+            assert stats.completed == 1
+        counts = {"claimed": 0, "completed": 1, "failed": 0, "lost": 1, "released": 0, "errors": 0}
+        assert dataclasses.asdict(stats) == stats.to_dict() == counts
+        assert json.loads(json.dumps(stats.to_dict())) == counts
 
     def test_an_error_outside_any_story_stops_the_worker_and_is_raised(
         self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch

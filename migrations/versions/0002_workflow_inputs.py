@@ -31,6 +31,15 @@ _MOVED = (
 _NULLABLE = {"local_review_summary"}
 
 
+def _quoted(table: str) -> str:
+    """*table* as the dialect names it in SQL text: quoted where SQLAlchemy quotes it.
+
+    SQLAlchemy quotes a name with capitals ("MyApp_workflows") when it creates the table;
+    written bare in a statement, PostgreSQL would fold it to lower case and miss it.
+    """
+    return str(op.get_bind().dialect.identifier_preparer.quote(table))
+
+
 def upgrade() -> None:
     p = migration_table_prefix()
     op.create_table(
@@ -46,7 +55,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("story_id", name=op.f(f"pk_{p}workflow_inputs")),
     )
     columns = ", ".join(("story_id", *_MOVED))
-    op.execute(f"INSERT INTO {p}workflow_inputs ({columns}) SELECT {columns} FROM {p}workflows")
+    inputs, workflows = _quoted(f"{p}workflow_inputs"), _quoted(f"{p}workflows")
+    op.execute(f"INSERT INTO {inputs} ({columns}) SELECT {columns} FROM {workflows}")
     with op.batch_alter_table(f"{p}workflows") as batch:
         for name in _MOVED:
             batch.drop_column(name)
@@ -57,10 +67,11 @@ def downgrade() -> None:
     with op.batch_alter_table(f"{p}workflows") as batch:
         for name in _MOVED:
             batch.add_column(sa.Column(name, sa.Text, nullable=True))
+    inputs, workflows = _quoted(f"{p}workflow_inputs"), _quoted(f"{p}workflows")
     for name in _MOVED:
         op.execute(
-            f"UPDATE {p}workflows SET {name} = (SELECT i.{name} FROM {p}workflow_inputs i "
-            f"WHERE i.story_id = {p}workflows.story_id)"
+            f"UPDATE {workflows} SET {name} = (SELECT i.{name} FROM {inputs} i "
+            f"WHERE i.story_id = {workflows}.story_id)"
         )
     with op.batch_alter_table(f"{p}workflows") as batch:
         for name in _MOVED:

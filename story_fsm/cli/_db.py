@@ -13,10 +13,10 @@ from alembic.util import CommandError
 from story_fsm.cli._app import db_app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
 from story_fsm.cli._output import print_json, stdout_console
-from story_fsm.cli._store import display_url, missing_sqlite_file
+from story_fsm.cli._store import display_url
 from story_fsm.errors import InputValidationError, SchemaVersionError, StoreError, StoryFSMError
 from story_fsm.store import migrate
-from story_fsm.store.engine import make_engine
+from story_fsm.store.engine import make_engine, missing_sqlite_file
 
 __all__ = ["current", "downgrade", "upgrade"]
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from story_fsm.errors import InputValidationError
+from story_fsm.store.engine import missing_sqlite_file
 from story_fsm.store.sql import WorkflowStateManager
 
-__all__ = ["display_url", "missing_sqlite_file", "open_store"]
+__all__ = ["display_url", "open_store"]
 
 
 def display_url(url: str) -> str:
@@ -27,18 +27,6 @@ def display_url(url: str) -> str:
         return sa.make_url(url).render_as_string(hide_password=True)
     except (sa.exc.ArgumentError, ValueError):
         return url
-
-
-def missing_sqlite_file(url: str) -> Path | None:
-    """Return the path of the SQLite file *url* names when that file does not exist yet."""
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return None  # the store reports a bad URL with its own message
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database).expanduser()
-    return None if path.exists() else path
 
 
 @contextmanager

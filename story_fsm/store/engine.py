@@ -16,7 +16,14 @@ from sqlalchemy.pool import StaticPool
 
 from story_fsm.errors import InputValidationError
 
-__all__ = ["CONNECT_TIMEOUT_SECONDS", "make_engine", "shown_url", "with_driver", "writer_lock"]
+__all__ = [
+    "CONNECT_TIMEOUT_SECONDS",
+    "make_engine",
+    "missing_sqlite_file",
+    "shown_url",
+    "with_driver",
+    "writer_lock",
+]
 
 _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -77,6 +84,18 @@ def shown_url(url: str | sa.URL) -> str:
 
 _PASSWORD = re.compile(r"^([^:/?#]+://[^/?#@:]*:)[^/?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the path of the SQLite file *url* names when that file does not exist yet."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None  # the store reports a bad URL with its own message
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser()
+    return None if path.exists() else path
 
 
 def with_driver(url: sa.URL) -> sa.URL:

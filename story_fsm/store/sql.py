@@ -632,11 +632,18 @@ class WorkflowStateManager:
         return [record_from_row(r) for r in rows]
 
     def load_state(self, story_id: str) -> WorkflowResult | None:
-        """Return the workflow's result as stored (COMPLETE, FAILED or mid-run), or None."""
+        """Return the workflow's result as stored (COMPLETE, FAILED or mid-run), or None.
+
+        Read while a run goes on, it is the workflow as of one committed step.
+        """
         row = self.load_row(story_id)
         if row is None:
             return None
-        return build_result(row, self.history(story_id))
+        # Two reads: a run may commit a step between them, and its history row would then
+        # run ahead of the summary (an iteration the counts do not know yet). The summary,
+        # read first, says which step the result is of; later rows are left out.
+        seq = row.summary.seq
+        return build_result(row, [r for r in self.history(story_id) if r.seq <= seq])
 
     @_reconnecting
     def list_workflows(self, state: WorkflowState | str | None = None) -> list[WorkflowSummary]:
