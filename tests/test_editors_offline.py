@@ -197,6 +197,29 @@ class TestReview:
         assert [f["start"] for f in fillers] == [data["findings"][0]["start"]]
         assert fillers[0]["start"] > len('"I really mean it," she said.')
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "'I really want it,' she said. 'It is just perfect.'",
+            "He said, \u2018It was quite a few weeks, and I simply cannot wait.\u2019",
+            '"I went to the shore. It was really cold.\n\n"Then it was just dark."',
+            'The 6" board was long. "I just want it," she said.',
+        ],
+        ids=["single-quotes", "curly-single", "two-paragraphs", "inch-mark"],
+    )
+    def test_dialogue_in_any_quotes_keeps_its_voice(self, text: str) -> None:
+        """Single quotes, a quotation over two paragraphs, an inch mark before one: the
+        dialogue is not edited, and the change log claims no edit inside it."""
+        answer = polish(text)
+        assert answer["polished_script"] == text
+        assert not [c for c in answer["change_log"] if c["criterion"] == "filler_and_cliches"]
+
+    def test_an_apostrophe_opens_no_quotation(self) -> None:
+        """it's, the dogs' bowls: narration still, so its filler is still found."""
+        text = "It's the dogs' bowls that really matter to them."
+        fillers = [f for f in review(text)["findings"] if f["criterion"] == "filler_and_cliches"]
+        assert [f["excerpt"] for f in fillers] == ["really"]
+
 
 class TestDeterminism:
     def test_same_story_same_review(self) -> None:
@@ -213,6 +236,71 @@ class TestDeterminism:
 
 
 class TestPolishRules:
+    @pytest.mark.parametrize(
+        ("before", "after"),
+        [
+            ('He shouted "Go!" just as the door opened.', 'He shouted "Go!" as the door opened.'),
+            ("We met at 5 p.m. just before dinner.", "We met at 5 p.m. before dinner."),
+            (
+                "The old man\nreally wanted to see the sea.",
+                "The old man\nwanted to see the sea.",
+            ),
+            ("Really, iPhones are everywhere.", "iPhones are everywhere."),
+            ("Basically, the plan worked.", "The plan worked."),
+        ],
+        ids=["after-quoted-shout", "after-abbreviation", "hard-wrapped", "mixed-case", "opener"],
+    )
+    def test_a_deleted_filler_capitalizes_only_what_opens_a_sentence(
+        self, before: str, after: str
+    ) -> None:
+        """Only a capitalized filler opened its sentence; a name like iPhone keeps its case."""
+        assert polish(before)["polished_script"] == after
+
+    @pytest.mark.parametrize(
+        ("before", "after"),
+        [
+            ("He carried a .22 rifle , and left.", "He carried a .22 rifle, and left."),
+            ("Open the .env file first.", "Open the .env file first."),
+            ("Visit www.example.com/a,b today.", "Visit www.example.com/a,b today."),
+            ("It was really\nlate.", "It was\nlate."),
+            ("It was quite\u00a0good.", "It was good."),
+            ("The cafe\u0301 was full.", "The cafe\u0301 was full."),
+        ],
+        ids=["dot-number", "dot-file", "url", "before-a-line-break", "no-break-space", "nfd"],
+    )
+    def test_edits_stay_out_of_tokens_and_leave_no_stray_space(
+        self, before: str, after: str
+    ) -> None:
+        """ ".22" and ".env" are no sentence ends, a URL's comma is no prose, a deleted word
+        leaves no space at a line's end, and a decomposed "é" is not accented twice."""
+        assert polish(before)["polished_script"] == after
+
+    @pytest.mark.parametrize(
+        "sentence",
+        [
+            "The report was finished by Friday.",
+            "The car was parked by the house.",
+            "The boat was moored by the dock.",
+            "The cake was made by a baker from Paris.",
+            "The letter was written by the girl that lived next door.",
+        ],
+    )
+    def test_a_passive_is_not_turned_round_when_by_is_no_agent(self, sentence: str) -> None:
+        """By a time or a place, or with a tail that may be the agent's: left as written."""
+        from story_fsm.editors._prose_sentences import active_rewrite
+
+        assert active_rewrite(sentence) is None
+
+    def test_a_passive_with_a_real_agent_is_still_turned_round(self) -> None:
+        """The rewrite itself stays: "by the wind", "by Max after dinner", "by him"."""
+        from story_fsm.editors._prose_sentences import active_rewrite
+
+        assert active_rewrite("The door was slammed by the wind.") == "The wind slammed the door."
+        assert active_rewrite("The cake was eaten by Max after dinner.") == (
+            "Max ate the cake after dinner."
+        )
+        assert active_rewrite("The vase was broken by him.") == "He broke the vase."
+
     @pytest.mark.parametrize(
         ("before", "after"),
         [

@@ -31,12 +31,25 @@ __all__ = [
 _WORD_RE = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*")
 # A sentence ends at . ! ? or an ellipsis, plus any closing quotes or brackets after it.
 _END_RE = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*")
-_QUOTED_RE = re.compile(r"\"[^\"\n]*\"|\u201c[^\u201d\n]*\u201d")
+# Dialogue. A double quote runs to its closing one, or to the end of its line (a quotation
+# that goes on into the next paragraph opens again there); a straight " right after a digit
+# is an inch mark (the 6" board). A single quote opens before a letter and closes after a
+# letter or punctuation with no letter next, so an apostrophe (it's, the dogs' bowls) is
+# neither; it must close on its line.
+_QUOTED_RE = re.compile(
+    r"(?<!\d)\"[^\"\n]*(?:\"|$)"
+    r"|\u201c[^\u201d\n]*(?:\u201d|$)"
+    r"|(?<![\w'\u2019])['\u2018](?=[A-Za-z])[^\n]*?(?<=[\w.,!?;\u2026-])['\u2019](?![A-Za-z])",
+    re.MULTILINE,
+)
 _OPENERS = "\"'\u201c\u2018(["
 _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "mt", "vs", "etc"})
 _SENTENCE_START_RE = re.compile(
     r"(?:\A|\n|[.!?\u2026][\"'\u201d\u2019)\]]*[ \t]+)[ \t]*[\"\u201c\u2018(]?\Z"
 )
+#: How far back :func:`is_sentence_start` looks: the end of the sentence before, its closing
+#: quotes and the spaces after them fit well within it.
+_LOOKBACK = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +109,9 @@ def _is_boundary(text: str, match: re.Match[str], line_end: int) -> bool:
     return before is None or before.group(1).lower() not in _ABBREVIATIONS
 
 
-def _make_sentence(text: str, start: int, end: int) -> Sentence | None:
+def _make_sentence(
+    text: str, start: int, end: int, dialogue: list[tuple[int, int]]
+) -> Sentence | None:
     chunk = text[start:end]
     stripped = chunk.strip()
     if not stripped:
@@ -108,22 +123,30 @@ def _make_sentence(text: str, start: int, end: int) -> Sentence | None:
         end=last,
         text=stripped,
         words=tuple(words(text, first, last)),
-        has_dialogue=any(mark in stripped for mark in '"\u201c\u201d'),
+        # A quotation mark of its own, or a sentence inside a longer quotation.
+        has_dialogue=any(mark in stripped for mark in '"\u201c\u201d')
+        or _overlaps(first, last, dialogue),
     )
+
+
+def _overlaps(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    index = bisect_right(spans, end - 1, key=lambda span: span[0]) - 1
+    return index >= 0 and spans[index][1] > start
 
 
 def sentences(text: str) -> list[Sentence]:
     """Split *text* into sentences; a line break always ends one (paragraphs, headings)."""
+    dialogue = quoted_spans(text)
     found: list[Sentence] = []
     for line in re.finditer(r"[^\n]+", text):
         start = line.start()
         for match in _END_RE.finditer(text, line.start(), line.end()):
             if _is_boundary(text, match, line.end()):
-                sentence = _make_sentence(text, start, match.end())
+                sentence = _make_sentence(text, start, match.end(), dialogue)
                 if sentence is not None:
                     found.append(sentence)
                 start = match.end()
-        tail = _make_sentence(text, start, line.end())
+        tail = _make_sentence(text, start, line.end(), dialogue)
         if tail is not None:
             found.append(tail)
     return found
@@ -175,13 +198,24 @@ def match_case(original: str, replacement: str) -> str:
 
 
 def capitalize_first(text: str) -> str:
-    """Uppercase the first letter of *text*, leaving the rest as written."""
+    """Uppercase the first letter of *text*, leaving the rest as written.
+
+    A word with a capital inside it (iPhone, eBay) is a name written that way: it is left be.
+    """
     for index, char in enumerate(text):
         if char.isalpha():
+            word = _WORD_RE.match(text, index)
+            if word is not None and any(c.isupper() for c in word.group()[1:]):
+                return text
             return text[:index] + char.upper() + text[index + 1 :]
     return text
 
 
-def is_sentence_start(before: str) -> bool:
-    """Tell whether a sentence starts right after *before* (the text up to some point)."""
-    return _SENTENCE_START_RE.search(before) is not None
+def is_sentence_start(text: str, position: int) -> bool:
+    """Tell whether a sentence starts at *position* of *text*.
+
+    Only the few characters before *position* are looked at, so a call costs the same
+    anywhere in a long script.
+    """
+    found = _SENTENCE_START_RE.search(text, max(0, position - _LOOKBACK), position)
+    return found is not None

@@ -17,6 +17,8 @@ from story_fsm.editors._prose_findings import Criterion, Finding, drop_overlaps
 __all__ = ["Edit", "apply_edits", "choose_edits"]
 
 _SHORT_PHRASE_WORDS = 6
+#: The spaces a deleted word may leave on either side of it.
+_BLANKS = " \t\u00a0"
 _ACTIONS = {
     Criterion.SENTENCE_LENGTH: "split sentence",
     Criterion.PASSIVE: "rewrite in active voice",
@@ -90,12 +92,15 @@ def _splice(text: str, start: int, end: int, replacement: str) -> str:
         # An earlier-applied neighbour may already have put a space here ("," + " " + "very").
         replacement = replacement.rstrip(" ")
     if replacement == "" and text[start:end].strip():
-        # A deleted word leaves the spaces on both sides; keep one, or none before punctuation.
+        # A deleted word leaves the spaces on both sides; keep one, or none before punctuation
+        # or a line break (no trailing space left on the line). A no-break space counts too.
         if not before or before[-1].isspace() or before[-1] in '"\u201c(':
-            after = after.lstrip(" \t")
-        if before.endswith((" ", "\t")) and after[:1] in tuple(",.;:!?"):
-            before = before.rstrip(" \t")
-        if is_sentence_start(before):
+            after = after.lstrip(_BLANKS)
+        if before.endswith(tuple(_BLANKS)) and after[:1] in tuple(",.;:!?\n"):
+            before = before.rstrip(_BLANKS)
+        if text[start].isupper() and is_sentence_start(text, start):
+            # The deleted word opened its sentence (it was capitalized there): the next one
+            # opens it now. A lower-case filler after "p.m." or a quoted "Go!" opened nothing.
             after = capitalize_first(after[:40]) + after[40:]
     return before + replacement + after
 

@@ -8,6 +8,7 @@ the script it is about to edit (the review may come from another editor).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -118,7 +119,18 @@ def _locate(script: str, excerpt: str, start: object) -> int | None:
 def drop_overlaps(findings: list[Finding]) -> list[Finding]:
     """Keep findings in order, skipping any that overlaps one already kept."""
     kept: list[Finding] = []
+    # The kept findings never overlap, so sorted by start they are sorted by end too: a new
+    # one need only be checked against its two neighbours (not against all: a long script
+    # has thousands of findings).
+    spans: list[tuple[int, int]] = []
     for finding in findings:
-        if not any(finding.overlaps(other) for other in kept):
-            kept.append(finding)
+        index = bisect_left(spans, (finding.start, finding.end))
+        before = spans[index - 1] if index > 0 else None
+        after = spans[index] if index < len(spans) else None
+        if (before is not None and before[1] > finding.start) or (
+            after is not None and after[0] < finding.end
+        ):
+            continue
+        spans.insert(index, (finding.start, finding.end))
+        kept.append(finding)
     return kept

@@ -10,6 +10,7 @@ each time someone registers into it, and a ``~/.proselintrc.json`` must not chan
 from __future__ import annotations
 
 import re
+import unicodedata
 from functools import cache
 from importlib.metadata import version
 from typing import Any
@@ -143,6 +144,9 @@ def lint_findings(text: str) -> list[Finding]:
             end = min(result.span[1] - 1, len(text))
             excerpt = text[start:end]
             if not excerpt.strip():
+                continue
+            if end < len(text) and unicodedata.combining(text[end]):
+                # "cafe" + U+0301 is "café" already (decomposed): the match is half a letter.
                 continue
             suggestion = _suggestion(result.check_path, excerpt, result.replacements)
             if suggestion == "" and not _safe_to_delete(text, start, end):

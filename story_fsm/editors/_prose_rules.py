@@ -20,7 +20,8 @@ __all__ = ["filler_findings", "mechanics_findings", "repetition_findings"]
 _Mechanic = tuple[re.Pattern[str], str, str | Callable[[re.Match[str]], str]]
 _MECHANICS: tuple[_Mechanic, ...] = (
     (re.compile(r"(?<=\S)[ \t]{2,}(?=\S)"), "several spaces in a row", " "),
-    (re.compile(r"(?<=\w)[ \t]+(?=[,;:!?]|\.(?!\.))"), "a space before punctuation", ""),
+    # A dot with a word right after it starts a token (".22", ".env"), not a sentence's end.
+    (re.compile(r"(?<=\w)[ \t]+(?=[,;:!?]|\.(?![.\w]))"), "a space before punctuation", ""),
     (re.compile(r"(?<=[a-z])[,;](?=[A-Za-z])"), "no space after punctuation", lambda m: m[0] + " "),
     (re.compile(r"([!?])[!?]+"), "repeated ! or ? (shouting)", lambda m: m[1]),
     (re.compile(r"([,;:])\1+"), "doubled punctuation", lambda m: m[1]),
@@ -73,11 +74,24 @@ _STOPWORDS = frozenset(
 _REPEAT_WINDOW = 8
 
 
+def _in_address(text: str, position: int) -> bool:
+    """Tell whether *position* is inside a URL, a path or an e-mail address (``a/b,c``).
+
+    Their punctuation is not prose: "www.example.com/a,b" needs no space after its comma.
+    """
+    start = max(text.rfind(" ", 0, position), text.rfind("\n", 0, position)) + 1
+    ends = [i for i in (text.find(" ", position), text.find("\n", position)) if i != -1]
+    token = text[start : min(ends, default=len(text))]
+    return "/" in token or "@" in token or token.lower().startswith("www.")
+
+
 def mechanics_findings(text: str) -> list[Finding]:
     """Whitespace and punctuation slips: double spaces, " ,", "!!", "....", ",,", and so on."""
     found: list[Finding] = []
     for pattern, message, replacement in _MECHANICS:
         for match in pattern.finditer(text):
+            if _in_address(text, match.start()):
+                continue
             fix = replacement if isinstance(replacement, str) else replacement(match)
             found.append(
                 Finding(
@@ -100,7 +114,8 @@ def filler_findings(text: str) -> list[Finding]:
     for match in _FILLER_RE.finditer(text):
         # "Basically, she..." loses its comma too; mid-sentence only a filler that modifies the
         # next word can go without breaking the sentence.
-        end = match.end() if is_sentence_start(text[: match.start()]) else match.end(1)
+        opens = match[1][0].isupper() and is_sentence_start(text, match.start())
+        end = match.end() if opens else match.end(1)
         if in_spans(match.start(), dialogue) or not re.match(r"\s[A-Za-z]", text[end : end + 2]):
             continue
         if _NOT_FILLER_BEFORE.search(text[max(0, match.start() - 8) : match.start()]):

@@ -62,9 +62,28 @@ _SIMPLE_PASSIVE_RE = re.compile(
     rf"^(?P<patient>{_DETERMINERS}\s+[a-z][\w'\u2019-]*(?:\s+[a-z][\w'\u2019-]*){{0,2}}"
     r"|[A-Z][a-z]+)\s+(?:was|were)\s+(?P<verb>[a-z]+)\s+by\s+"
     rf"(?P<agent>{_DETERMINERS}\s+[a-z][\w'\u2019-]*|[A-Z][a-z]+|him|her|them|me|us)"
-    r"(?P<tail>\s+(?:after|before|at|in|on|during|with|without|from|for|that|this|last|again)"
+    # Only a tail that tells when: "from Paris", "in the red coat" or "that lived next door"
+    # may belong to the agent, and moved with the patient it would change the meaning.
+    r"(?P<tail>\s+(?:after|before|during|again|last|this|yesterday|today|tonight)"
     r"\b[^\"\u201c\u201d;]*?)?(?P<stop>[.!?])$"
 )
+# After "by", a time or a place is not who did it: "finished by Friday", "parked by the house".
+# fmt: off
+_NOT_AGENTS = frozenset(
+    {
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+        "january", "february", "march", "april", "may", "june", "july", "august",
+        "september", "october", "november", "december", "christmas", "easter", "spring",
+        "summer", "autumn", "winter", "noon", "midnight", "dawn", "dusk", "sunrise", "sunset",
+        "morning", "afternoon", "evening", "night", "day", "week", "month", "year", "hour",
+        "minute", "time", "end", "then", "now", "today", "tomorrow", "tonight", "yesterday",
+        "house", "home", "door", "window", "gate", "wall", "fence", "hedge", "garden", "road",
+        "roadside", "path", "street", "river", "stream", "lake", "sea", "shore", "beach", "bank",
+        "dock", "pier", "harbour", "harbor", "bridge", "well", "fire", "fireplace", "table",
+        "bed", "tree", "station", "side", "church", "school", "mill", "barn", "field", "hill",
+    }
+)
+# fmt: on
 _SUBJECT_PRONOUNS = {"him": "he", "her": "she", "them": "they", "me": "I", "us": "we"}
 _OBJECT_PRONOUNS = {v.lower(): k for k, v in _SUBJECT_PRONOUNS.items()} | {"it": "it"}
 # Words that can open an independent clause after ", and ": a split there leaves two sentences.
@@ -94,6 +113,8 @@ def active_rewrite(sentence: str) -> str | None:
     if verb is None:
         return None
     patient, agent = match["patient"], match["agent"]
+    if agent.split()[-1].lower() in _NOT_AGENTS:
+        return None
     patient = _OBJECT_PRONOUNS.get(patient.lower(), patient)
     if re.match(_DETERMINERS + r"\s", patient):
         patient = patient[0].lower() + patient[1:]

@@ -24,7 +24,7 @@ from story_fsm.states import ReviewDecision
 
 __all__ = ["RULES_VERSION", "OfflinePolisher", "OfflineReviewer"]
 
-RULES_VERSION = "1.0"
+RULES_VERSION = "1.1"
 """Version of the scoring and editing rules; stored in every answer's ``_meta``."""
 
 _ADVICE = {
