@@ -220,6 +220,30 @@ class TestReview:
         fillers = [f for f in review(text)["findings"] if f["criterion"] == "filler_and_cliches"]
         assert [f["excerpt"] for f in fillers] == ["really"]
 
+    def test_accented_latin_letters_belong_to_their_words(self) -> None:
+        """ "Bär", "mañana", "naïve" are words (they were cut at each accented letter)."""
+        assert words_of("Der Bär, mañana, naïve façade × 42.") == [
+            "der",
+            "bär",
+            "mañana",
+            "naïve",
+            "façade",
+        ]
+
+    @pytest.mark.parametrize(
+        ("before", "after"),
+        [
+            ("There were quite a few people here.", "There were quite a few people here."),
+            ("She had just arrived when it rained.", "She had just arrived when it rained."),
+            ("We'd just left.", "We'd just left."),
+            ("It was quite good.", "It was good."),
+            ("She just smiled.", "She smiled."),
+        ],
+    )
+    def test_a_filler_word_that_carries_meaning_stays(self, before: str, after: str) -> None:
+        """ "quite a few" is many and "had just" tells when: those stay; plain filler goes."""
+        assert polish(before)["polished_script"] == after
+
 
 class TestDeterminism:
     def test_same_story_same_review(self) -> None:

@@ -28,7 +28,11 @@ __all__ = [
     "words",
 ]
 
-_WORD_RE = re.compile(r"[A-Za-z]+(?:['\u2019][A-Za-z]+)*")
+# Latin letters, accented ones included ("Bär", "mañana" are one word each; × and ÷ are no
+# letters). Other scripts are not words to these English rules: a story in Cyrillic or CJK
+# has none, and the review says so.
+_LETTERS = "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f"
+_WORD_RE = re.compile(rf"[{_LETTERS}]+(?:['\u2019][{_LETTERS}]+)*")
 # A sentence ends at . ! ? or an ellipsis, plus any closing quotes or brackets after it.
 _END_RE = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*")
 # Dialogue. A double quote runs to its closing one, or to the end of its line (a quotation

@@ -50,6 +50,14 @@ _FILLERS = frozenset(
 _FILLER_RE = re.compile(r"\b(" + "|".join(sorted(_FILLERS)) + r")\b(,?)", re.IGNORECASE)
 # "a just king", "not really": where dropping the word would change the meaning.
 _NOT_FILLER_BEFORE = re.compile(r"\b(?:a|an|the|not)\s+$", re.IGNORECASE)
+# A filler word that says something in these places: "quite a few" is many, not a few;
+# "had just arrived" tells when.
+_NOT_FILLER_IN = {
+    "quite": re.compile(r"quite\s+an?\s+(?:few|bit|lot|while|number)\b", re.IGNORECASE),
+    "just": re.compile(
+        r"(?:\b(?:had|has|have|having)|['\u2019]d|['\u2019]ve)\s+just\b", re.IGNORECASE
+    ),
+}
 
 # fmt: off
 _STOPWORDS = frozenset(
@@ -119,6 +127,12 @@ def filler_findings(text: str) -> list[Finding]:
         if in_spans(match.start(), dialogue) or not re.match(r"\s[A-Za-z]", text[end : end + 2]):
             continue
         if _NOT_FILLER_BEFORE.search(text[max(0, match.start() - 8) : match.start()]):
+            continue
+        meaningful = _NOT_FILLER_IN.get(match[1].lower())
+        if meaningful is not None and any(
+            m.start() <= match.start() < m.end()
+            for m in meaningful.finditer(text, max(0, match.start() - 8), match.end() + 16)
+        ):
             continue
         found.append(
             Finding(
