@@ -315,6 +315,25 @@ class TestPolishRules:
 
         assert active_rewrite(sentence) is None
 
+    def test_the_last_item_of_a_list_is_not_split_off(self) -> None:
+        """ ", and the compass" closes a list: split there, it would be a verbless sentence.
+        A clause after ", and" is still split off."""
+        from story_fsm.editors._prose_sentences import split_run_on
+
+        listed = (
+            "She packed the bags, the lamps, the maps of the whole coast, and the old brass "
+            "compass that her father had left her many years before the long war began."
+        )
+        assert split_run_on(listed) is None
+        clause = (
+            "The storm rolled in from the sea before dawn and flattened the dunes, and the "
+            "keeper watched the waves climb the rocks until the lamp went dark at last."
+        )
+        assert split_run_on(clause) == (
+            "The storm rolled in from the sea before dawn and flattened the dunes. The "
+            "keeper watched the waves climb the rocks until the lamp went dark at last."
+        )
+
     def test_a_passive_with_a_real_agent_is_still_turned_round(self) -> None:
         """The rewrite itself stays: "by the wind", "by Max after dinner", "by him"."""
         from story_fsm.editors._prose_sentences import active_rewrite

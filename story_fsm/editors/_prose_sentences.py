@@ -95,6 +95,9 @@ _SUBJECT_WORDS = frozenset(
     }
 )
 # fmt: on
+_DETERMINER_WORDS = frozenset(
+    {"the", "a", "an", "his", "her", "its", "their", "our", "my", "this", "that"}
+)
 _SPLIT_RE = re.compile(r"(?P<cut>;\s+|,\s+(?P<conj>and|but|so)\s+)(?P<next>[A-Za-z]+)")
 
 
@@ -150,6 +153,21 @@ def passive_findings(sentence_list: list[Sentence]) -> list[Finding]:
     return found
 
 
+def _ends_a_list(head: str, following: str) -> bool:
+    """Tell whether ", and *following*" closes a list that *head* ends in ("A, B, and C").
+
+    A series: two commas or more before the joint, the last two items opening like the one
+    after "and" does (a determiner: "the lamps, the maps, and the compass") or being a word
+    or two. Split there, the last item would be a sentence without a verb.
+    """
+    items = [item.split() for item in head.split(",")[1:][-2:]]
+    if len(items) < 2 or following.lower() not in _DETERMINER_WORDS:
+        return False
+    return all(
+        words and (words[0].lower() in _DETERMINER_WORDS or len(words) <= 2) for words in items
+    )
+
+
 def split_run_on(sentence: str) -> str | None:
     """Split a long sentence once, at the safe joint nearest its middle; None when none is."""
     total = len(sentence.split())
@@ -160,6 +178,10 @@ def split_run_on(sentence: str) -> str | None:
             continue
         head, rest = sentence[: match.start()], sentence[match.start("next") :]
         if min(len(head.split()), len(rest.split())) < _MIN_PART_WORDS:
+            continue
+        if conj == "and" and _ends_a_list(head, following):
+            # "the bags, the lamps, the maps, and the compass": the last item of a list,
+            # which split off would be a sentence without a verb.
             continue
         # "and" goes with the comma; "but" and "so" carry meaning, so they open the new sentence.
         opener = f"{conj.capitalize()} " if conj in ("but", "so") else ""
