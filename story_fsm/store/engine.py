@@ -8,9 +8,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
-from psycopg import conninfo
 from sqlalchemy import event
 from sqlalchemy.pool import StaticPool
 
@@ -185,6 +183,11 @@ def _check_postgres_options(url: sa.URL, given: str | sa.URL) -> None:
     # The options as the psycopg dialect hands them to libpq: the URL's parts and its query.
     options: dict[str, Any] = dict(url.translate_connect_args(username="user", database="dbname"))
     options.update({key: value for key, value in url.query.items() if isinstance(value, str)})
+    # Imported here: psycopg costs about a tenth of a second to import, which a SQLite user
+    # (and every CLI command on SQLite) need not pay.
+    import psycopg
+    from psycopg import conninfo
+
     try:
         conninfo.conninfo_to_dict(conninfo.make_conninfo("", **options))
     except psycopg.ProgrammingError as exc:
