@@ -57,7 +57,19 @@ _PASSIVE_RE = re.compile(
     rf"\b(?:am|is|are|was|were|be|been|being)\s+(?:[a-z]+ly\s+)?(?P<verb>{_PARTICIPLE})\b",
     re.IGNORECASE,
 )
-_DETERMINERS = r"(?:[Tt]he|[Aa]n?|[Hh]is|[Hh]er|[Ii]ts|[Tt]heir|[Oo]ur|[Mm]y|[Tt]his|[Tt]hat)"
+_DETERMINER_WORDS = frozenset(
+    {"the", "a", "an", "his", "her", "its", "their", "our", "my", "this", "that"}
+)
+# The same words in a pattern, lower case or capitalized ("The", "the"); longest first, so
+# that "an" is not matched as "a".
+_DETERMINERS = (
+    "(?:"
+    + "|".join(
+        f"[{w[0].upper()}{w[0]}]{w[1:]}"
+        for w in sorted(_DETERMINER_WORDS, key=lambda w: (-len(w), w))
+    )
+    + ")"
+)
 _SIMPLE_PASSIVE_RE = re.compile(
     rf"^(?P<patient>{_DETERMINERS}\s+[a-z][\w'\u2019-]*(?:\s+[a-z][\w'\u2019-]*){{0,2}}"
     r"|[A-Z][a-z]+)\s+(?:was|were)\s+(?P<verb>[a-z]+)\s+by\s+"
@@ -95,9 +107,6 @@ _SUBJECT_WORDS = frozenset(
     }
 )
 # fmt: on
-_DETERMINER_WORDS = frozenset(
-    {"the", "a", "an", "his", "her", "its", "their", "our", "my", "this", "that"}
-)
 _SPLIT_RE = re.compile(r"(?P<cut>;\s+|,\s+(?P<conj>and|but|so)\s+)(?P<next>[A-Za-z]+)")
 
 
