@@ -479,6 +479,27 @@ class TestStatus:
         assert result.exit_code == ExitCode.USAGE and "no database file" in one_error_line(result)
         assert not (tmp_path / "typo.db").exists()
 
+    def test_a_read_only_uri_shows_the_workflow_and_refuses_a_run(
+        self, tmp_path: Path, story_file: Path
+    ) -> None:
+        """Read commands work on a database opened read-only (mode=ro); a run exits 4 with the
+        reason, and nothing is written; a missing file named by a URI exits 2, creating none."""
+        path = tmp_path / "story_fsm.db"
+        assert invoke("run", str(story_file), "--db", f"sqlite:///{path}").exit_code == 0
+        before = path.read_bytes()
+        read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+        for command in ("status", "history"):
+            result = invoke(command, story_file.stem, "--db", read_only)
+            assert result.exit_code == 0, result.stderr
+            assert "complete" in result.stdout
+        result = invoke("run", str(story_file), "--db", read_only, "--story-id", "again")
+        assert result.exit_code == ExitCode.DATABASE
+        assert "opened read-only" in one_error_line(result)
+        assert path.read_bytes() == before
+        result = invoke("status", "x", "--db", f"sqlite:///file:{tmp_path}/typo.db?uri=true")
+        assert result.exit_code == ExitCode.USAGE and "no database file" in one_error_line(result)
+        assert not (tmp_path / "typo.db").exists()
+
 
 class TestHistory:
     def test_failed_attempt_has_its_own_line_with_the_error(

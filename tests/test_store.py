@@ -27,6 +27,7 @@ from story_fsm import (
     WorkflowStateManager,
 )
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite
+from story_fsm.store.engine import make_engine, missing_sqlite_file, sqlite_path, writer_lock
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 S = WorkflowState
@@ -374,6 +375,95 @@ class TestEngines:
         with WorkflowStateManager("sqlite:///~/x.db") as store:
             store.create(new(), lease())
         assert (home / "x.db").exists() and not (tmp_path / "~").exists()
+
+    def test_a_read_only_uri_reads_and_refuses_writes(self, tmp_path: Path) -> None:
+        """sqlite:///file:PATH?mode=ro&uri=true reads the stored rows; a write is a StoreError
+        naming read-only access, and the file keeps what it had."""
+        path = tmp_path / "my db.db"
+        with WorkflowStateManager(f"sqlite:///{path}") as store:
+            store.create(new(), lease())
+        before = path.read_bytes()
+        url = f"sqlite:///file:{str(path).replace(' ', '%20')}?mode=ro&uri=true"
+        with WorkflowStateManager(url) as ro:
+            assert [r.seq for r in ro.history("s")] == [0]
+            with pytest.raises(StoreError, match="opened read-only"):
+                ro.append("s", 0, START, lease())
+            with pytest.raises(StoreError, match="opened read-only"):
+                ro.create(new("t"), lease())
+            assert [w.story_id for w in ro.list_workflows()] == ["s"]
+        with WorkflowStateManager(f"sqlite:///{path}") as store:
+            assert [r.seq for r in store.history("s")] == [0]
+        assert path.read_bytes() == before
+
+    def test_an_immutable_uri_reads_and_creates_no_file(self, tmp_path: Path) -> None:
+        """?immutable=1&uri=true (a copy on read-only media) reads the rows and creates no
+        -wal or -shm file beside the database."""
+        path = tmp_path / "copy.db"
+        with WorkflowStateManager(f"sqlite:///{path}") as store:
+            store.create(new(), lease())
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db"]
+        with WorkflowStateManager(f"sqlite:///file:{path}?immutable=1&uri=true") as ro:
+            assert [r.seq for r in ro.history("s")] == [0]
+            assert [w.state for w in ro.list_workflows()] == [S.INITIAL]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db"]
+
+    @pytest.mark.parametrize("option", ["mode=ro", "cache=shared", "immutable=1&timeout=5"])
+    def test_a_uri_option_without_uri_true_is_refused(self, tmp_path: Path, option: str) -> None:
+        """?mode=ro without uri=true would be dropped (the file opened read-write): refused,
+        before the file is created."""
+        with pytest.raises(InputValidationError, match="add uri=true"):
+            WorkflowStateManager(f"sqlite:///{tmp_path}/x.db?{option}")
+        assert not (tmp_path / "x.db").exists()
+
+    @pytest.mark.parametrize(
+        ("database", "expected"),
+        [
+            ("file:{tmp}/a%20b.db", "{tmp}/a b.db"),
+            ("file://{tmp}/a.db", "{tmp}/a.db"),
+            ("file://localhost{tmp}/a.db", "{tmp}/a.db"),
+            ("file:{tmp}/a.db#frag", "{tmp}/a.db"),
+            ("file::memory:", None),
+            ("file:mem?mode=memory", None),
+            ("{tmp}/plain.db", "{tmp}/plain.db"),
+        ],
+    )
+    def test_uri_filenames_name_the_file_sqlite_opens(
+        self, tmp_path: Path, database: str, expected: str | None
+    ) -> None:
+        """A URI filename names the file the way SQLite reads it; the missing-file check and
+        the folder check look at that file."""
+        tmp = str(tmp_path)
+        query = "&" if "?" in database else "?"
+        url = sa.make_url(f"sqlite:///{database.format(tmp=tmp)}{query}uri=true")
+        found = sqlite_path(url)
+        assert (None if found is None else str(found)) == (
+            None if expected is None else expected.format(tmp=tmp)
+        )
+        if found is not None:
+            assert missing_sqlite_file(url.render_as_string()) == found
+            with WorkflowStateManager(url) as store:
+                store.create(new(), lease())
+            assert found.exists() and missing_sqlite_file(url.render_as_string()) is None
+
+    def test_a_uri_in_a_missing_folder_or_on_a_host_is_refused(self, tmp_path: Path) -> None:
+        """The folder check reads the URI's path; a URI naming another host is refused."""
+        with pytest.raises(InputValidationError, match="does not exist"):
+            WorkflowStateManager(f"sqlite:///file:{tmp_path}/missing/x.db?uri=true")
+        with pytest.raises(InputValidationError, match="names a host"):
+            WorkflowStateManager(f"sqlite:///file://server{tmp_path}/x.db?uri=true")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_one_file_has_one_writer_lock_whatever_its_url(self, tmp_path: Path) -> None:
+        """A plain path and a URI filename of the same file share the process's writer lock."""
+        plain = make_engine(f"sqlite:///{tmp_path}/x.db")
+        uri = make_engine(f"sqlite:///file:{tmp_path}/x.db?uri=true")
+        other = make_engine(f"sqlite:///{tmp_path}/y.db")
+        try:
+            assert writer_lock(plain) is writer_lock(uri)
+            assert writer_lock(plain) is not writer_lock(other)
+        finally:
+            for engine in (plain, uri, other):
+                engine.dispose()
 
     def test_sqlite_pragmas(self, sqlite_url: str) -> None:
         """SQLite runs in WAL mode with foreign keys on, synchronous FULL and a busy timeout."""

@@ -14,8 +14,9 @@ from story_fsm.cli._app import db_app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
 from story_fsm.cli._output import print_json, stdout_console
 from story_fsm.cli._store import display_url
-from story_fsm.errors import InputValidationError, SchemaVersionError, StoreError, StoryFSMError
+from story_fsm.errors import InputValidationError, SchemaVersionError, StoryFSMError
 from story_fsm.store import migrate
+from story_fsm.store._transactions import translate
 from story_fsm.store.engine import make_engine, missing_sqlite_file
 
 __all__ = ["current", "downgrade", "upgrade"]
@@ -32,7 +33,7 @@ def _engine(url: str) -> Iterator[sa.Engine]:
     except CommandError as exc:
         raise InputValidationError(f"migration refused: {exc}") from exc
     except sa.exc.SQLAlchemyError as exc:
-        raise StoreError(f"database error: {getattr(exc, 'orig', None) or exc}") from exc
+        raise translate(exc, None) from exc
     finally:
         engine.dispose()
 

@@ -37,6 +37,12 @@ def translate(exc: BaseException, story_id: str | None) -> StoreError:
             f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
             "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
         )
+    if "readonly database" in str(driver_error(exc)):
+        # SQLite's own text ("attempt to write a readonly database") names neither cause.
+        return StoreError(
+            f"database error: {driver_error(exc)}: the SQLite database was opened read-only "
+            "(mode=ro in its URL), or this user may not write its file or its folder"
+        )
     return StoreError(f"database error: {driver_error(exc)}")
 
 

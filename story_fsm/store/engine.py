@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import urllib.parse
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ __all__ = [
     "make_engine",
     "missing_sqlite_file",
     "shown_url",
+    "sqlite_path",
     "with_driver",
     "writer_lock",
 ]
@@ -35,19 +37,22 @@ CONNECT_TIMEOUT_SECONDS = 10
 
 
 def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -> sa.Engine:
+    _check_sqlite_options(url)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_seconds}}
-    database = url.database or ""
-    if database in ("", ":memory:"):
+    path = sqlite_path(url)
+    if path is None:
         # One shared connection, or every pooled connection would see its own empty database.
         kwargs["poolclass"] = StaticPool
         kwargs["connect_args"]["check_same_thread"] = False
     else:
-        # "~" as a shell would read it: SQLite itself opens the path as written, so a file
-        # under a folder literally named "~" would not be the one every check looked at.
-        database = str(Path(database).expanduser())
-        url = url.set(database=database)
-        if not Path(database).resolve().parent.is_dir():
-            raise InputValidationError(f"the folder of the SQLite file {database!r} does not exist")
+        if not _is_uri(url):
+            # "~" as a shell would read it: SQLite itself opens the path as written, so a file
+            # under a folder literally named "~" would not be the one every check looked at.
+            url = url.set(database=str(path))
+        if not path.resolve().parent.is_dir():
+            raise InputValidationError(
+                f"the folder of the SQLite file {str(path)!r} does not exist"
+            )
     engine = sa.create_engine(url, **kwargs)
     busy_ms = int(busy_timeout_seconds * 1000)
 
@@ -90,10 +95,61 @@ def missing_sqlite_file(url: str) -> Path | None:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         return None  # the store reports a bad URL with its own message
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite":
         return None
-    path = Path(parsed.database).expanduser()
-    return None if path.exists() else path
+    path = sqlite_path(parsed)
+    return None if path is None or path.exists() else path
+
+
+#: The options of a ``sqlite://`` URL's query that the driver (``sqlite3.connect``) takes;
+#: with ``uri=true`` any other goes to SQLite in its URI filename (``mode=ro``, ``cache``, ...).
+_DRIVER_OPTIONS = frozenset(
+    ("uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements")
+)
+
+
+def _is_uri(url: sa.URL) -> bool:
+    value = url.query.get("uri", "false")
+    # A key given twice (?uri=true&uri=false) comes as a tuple; the driver reads the last one.
+    return bool(sa.util.asbool(value if isinstance(value, str) else value[-1]))
+
+
+def _check_sqlite_options(url: sa.URL) -> None:
+    # Without uri=true, SQLAlchemy drops the options SQLite reads from a URI filename (with a
+    # warning at most): 'sqlite:///x.db?mode=ro' would open the file for writing.
+    ignored = sorted(set(url.query) - _DRIVER_OPTIONS)
+    if ignored and not _is_uri(url):
+        raise InputValidationError(
+            f"the SQLite URL {shown_url(url)!r} has option(s) {', '.join(ignored)} that only a "
+            "URI filename takes: add uri=true (e.g. sqlite:///file:story_fsm.db?mode=ro&uri=true)"
+        )
+
+
+def sqlite_path(url: sa.URL) -> Path | None:
+    """Return the file a ``sqlite://`` URL opens, or None for an in-memory database.
+
+    ``~`` is expanded in a plain path, as a shell would; a URI filename (``uri=true``:
+    ``sqlite:///file:PATH?mode=ro&uri=true``) is read the way SQLite reads it: its
+    ``file:`` scheme, an empty or ``localhost`` authority, percent-escapes and ``mode=memory``.
+    """
+    database = url.database or ""
+    if _is_uri(url) and database.startswith("file:"):
+        if url.query.get("mode") == "memory":
+            return None
+        rest = database[len("file:") :]
+        if rest.startswith("//"):
+            authority, _, rest = rest[2:].partition("/")
+            if authority not in ("", "localhost"):
+                raise InputValidationError(
+                    f"the SQLite URI {database!r} names a host ({authority!r}): "
+                    "only a local file (file:PATH or file:///PATH) can be opened"
+                )
+            rest = "/" + rest
+        database = urllib.parse.unquote(rest.partition("#")[0])
+        return None if database in ("", ":memory:") else Path(database)
+    if database in ("", ":memory:"):
+        return None
+    return Path(database).expanduser()
 
 
 def with_driver(url: sa.URL) -> sa.URL:
@@ -217,7 +273,7 @@ def writer_lock(engine: sa.Engine) -> AbstractContextManager[Any]:
     """
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    database = engine.url.database or ":memory:"
-    key = database if database == ":memory:" else str(Path(database).expanduser().resolve())
+    path = sqlite_path(engine.url)
+    key = ":memory:" if path is None else str(path.resolve())
     with _sqlite_locks_guard:
         return _sqlite_locks.setdefault(key, threading.Lock())
