@@ -26,7 +26,7 @@ from story_fsm.errors import (
 )
 from story_fsm.events import Event, ProgressCallback
 from story_fsm.models import TransitionRecord, WorkflowIteration, WorkflowResult, WorkflowSummary
-from story_fsm.stages import StoryPolisher, StoryReviewer
+from story_fsm.stages import StoryPolisher, StoryReviewer, stage_time_left
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema
 from story_fsm.store.sql import WorkflowStateManager
@@ -72,4 +72,5 @@ __all__ = [
     "build_schema",
     "metadata",
     "resume",
+    "stage_time_left",
 ]

@@ -36,7 +36,7 @@ from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_
 from story_fsm._text import storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
-from story_fsm.stages import readable_cost
+from story_fsm.stages import attempt_deadline, readable_cost
 from story_fsm.states import Stage
 
 __all__ = [
@@ -401,9 +401,11 @@ class StageRunner:
         flight = _InFlight(stage, number, started, self._timeout)
         self.in_flight = flight
         try:
+            deadline = attempt_deadline.set(flight.deadline)  # for stage_time_left()
             try:
                 raw = call()
             finally:
+                attempt_deadline.reset(deadline)
                 self._landed(flight)
             value = normalize(raw)
         except Exception as exc:

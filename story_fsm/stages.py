@@ -8,7 +8,9 @@ attempt and retries.
 
 from __future__ import annotations
 
+import contextvars
 import math
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +30,33 @@ __all__ = [
     "normalize_polish",
     "normalize_review",
     "readable_cost",
+    "stage_time_left",
 ]
 
 #: A stage cost above this is taken for a bad field, not a price (and sums of such values
 #: would overflow a database's float).
 MAX_STAGE_COST = 1e9
+
+
+#: The ``time.monotonic()`` deadline of the stage attempt this thread is running, set by the
+#: runner around each call (each carrier runs in a context of its own, so an abandoned
+#: attempt keeps the deadline it had).
+attempt_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "story_fsm_attempt_deadline", default=None
+)
+
+
+def stage_time_left() -> float | None:
+    """Return the seconds left before the engine gives up the stage call running now.
+
+    The engine abandons an attempt after ``stage_timeout_seconds`` and discards its late
+    answer; a stage that makes a network call can bound the call with this, so the request
+    does not go on (and bill) after the engine stopped waiting for it. The OpenAI stages do.
+    0.0 once the time is up; None outside a stage call the engine made (a stage called
+    directly, from a test or a script).
+    """
+    deadline = attempt_deadline.get()
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 @runtime_checkable

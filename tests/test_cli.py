@@ -10,11 +10,13 @@ import io
 import json
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 import sqlalchemy as sa
 from rich.console import Console
@@ -294,16 +296,32 @@ class TestRun:
         assert "Traceback" not in err and "Running upgrade" not in err
         assert len(err.strip().splitlines()) == 2  # the event, then the error's line
 
-    def test_openai_requests_end_with_the_stage_timeout(
-        self, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """An attempt the engine abandons does not go on for the SDK's default ten minutes."""
+    def test_openai_requests_end_with_the_attempt(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The command line's OpenAI stages wait no longer than the engine's attempt has left
+        (not the SDK's default ten minutes, nor one fixed timeout for every workflow)."""
         from story_fsm.cli._editors import Editor, editor_stages
+        from story_fsm.stages import attempt_deadline
 
-        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-        with editor_stages(Editor.OPENAI, threshold=95, model="m") as stages:
-            timeouts = {stages.reviewer.timeout, stages.polisher.timeout}  # type: ignore[attr-defined]
-        assert timeouts == {WorkflowConfig().stage_timeout_seconds}
+        with FakeLLMServer() as server:
+            monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+            server.enqueue_completion({"decision": "publish", "quality_score": 99}, delay=5.0)
+            with editor_stages(Editor.OPENAI, threshold=95, model="m") as stages:
+                token = attempt_deadline.set(time.monotonic() + 0.3)
+                try:
+                    started = time.monotonic()
+                    with pytest.raises(openai.APITimeoutError):
+                        stages.reviewer.review_story(
+                            title="T",
+                            script="S.",
+                            audience_context={},
+                            original_idea="",
+                            story_id="s",
+                            story_version="v1",
+                            local_review_summary=None,
+                        )
+                    assert time.monotonic() - started < 4  # the server answers at 5 s
+                finally:
+                    attempt_deadline.reset(token)
 
     def test_openai_editor_without_key_or_url_exits_2(self, story_file: Path) -> None:
         """--editor openai with neither OPENAI_API_KEY nor OPENAI_BASE_URL fails fast with 2."""

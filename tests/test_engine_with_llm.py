@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import openai
 import pytest
 
 from story_fsm import (
     StageFailedError,
+    StageTimeoutError,
     StoryWorkflowOrchestrator,
     Trigger,
     WorkflowConfig,
@@ -129,3 +133,32 @@ class TestEngineOverHttp:
             with pytest.raises(StageFailedError) as caught:
                 orchestrator(store, server).run_story_workflow("err", "Title", "A script.", {})
         assert type(caught.value.__cause__).__name__ == "InternalServerError"
+
+    def test_an_abandoned_request_ends_with_its_attempt(self, store: WorkflowStateManager) -> None:
+        """An OpenAI stage with no timeout of its own, in an attempt the engine abandons, stops
+        waiting for the server at the attempt's deadline (not at the SDK's ten minutes)."""
+        ended: list[BaseException] = []
+        done = threading.Event()
+
+        class Watched(OpenAIReviewer):
+            def review_story(self, **kwargs: Any) -> Any:
+                try:
+                    return super().review_story(**kwargs)
+                except BaseException as exc:
+                    ended.append(exc)
+                    raise
+                finally:
+                    done.set()
+
+        with FakeLLMServer() as server:
+            server.enqueue_completion(REVIEW_PUBLISH, delay=8.0)
+            reviewer = Watched(model="gpt-4o-mini", base_url=server.url, api_key="k")
+            polisher = OpenAIPolisher(model="gpt-4o-mini", base_url=server.url, api_key="k")
+            config = WorkflowConfig(stage_timeout_seconds=0.5, max_stage_retries=1)
+            orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)
+            with pytest.raises(StageFailedError) as caught:
+                orchestrator.run_story_workflow("slow", "Title", "A script.", {})
+            assert isinstance(caught.value.__cause__, StageTimeoutError)
+            # The server would answer at 8 s; the request gave up at the attempt's 0.5 s.
+            assert done.wait(6), "the abandoned request was still waiting for the server"
+        assert len(ended) == 1 and isinstance(ended[0], openai.APITimeoutError)

@@ -25,6 +25,7 @@ from story_fsm import (
     WorkflowResult,
     WorkflowState,
     WorkflowStateManager,
+    stage_time_left,
 )
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
@@ -170,6 +171,30 @@ class TestStageCalls:
         assert all(r.duration_seconds is not None and r.duration_seconds > 0 for r in stage_rows)
         assert stage_rows[0].duration_seconds >= 0.01
         assert result.total_duration_seconds >= 0.02
+
+    def test_a_stage_reads_the_time_its_attempt_has_left(self, store: WorkflowStateManager) -> None:
+        """stage_time_left() inside a stage call is the attempt's share of stage_timeout_seconds
+        (each attempt's own, a retry's too); outside a stage call it is None."""
+        seen: list[tuple[str, float | None]] = []
+
+        def failing() -> Any:
+            seen.append(("review", stage_time_left()))
+            time.sleep(0.2)
+            raise ConnectionError("flaky")
+
+        def reviewing() -> Any:
+            seen.append(("review", stage_time_left()))
+            return review(99, "publish")
+
+        config = WorkflowConfig(stage_timeout_seconds=30, retry_backoff_seconds=0)
+        assert stage_time_left() is None
+        run(store, ScriptedReviewer(failing, reviewing), ScriptedPolisher(), config)
+        assert stage_time_left() is None
+        assert [stage for stage, _ in seen] == ["review", "review"]
+        lefts = [left for _, left in seen]
+        assert all(left is not None and 20 < left <= 30 for left in lefts), lefts
+        # The retry's clock started afresh, after the first attempt's 0.2 s were spent.
+        assert lefts[1] is not None and lefts[0] is not None and lefts[1] > lefts[0] - 0.2
 
 
 class TestHistory:

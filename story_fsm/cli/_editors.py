@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InputValidationError
 from story_fsm.stages import StoryPolisher, StoryReviewer
 
@@ -65,11 +64,11 @@ def editor_stages(editor: Editor, *, threshold: float, model: str) -> Iterator[S
     _check_openai_settings()
     from story_fsm.editors.openai_compat import OpenAIPolisher, OpenAIReviewer
 
-    # The HTTP request ends with the stage's own timeout: an attempt the engine abandoned
-    # does not go on (and bill) for the SDK's default ten minutes.
-    timeout = WorkflowConfig().stage_timeout_seconds
+    # No timeout of their own: each request waits no longer than its attempt has left of the
+    # workflow's stage_timeout_seconds (stored per workflow, so a worker's stories may differ),
+    # and an attempt the engine abandoned does not go on, and bill, for the SDK's ten minutes.
     with (
-        OpenAIReviewer(model=model, timeout=timeout) as reviewer,
-        OpenAIPolisher(model=model, timeout=timeout) as polisher,
+        OpenAIReviewer(model=model) as reviewer,
+        OpenAIPolisher(model=model) as polisher,
     ):
         yield Stages(reviewer, polisher)

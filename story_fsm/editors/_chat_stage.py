@@ -28,6 +28,7 @@ from story_fsm._log import get_logger
 from story_fsm.editors._answers import parse_json_object
 from story_fsm.editors._pricing import Price, PriceTable
 from story_fsm.errors import InputValidationError, InvalidStageOutputError
+from story_fsm.stages import stage_time_left
 
 __all__ = ["NO_KEY_PLACEHOLDER", "OpenAIStage", "as_json", "as_text", "retry_after_seconds"]
 
@@ -121,6 +122,10 @@ def _check_settings(
         raise InputValidationError(f"timeout must be positive seconds or None, got {timeout!r}")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise InputValidationError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+
+
+#: The shortest HTTP timeout sent: an attempt out of time gets a request that fails at once.
+_MIN_TIMEOUT = 0.01
 
 
 def _content(response: object, where: str) -> str:
@@ -331,8 +336,14 @@ class OpenAIStage:
         params: dict[str, Any] = {}
         if self.temperature is not None and model not in self._no_temperature:
             params["temperature"] = self.temperature
-        if self.timeout is not None:
-            params["timeout"] = self.timeout  # per request, so it also applies to client=
+        # Per request, so it also applies to client=; within an engine's attempt, no longer
+        # than the attempt has left: the engine would discard a later answer, paid for.
+        timeout = self.timeout
+        left = stage_time_left()
+        if left is not None:
+            timeout = max(_MIN_TIMEOUT, left if timeout is None else min(timeout, left))
+        if timeout is not None:
+            params["timeout"] = timeout
         return params
 
     def _meta(self, response: object, model: str, prompt_version: str, log: Any) -> dict[str, Any]:

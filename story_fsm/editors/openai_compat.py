@@ -73,7 +73,10 @@ class OpenAIReviewer(OpenAIStage):
             at once without it, and is then sent none (logged as ``llm_temperature_dropped``).
         timeout: Seconds httpx waits to connect and for each read of the answer (not a
             bound on the whole call: a server that trickles bytes can outlast it; the
-            engine's ``stage_timeout_seconds`` bounds the attempt); None keeps the SDK's.
+            engine's ``stage_timeout_seconds`` bounds the attempt). Called by the engine,
+            a request waits no longer than the attempt has left
+            (:func:`~story_fsm.stage_time_left`), so None there means the attempt's time;
+            called directly, None keeps the SDK's (ten minutes).
         max_retries: Retries inside the SDK. 0 by default because the story_fsm engine
             retries a failed stage itself, with backoff, and records every attempt; SDK
             retries would multiply those and hide them from the record.
