@@ -102,7 +102,10 @@ def downgrade(
     ],
     db: DbOption = DEFAULT_DATABASE_URL,
 ) -> None:
-    """Downgrade the schema to REVISION ('base' removes every story_fsm table and its data)."""
+    """Downgrade the schema to REVISION ('base' removes every story_fsm table and its data).
+
+    The emptied alembic_version table stays, as alembic leaves it.
+    """
     if (path := missing_sqlite_file(db)) is not None:
         raise InputValidationError(f"no database file at {str(path)!r}; nothing to downgrade")
     with _engine(db) as engine:
