@@ -595,6 +595,53 @@ class TestClosedStore:
             store.list_workflows()
 
 
+class TestUnreadableRows:
+    @pytest.mark.parametrize(
+        ("table", "column", "value", "reads"),
+        [
+            ("inputs", "config", "{not json", ("load_row", "load_state")),
+            ("transitions", "payload", "[1,", ("history", "load_state")),
+            ("workflows", "started_at", "yesterday", ("load_row", "load_state", "list")),
+        ],
+    )
+    def test_a_row_changed_outside_story_fsm_is_a_store_error(
+        self,
+        database_url: str,
+        sqlite_url: str,
+        table: str,
+        column: str,
+        value: str,
+        reads: tuple[str, ...],
+    ) -> None:
+        """A stored value story_fsm never writes (no JSON, no date) makes the read a StoreError
+        naming the story, not a driver's or json's error; other stories read as before."""
+        # PostgreSQL's timestamp column refuses such a date at the write: SQLite's stores it.
+        url = sqlite_url if column == "started_at" else database_url
+        with WorkflowStateManager(url) as store:
+            store.create(new("bad"), None)
+            store.create(new("good"), None)
+            name = getattr(store.schema, table).name
+            with store.engine.begin() as conn:
+                conn.execute(
+                    sa.text(f"UPDATE {name} SET {column} = :v WHERE story_id = 'bad'"),
+                    {"v": value},
+                )
+            calls = {
+                "load_row": lambda: store.load_row("bad"),
+                "load_state": lambda: store.load_state("bad"),
+                "history": lambda: store.history("bad"),
+                "list": store.list_workflows,
+            }
+            for read in reads:
+                with pytest.raises(StoreError, match="cannot be read.*changed outside story_fsm"):
+                    calls[read]()
+            if column != "started_at":  # the listing reads every row, the bad one too
+                assert [w.story_id for w in store.list_workflows()] == ["bad", "good"]
+            good = store.load_state("good")
+            assert good is not None and good.state is S.INITIAL
+            assert [r.seq for r in store.history("good")] == [0]
+
+
 class TestWritesAfterRefusals:
     def test_refused_writes_leave_the_store_writing(self, store: WorkflowStateManager) -> None:
         """After a duplicate key and a lost race, the same store's next writes land.

@@ -16,7 +16,15 @@ from sqlalchemy import exc as sa_exc
 from story_fsm.errors import DatabaseBusyError, StoreError
 from story_fsm.store._prepared import RawTransaction
 
-__all__ = ["CORE_ERRORS", "HeldWrite", "driver_error", "is_busy", "translate", "translated"]
+__all__ = [
+    "CORE_ERRORS",
+    "HeldWrite",
+    "driver_error",
+    "is_busy",
+    "translate",
+    "translated",
+    "unreadable",
+]
 
 
 def is_busy(error: BaseException) -> bool:
@@ -44,6 +52,14 @@ def translate(exc: BaseException, story_id: str | None) -> StoreError:
             "(mode=ro in its URL), or this user may not write its file or its folder"
         )
     return StoreError(f"database error: {driver_error(exc)}")
+
+
+def unreadable(exc: BaseException, story_id: str | None) -> StoreError:
+    """Return the error for a stored row that story_fsm cannot read back (raise it ``from exc``)."""
+    return StoreError(
+        f"a stored row{f' of story {story_id!r}' if story_id else ''} cannot be read "
+        f"({type(exc).__name__}: {exc}); was the database changed outside story_fsm?"
+    )
 
 
 CORE_ERRORS: tuple[type[BaseException], ...] = (sa_exc.SQLAlchemyError,)

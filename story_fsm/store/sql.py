@@ -25,6 +25,7 @@ from story_fsm.errors import (
     ConcurrentAdvanceError,
     InputValidationError,
     StoreError,
+    StoryFSMError,
     WorkflowExistsError,
     WorkflowNotFoundError,
 )
@@ -53,7 +54,7 @@ from story_fsm.store._statements import (
     PreparedStatements,
     Statements,
 )
-from story_fsm.store._transactions import HeldWrite, translated
+from story_fsm.store._transactions import HeldWrite, translated, unreadable
 from story_fsm.store.engine import make_engine, writer_lock
 from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema, check_prefix_fits
@@ -249,7 +250,14 @@ class WorkflowStateManager:
     @contextmanager
     def _read_on(self, story_id: str | None) -> Iterator[sa.Connection]:
         with self._read_lock, translated(story_id), self._reads.connect() as conn:
-            yield conn
+            try:
+                yield conn
+            except StoryFSMError:
+                raise
+            except (ValueError, TypeError, KeyError) as exc:
+                # A row story_fsm would never write (a date that is no date, a payload that
+                # is no JSON): the driver's or the mapping's error, said as the store's.
+                raise unreadable(exc, story_id) from exc
 
     def _writer_connection(self) -> Any:
         """SQLite: the connection the hot writes keep (opened on first use; under the lock)."""
@@ -615,7 +623,7 @@ class WorkflowStateManager:
         # may have written by other rules; refusing it there would stop the worker.
         with self._read(story_id) as conn:
             row = conn.execute(self._sql.snapshot, {"p_story_id": story_id}).first()
-        return workflow_from_row(row) if row is not None else None
+            return workflow_from_row(row) if row is not None else None
 
     @_reconnecting
     def history(self, story_id: str) -> list[TransitionRecord]:
@@ -627,9 +635,9 @@ class WorkflowStateManager:
         """
         with self._read(validate_story_id(story_id)) as conn:
             rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
-        if not rows:
-            raise WorkflowNotFoundError(story_id)
-        return [record_from_row(r) for r in rows]
+            if not rows:
+                raise WorkflowNotFoundError(story_id)
+            return [record_from_row(r) for r in rows]
 
     def load_state(self, story_id: str) -> WorkflowResult | None:
         """Return the workflow's result as stored (COMPLETE, FAILED or mid-run), or None.
