@@ -633,7 +633,7 @@ class TestUnreadableRows:
                 "list": store.list_workflows,
             }
             for read in reads:
-                with pytest.raises(StoreError, match="cannot be read.*changed outside story_fsm"):
+                with pytest.raises(StoreError, match=r"cannot be read.*changed outside story_fsm"):
                     calls[read]()
             if column != "started_at":  # the listing reads every row, the bad one too
                 assert [w.story_id for w in store.list_workflows()] == ["bad", "good"]
