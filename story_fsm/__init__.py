@@ -21,6 +21,7 @@ from story_fsm.errors import (
     StageTimeoutError,
     StoreError,
     StoryFSMError,
+    UnreadableRowError,
     WorkflowExistsError,
     WorkflowNotFoundError,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "StoryWorkflowOrchestrator",
     "TransitionRecord",
     "Trigger",
+    "UnreadableRowError",
     "Worker",
     "WorkerStats",
     "WorkflowConfig",

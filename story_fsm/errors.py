@@ -15,7 +15,8 @@ happened and what to do next, and the original stays attached as ``__cause__``::
     ├── StageFailedError                         a stage failed after every retry
     └── StoreError                               the database could not be used
         ├── DatabaseBusyError                    SQLite's lock was held past the busy timeout
-        └── SchemaVersionError                   the database schema is unknown or newer
+        ├── SchemaVersionError                   the database schema is unknown or newer
+        └── UnreadableRowError                   a stored row was changed outside story_fsm
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "StageTimeoutError",
     "StoreError",
     "StoryFSMError",
+    "UnreadableRowError",
     "WorkflowExistsError",
     "WorkflowNotFoundError",
 ]
@@ -179,3 +181,18 @@ class SchemaVersionError(StoreError):
     Raised instead of guessing: a newer story_fsm may have migrated it, or it belongs to
     another application.
     """
+
+
+class UnreadableRowError(StoreError):
+    """A stored row holds what story_fsm never writes: the database was changed by other means.
+
+    A payload that is no JSON, a date that is no date. Other workflows stay readable; a worker
+    logs the claimed one as ``workflow_error`` and goes on with the rest.
+
+    Attributes:
+        story_id: The story whose row it is, when one read named it (else None).
+    """
+
+    def __init__(self, message: str, story_id: str | None = None) -> None:
+        super().__init__(message)
+        self.story_id = story_id

@@ -26,6 +26,7 @@ from story_fsm.errors import (
     InputValidationError,
     StageFailedError,
     StoreError,
+    UnreadableRowError,
 )
 from story_fsm.events import ProgressCallback
 from story_fsm.stages import StoryPolisher, StoryReviewer
@@ -200,7 +201,11 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 lease = Lease(self.worker_id, secrets.token_hex(16), self.lease_seconds)
-                row = self.state_manager.claim_next(lease)
+                try:
+                    row = self.state_manager.claim_next(lease)
+                except UnreadableRowError as exc:  # claimed, and then unreadable
+                    self._unrunnable(exc, self._log.bind(story_id=exc.story_id), lease)
+                    continue
                 if row is not None:
                     self.stats.add("claimed")
                     self._advance(row, lease)
@@ -236,13 +241,19 @@ class Worker:
         except ConcurrentAdvanceError as exc:
             self.stats.add("lost")
             log.warning("workflow_taken_over", error=str(exc))
+        except UnreadableRowError as exc:
+            self._unrunnable(exc, log, lease)
         except StoreError:
             raise
         except Exception as exc:  # a bug or bad data in one workflow must not stop the rest
-            # The claim is kept until it expires, not released: released, the same story would
-            # be claimed again at once and fail the same way, in a loop of paid calls. Expiring,
-            # it is tried again once per lease period.
-            log.exception("workflow_error", error=str(exc), retry_after_seconds=lease.seconds)
-            self.stats.add("errors")
+            self._unrunnable(exc, log, lease)
         else:
             self.stats.add("released" if result is None else "completed")
+
+    def _unrunnable(self, error: Exception, log: Any, lease: Lease) -> None:
+        # A bug or bad data in one workflow (a row changed outside story_fsm among them) must
+        # not stop the rest. The claim is kept until it expires, not released: released, the
+        # same story would be claimed again at once and fail the same way, in a loop of paid
+        # calls. Expiring, it is tried again once per lease period.
+        log.exception("workflow_error", error=str(error), retry_after_seconds=lease.seconds)
+        self.stats.add("errors")

@@ -313,6 +313,40 @@ class TestDrainAndLoss:
         assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
         assert summaries[healthy].state is WorkflowState.COMPLETE
 
+    def test_a_row_changed_outside_story_fsm_does_not_stop_the_worker(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A claimed story whose stored config is no JSON is one error; the worker goes on
+        with the rest, and keeps that claim until it expires, like any unrunnable story."""
+        poisoned, healthy = submit(store, 2)
+        inputs = store.schema.inputs
+        with store.engine.begin() as conn:
+            conn.execute(
+                inputs.update().where(inputs.c.story_id == poisoned).values(config="{not json")
+            )
+        w = worker(store, concurrency=1, lease_seconds=30)
+        raised: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                w.run()
+            except BaseException as exc:
+                raised.append(exc)
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        deadline = time.monotonic() + 10
+        while w.stats.completed == 0 and not raised and time.monotonic() < deadline:
+            time.sleep(0.05)
+        w.stop()
+        runner.join(10)
+        assert raised == [] and not runner.is_alive()
+        assert (w.stats.errors, w.stats.completed) == (1, 1)
+        summaries = {s.story_id: s for s in store.list_workflows()}
+        assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
+        assert summaries[poisoned].state is WorkflowState.INITIAL
+        assert summaries[healthy].state is WorkflowState.COMPLETE
+
     def test_worker_runs_report_the_documented_events(self, store: WorkflowStateManager) -> None:
         """A worker's runs send the events, with the data, that a caller's runs send."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 
-from story_fsm.errors import DatabaseBusyError, StoreError
+from story_fsm.errors import DatabaseBusyError, StoreError, UnreadableRowError
 from story_fsm.store._prepared import RawTransaction
 
 __all__ = [
@@ -54,11 +54,12 @@ def translate(exc: BaseException, story_id: str | None) -> StoreError:
     return StoreError(f"database error: {driver_error(exc)}")
 
 
-def unreadable(exc: BaseException, story_id: str | None) -> StoreError:
+def unreadable(exc: BaseException, story_id: str | None) -> UnreadableRowError:
     """Return the error for a stored row that story_fsm cannot read back (raise it ``from exc``)."""
-    return StoreError(
+    return UnreadableRowError(
         f"a stored row{f' of story {story_id!r}' if story_id else ''} cannot be read "
-        f"({type(exc).__name__}: {exc}); was the database changed outside story_fsm?"
+        f"({type(exc).__name__}: {exc}); was the database changed outside story_fsm?",
+        story_id,
     )
 
 
