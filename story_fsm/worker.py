@@ -34,7 +34,11 @@ from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_name, validate_seconds
 
-__all__ = ["Worker", "WorkerStats"]
+__all__ = ["MAX_CONCURRENCY", "Worker", "WorkerStats"]
+
+#: The most threads one worker runs: each holds a stack and a database connection, and past
+#: a few hundred a process gains nothing (run more worker processes instead).
+MAX_CONCURRENCY = 1024
 
 
 @dataclass
@@ -122,8 +126,14 @@ class Worker:
         rate_limits: Mapping[Stage | str, int] | None = None,
         progress_callback: ProgressCallback | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InputValidationError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if (
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= MAX_CONCURRENCY
+        ):
+            raise InputValidationError(
+                f"concurrency must be an integer from 1 to {MAX_CONCURRENCY}, got {concurrency!r}"
+            )
         if reviewer is None or polisher is None:
             raise InputValidationError("a worker needs a reviewer and a polisher (got None)")
         self.worker_id = validate_name("worker_id", worker_id) if worker_id else default_owner()

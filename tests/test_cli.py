@@ -639,6 +639,33 @@ class TestDb:
         result = invoke("db", "downgrade", "nope", "--db", sqlite_url)
         assert result.exit_code == ExitCode.USAGE and "nope" in one_error_line(result)
 
+    @pytest.mark.parametrize("revision", ["", "head+1"])
+    def test_a_revision_alembic_cannot_read_exits_2(self, sqlite_url: str, revision: str) -> None:
+        """Revision strings alembic asserts on (rather than refuses) are usage errors too."""
+        assert invoke("db", "upgrade", "0001", "--db", sqlite_url).exit_code == 0
+        for command in ("upgrade", "downgrade"):
+            result = invoke("db", command, revision, "--db", sqlite_url)
+            assert result.exit_code == ExitCode.USAGE, result.stderr
+            assert "migration refused" in one_error_line(result)
+        with closing(sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))) as conn:
+            assert conn.execute("SELECT version_num FROM story_fsm_alembic_version").fetchall() == [
+                ("0001",)
+            ]
+
+    def test_an_unknown_driver_exits_2(self, tmp_path: Path) -> None:
+        """sqlite+aiosqlite:// (a driver story_fsm does not install) is a usage error."""
+        (tmp_path / "x.db").touch()
+        result = invoke("list", "--db", f"sqlite+aiosqlite:///{tmp_path}/x.db")
+        assert result.exit_code == ExitCode.USAGE and "aiosqlite" in one_error_line(result)
+
+    def test_worker_concurrency_is_bounded(self, tmp_path: Path) -> None:
+        """--concurrency past the bound is refused before any database is made."""
+        result = invoke("worker", "--db", f"sqlite:///{tmp_path}/w.db", "--concurrency", "10**11")
+        assert result.exit_code == ExitCode.USAGE
+        result = invoke("worker", "--db", f"sqlite:///{tmp_path}/w.db", "--concurrency", "1025")
+        assert result.exit_code == ExitCode.USAGE and "1024" in result.stderr
+        assert not (tmp_path / "w.db").exists()
+
     def test_read_commands_do_not_migrate_an_empty_database(self, tmp_path: Path) -> None:
         """A read command on a database without the schema exits 2 naming 'db upgrade'."""
         path = tmp_path / "empty.db"

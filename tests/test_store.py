@@ -407,6 +407,18 @@ class TestEngines:
             assert [w.state for w in ro.list_workflows()] == [S.INITIAL]
         assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db"]
 
+    @pytest.mark.parametrize(
+        "option", ["uri=maybe", "timeout=abc", "check_same_thread=abc", "detect_types=x"]
+    )
+    def test_a_driver_option_of_the_wrong_kind_is_refused(
+        self, tmp_path: Path, option: str
+    ) -> None:
+        """?timeout=abc would fail at the first connection as a bare ValueError: refused as an
+        input error, before the file is created."""
+        with pytest.raises(InputValidationError, match="SQLite URL"):
+            WorkflowStateManager(f"sqlite:///{tmp_path}/x.db?{option}")
+        assert not (tmp_path / "x.db").exists()
+
     @pytest.mark.parametrize("option", ["mode=ro", "cache=shared", "immutable=1&timeout=5"])
     def test_a_uri_option_without_uri_true_is_refused(self, tmp_path: Path, option: str) -> None:
         """?mode=ro without uri=true would be dropped (the file opened read-write): refused,

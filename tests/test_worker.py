@@ -135,6 +135,7 @@ class TestClaims:
         [
             {"concurrency": 0},
             {"concurrency": 2.5},
+            {"concurrency": 1025},  # each a thread: 10**11 of them would fill the memory
             {"lease_seconds": 0},
             # Beyond a week a lease is a mistake; 1e12 s is past the calendar's last date.
             {"lease_seconds": float("inf")},

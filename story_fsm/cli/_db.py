@@ -32,6 +32,9 @@ def _engine(url: str) -> Iterator[sa.Engine]:
         raise
     except CommandError as exc:
         raise InputValidationError(f"migration refused: {exc}") from exc
+    except AssertionError as exc:
+        # alembic asserts, rather than refuses, on some revision strings ('', 'head+1').
+        raise InputValidationError("migration refused: not a revision alembic can read") from exc
     except sa.exc.SQLAlchemyError as exc:
         raise translate(exc, None) from exc
     finally:

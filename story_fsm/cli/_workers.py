@@ -22,7 +22,7 @@ from story_fsm.models import WorkflowSummary
 from story_fsm.states import Stage
 from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_name, validate_seconds
-from story_fsm.worker import Worker
+from story_fsm.worker import MAX_CONCURRENCY, Worker
 
 __all__ = ["parse_rate_limits", "retry", "submit", "worker"]
 
@@ -123,7 +123,9 @@ def retry(
 @app.command()
 def worker(
     db: DbOption = DEFAULT_DATABASE_URL,
-    concurrency: Annotated[int, typer.Option(min=1, help="Workflows advanced at once.")] = 4,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=MAX_CONCURRENCY, help="Workflows advanced at once.")
+    ] = 4,
     worker_id: Annotated[
         str | None, typer.Option(help="Lease owner name. Default: host:pid.")
     ] = None,

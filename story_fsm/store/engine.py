@@ -53,7 +53,18 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
             raise InputValidationError(
                 f"the folder of the SQLite file {str(path)!r} does not exist"
             )
-    engine = sa.create_engine(url, **kwargs)
+    try:
+        # The driver's options in the query (?timeout=, ?detect_types=) are converted by
+        # SQLAlchemy (when the engine is made, or at the first connection in some versions):
+        # a value of the wrong kind would fail as a bare ValueError.
+        engine = sa.create_engine(url, **kwargs)
+        engine.dialect.create_connect_args(engine.url)
+    except (ValueError, TypeError) as exc:
+        raise InputValidationError(
+            f"the SQLite URL {shown_url(url)!r} has an option of the wrong kind: {exc}"
+        ) from exc
+    except (sa.exc.ArgumentError, ImportError) as exc:  # sqlite+aiosqlite:// and the like
+        raise InputValidationError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
     busy_ms = int(busy_timeout_seconds * 1000)
 
     @event.listens_for(engine, "connect")
@@ -111,7 +122,12 @@ _DRIVER_OPTIONS = frozenset(
 def _is_uri(url: sa.URL) -> bool:
     value = url.query.get("uri", "false")
     # A key given twice (?uri=true&uri=false) comes as a tuple; the driver reads the last one.
-    return bool(sa.util.asbool(value if isinstance(value, str) else value[-1]))
+    try:
+        return bool(sa.util.asbool(value if isinstance(value, str) else value[-1]))
+    except ValueError:
+        raise InputValidationError(
+            f"the SQLite URL {shown_url(url)!r} has uri={value!r}: use uri=true or uri=false"
+        ) from None
 
 
 def _check_sqlite_options(url: sa.URL) -> None:
