@@ -63,8 +63,6 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
         raise InputValidationError(
             f"the SQLite URL {shown_url(url)!r} has an option of the wrong kind: {exc}"
         ) from exc
-    except (sa.exc.ArgumentError, ImportError) as exc:  # sqlite+aiosqlite:// and the like
-        raise InputValidationError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
     busy_ms = int(busy_timeout_seconds * 1000)
 
     @event.listens_for(engine, "connect")
@@ -215,27 +213,28 @@ def make_engine(
             f"{_MAX_BUSY_TIMEOUT_SECONDS:g} (got {busy_timeout_seconds!r})"
         )
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)
-    if backend == "postgresql":
-        parsed = with_driver(parsed)
-        _check_postgres_options(parsed, url)
-        try:
-            # No ping before each checkout: it would cost a round trip per transition. A
-            # connection the server dropped fails at its first statement instead, and the
-            # store then renews the pool and runs that transaction again (sql._reconnecting).
-            connect_args = {}
-            if "connect_timeout" not in parsed.query:
-                connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
-            return sa.create_engine(parsed, connect_args=connect_args)
-        except (sa.exc.ArgumentError, ImportError) as exc:
-            raise InputValidationError(
-                f"cannot use database URL {shown_url(url)!r}: {exc}"
-            ) from exc
+    try:
+        if backend == "sqlite":
+            return _sqlite_engine(parsed, busy_timeout_seconds, synchronous)
+        if backend == "postgresql":
+            return _postgres_engine(with_driver(parsed), url)
+    except (sa.exc.ArgumentError, ImportError) as exc:  # a driver not installed (+aiosqlite)
+        raise InputValidationError(f"cannot use database URL {shown_url(url)!r}: {exc}") from exc
     raise InputValidationError(
         f"unsupported database {backend!r} in {shown_url(url)!r}; "
         "use sqlite:///FILE or postgresql://..."
     )
+
+
+def _postgres_engine(url: sa.URL, given: str | sa.URL) -> sa.Engine:
+    _check_postgres_options(url, given)
+    # No ping before each checkout: it would cost a round trip per transition. A connection
+    # the server dropped fails at its first statement instead, and the store then renews
+    # the pool and runs that transaction again (sql._reconnecting).
+    connect_args = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return sa.create_engine(url, connect_args=connect_args)
 
 
 def _check_postgres_options(url: sa.URL, given: str | sa.URL) -> None:
