@@ -186,8 +186,9 @@ class SchemaVersionError(StoreError):
 class UnreadableRowError(StoreError):
     """A stored row holds what story_fsm never writes: the database was changed by other means.
 
-    A payload that is no JSON, a date that is no date. Other workflows stay readable; a worker
-    logs the claimed one as ``workflow_error`` and goes on with the rest.
+    A payload that is no JSON, a date that is no date, text where a count belongs (SQLite
+    stores any value in any column), a review without its score. Other workflows stay
+    readable; a worker logs the claimed one as ``workflow_error`` and goes on with the rest.
 
     Attributes:
         story_id: The story whose row it is, when one read named it (else None).

@@ -20,6 +20,7 @@ from story_fsm import (
     StoreError,
     StoryWorkflowOrchestrator,
     Trigger,
+    UnreadableRowError,
     WorkflowConfig,
     WorkflowExistsError,
     WorkflowNotFoundError,
@@ -607,51 +608,121 @@ class TestClosedStore:
             store.list_workflows()
 
 
+def _corrupted(url: str, table: str, column: str, value: object, seq: int | None) -> Any:
+    """A store holding a finished story "bad" (review, polish, review) with one value changed
+    by plain SQL, beside an untouched "good"; *seq* picks the history row to change."""
+    store = WorkflowStateManager(url)
+    for story_id in ("bad", "good"):
+        reviewer = ScriptedReviewer(review(60), review(99, "publish"))
+        orchestrator = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store)
+        orchestrator.run_story_workflow(story_id, "T", "once upon a time", {}, "idea")
+    name = getattr(store.schema, table).name
+    where = "story_id = 'bad'" + (f" AND seq = {seq}" if seq is not None else "")
+    with store.engine.begin() as conn:
+        changed = conn.execute(
+            sa.text(f"UPDATE {name} SET {column} = :v WHERE {where}"), {"v": value}
+        )
+        assert changed.rowcount == 1
+    return store
+
+
+#: Rows 2 and 4 of "bad" are its reviews, row 3 its polish.
+_ANY_BACKEND = [
+    ("inputs", "config", "{not json", None, ("load_row", "load_state"), "JSONDecodeError"),
+    ("inputs", "config", "[1]", None, ("load_row", "load_state"), "config holds"),
+    ("transitions", "payload", "[1,", 2, ("history", "load_state"), "JSONDecodeError"),
+    ("transitions", "payload", "null", 0, ("history", "load_state"), "payload holds None"),
+    ("transitions", "payload", '{"decision": "polish"}', 2, ("history", "load_state"), "score"),
+    (
+        "transitions",
+        "payload",
+        '{"decision": "polish", "quality_score": 150}',
+        2,
+        ("history", "load_state"),
+        "150",
+    ),
+    ("transitions", "payload", '{"quality_score": 60}', 4, ("history", "load_state"), "decision"),
+    (
+        "transitions",
+        "payload",
+        '{"title": "T", "changes_count": "many"}',
+        3,
+        ("history", "load_state"),
+        "changes_count holds 'many'",
+    ),
+]
+# SQLite stores any value in any column; PostgreSQL refuses these at the write.
+_SQLITE_ONLY = [
+    (
+        "workflows",
+        "started_at",
+        "yesterday",
+        None,
+        ("load_row", "load_state", "list"),
+        "'yesterday'",
+    ),
+    ("workflows", "iteration", "second", None, ("load_row", "load_state", "list"), "iteration"),
+    ("workflows", "last_quality_score", "high", None, ("load_row", "load_state", "list"), "score"),
+    ("transitions", "cost", "free", 2, ("history", "load_state"), "cost holds 'free'"),
+    ("transitions", "attempt", 1.5, 3, ("history", "load_state"), "attempt holds 1.5"),
+]
+
+
 class TestUnreadableRows:
-    @pytest.mark.parametrize(
-        ("table", "column", "value", "reads"),
-        [
-            ("inputs", "config", "{not json", ("load_row", "load_state")),
-            ("transitions", "payload", "[1,", ("history", "load_state")),
-            ("workflows", "started_at", "yesterday", ("load_row", "load_state", "list")),
-        ],
-    )
+    """A stored value story_fsm never writes (no JSON, no date, text where a count belongs,
+    a review without its score) makes the read a StoreError naming the story and the value,
+    not a driver's or json's error, nor a TypeError later in a result; other stories read
+    as before."""
+
+    @staticmethod
+    def _check(store: WorkflowStateManager, reads: tuple[str, ...], says: str) -> None:
+        calls = {
+            "load_row": lambda: store.load_row("bad"),
+            "load_state": lambda: store.load_state("bad"),
+            "history": lambda: store.history("bad"),
+            "list": store.list_workflows,
+        }
+        for read in reads:
+            with pytest.raises(UnreadableRowError, match=r"cannot be read.*changed outside") as got:
+                calls[read]()
+            assert says in str(got.value)
+            assert got.value.story_id == (None if read == "list" else "bad")
+        if "list" not in reads:  # the listing reads every row, the bad one too
+            assert [w.story_id for w in store.list_workflows()] == ["bad", "good"]
+        good = store.load_state("good")
+        assert good is not None and good.state is S.COMPLETE
+        assert good.quality_scores == [60.0, 99.0]
+        assert [r.seq for r in store.history("good")] == [0, 1, 2, 3, 4]
+
+    @pytest.mark.parametrize(("table", "column", "value", "seq", "reads", "says"), _ANY_BACKEND)
     def test_a_row_changed_outside_story_fsm_is_a_store_error(
         self,
         database_url: str,
-        sqlite_url: str,
         table: str,
         column: str,
         value: str,
+        seq: int | None,
         reads: tuple[str, ...],
+        says: str,
     ) -> None:
-        """A stored value story_fsm never writes (no JSON, no date) makes the read a StoreError
-        naming the story, not a driver's or json's error; other stories read as before."""
-        # PostgreSQL's timestamp column refuses such a date at the write: SQLite's stores it.
-        url = sqlite_url if column == "started_at" else database_url
-        with WorkflowStateManager(url) as store:
-            store.create(new("bad"), None)
-            store.create(new("good"), None)
-            name = getattr(store.schema, table).name
-            with store.engine.begin() as conn:
-                conn.execute(
-                    sa.text(f"UPDATE {name} SET {column} = :v WHERE story_id = 'bad'"),
-                    {"v": value},
-                )
-            calls = {
-                "load_row": lambda: store.load_row("bad"),
-                "load_state": lambda: store.load_state("bad"),
-                "history": lambda: store.history("bad"),
-                "list": store.list_workflows,
-            }
-            for read in reads:
-                with pytest.raises(StoreError, match=r"cannot be read.*changed outside story_fsm"):
-                    calls[read]()
-            if column != "started_at":  # the listing reads every row, the bad one too
-                assert [w.story_id for w in store.list_workflows()] == ["bad", "good"]
-            good = store.load_state("good")
-            assert good is not None and good.state is S.INITIAL
-            assert [r.seq for r in store.history("good")] == [0]
+        store = _corrupted(database_url, table, column, value, seq)
+        with contextlib.closing(store):
+            self._check(store, reads, says)
+
+    @pytest.mark.parametrize(("table", "column", "value", "seq", "reads", "says"), _SQLITE_ONLY)
+    def test_a_value_of_another_type_in_a_sqlite_column_is_a_store_error(
+        self,
+        sqlite_url: str,
+        table: str,
+        column: str,
+        value: object,
+        seq: int | None,
+        reads: tuple[str, ...],
+        says: str,
+    ) -> None:
+        store = _corrupted(sqlite_url, table, column, value, seq)
+        with contextlib.closing(store):
+            self._check(store, reads, says)
 
 
 class TestWritesAfterRefusals:

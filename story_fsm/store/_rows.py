@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import reprlib
 from datetime import datetime, timedelta
 from typing import Any
 
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.models import TransitionRecord, WorkflowSummary
-from story_fsm.states import Stage, Trigger, WorkflowState
+from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 
 __all__ = [
     "SUBMIT_WRITE",
@@ -25,20 +26,68 @@ __all__ = [
 ]
 
 
+# What a read accepts in each kind of column. The driver's own types say what a column holds on
+# PostgreSQL; SQLite stores any value in any column, so a row written by other tools may hold
+# text where a count belongs. Such a value is refused here, at the read (a ValueError, which
+# the store reports as an UnreadableRowError naming the story), not later, as a TypeError deep
+# in a result or a rendering. ``type(v) in kinds`` rather than isinstance: a bool is no count.
+_NONE = type(None)
+_INT = (int,)
+_NUMBER = (int, float)
+_TEXT = (str,)
+_OPT_INT = (int, _NONE)
+_OPT_NUMBER = (int, float, _NONE)
+_OPT_TEXT = (str, _NONE)
+_OBJECT = (dict,)
+_OPT_OBJECT = (dict, _NONE)
+_KIND_NAMES = {int: "an integer", float: "a number", str: "text", dict: "a JSON object"}
+
+
+def _of(kinds: tuple[type, ...], value: Any, column: str) -> Any:
+    """Return *value* when its type is one of *kinds*, else raise ValueError naming *column*."""
+    if type(value) in kinds:
+        return value
+    # (int, float) reads "a number": an integer is one too.
+    named = [k for k in kinds if not (k is int and float in kinds)]
+    wanted = " or ".join("null" if k is _NONE else _KIND_NAMES.get(k, k.__name__) for k in named)
+    raise ValueError(f"{column} holds {reprlib.repr(value)} where {wanted} belongs")
+
+
+def _json(kinds: tuple[type, ...], text: Any, column: str) -> Any:
+    """Decode the JSON text of *column* and check what it decodes to."""
+    return _of(kinds, json.loads(_of(_TEXT, text, column)), column)
+
+
+def _checked_payload(trigger: Trigger, payload: Any) -> dict[str, Any]:
+    """*payload* (decoded), checked for what the result reads of a review's or a polish's."""
+    checked: dict[str, Any] = _of(_OBJECT, payload, "payload")
+    if trigger is Trigger.REVIEWED:
+        score = _of(_NUMBER, payload.get("quality_score"), "payload.quality_score")
+        ReviewDecision(_of(_TEXT, payload.get("decision"), "payload.decision"))
+        if not 0 <= score <= 100:  # also false for NaN, which json.loads takes
+            raise ValueError(f"payload.quality_score holds {score!r} where 0-100 belongs")
+        _of(_OPT_OBJECT, payload.get("review"), "payload.review")
+    elif trigger is Trigger.POLISHED:
+        _of(_OPT_INT, payload.get("changes_count"), "payload.changes_count")
+        _of(_OPT_TEXT, payload.get("title"), "payload.title")
+        _of(_OPT_OBJECT, payload.get("polish"), "payload.polish")
+    return checked
+
+
 def summary_from_row(row: Any) -> WorkflowSummary:
     return WorkflowSummary(
         story_id=row.story_id,
         state=WorkflowState(row.state),
-        iteration=row.iteration,
-        seq=row.seq,
-        title=row.title,
-        last_quality_score=row.last_quality_score,
-        total_cost=row.total_cost,
-        decision=row.decision,
-        error=row.error,
+        iteration=_of(_INT, row.iteration, "iteration"),
+        seq=_of(_INT, row.seq, "seq"),
+        title=_of(_TEXT, row.title, "title"),
+        last_quality_score=_of(_OPT_NUMBER, row.last_quality_score, "last_quality_score"),
+        total_cost=_of(_NUMBER, row.total_cost, "total_cost"),
+        decision=_of(_OPT_TEXT, row.decision, "decision"),
+        error=_of(_OPT_TEXT, row.error, "error"),
         started_at=row.started_at,
         updated_at=row.updated_at,
-        lease_owner=row.lease_owner,
+        lease_owner=_of(_OPT_TEXT, row.lease_owner, "lease_owner"),
         lease_expires_at=row.lease_expires_at,
     )
 
@@ -47,39 +96,46 @@ def workflow_from_row(row: Any) -> WorkflowRow:
     review_payload = getattr(row, "last_review_payload", None)
     return WorkflowRow(
         summary=summary_from_row(row),
-        initial_title=row.initial_title,
-        initial_script=row.initial_script,
-        script=row.script,
-        audience_context=json.loads(row.audience_context),
-        original_idea=row.original_idea,
+        initial_title=_of(_TEXT, row.initial_title, "initial_title"),
+        initial_script=_of(_TEXT, row.initial_script, "initial_script"),
+        script=_of(_TEXT, row.script, "script"),
+        audience_context=_json(_OBJECT, row.audience_context, "audience_context"),
+        original_idea=_of(_TEXT, row.original_idea, "original_idea"),
         local_review_summary=(
-            json.loads(row.local_review_summary) if row.local_review_summary else None
+            _json(_OPT_OBJECT, row.local_review_summary, "local_review_summary")
+            if row.local_review_summary
+            else None
         ),
-        config=json.loads(row.config),
-        initial_quality_score=row.initial_quality_score,
-        total_reviews=row.total_reviews,
-        total_polishes=row.total_polishes,
+        config=_json(_OBJECT, row.config, "config"),
+        initial_quality_score=_of(_OPT_NUMBER, row.initial_quality_score, "initial_quality_score"),
+        total_reviews=_of(_INT, row.total_reviews, "total_reviews"),
+        total_polishes=_of(_INT, row.total_polishes, "total_polishes"),
         failed_stage=Stage(row.failed_stage) if row.failed_stage else None,
         completed_at=row.completed_at,
-        last_review=json.loads(review_payload) if review_payload else None,
-        lease_token=row.lease_token,
+        last_review=(
+            _checked_payload(Trigger.REVIEWED, json.loads(_of(_TEXT, review_payload, "payload")))
+            if review_payload
+            else None
+        ),
+        lease_token=_of(_OPT_TEXT, row.lease_token, "lease_token"),
     )
 
 
 def record_from_row(row: Any) -> TransitionRecord:
+    trigger = Trigger(row.trigger)
     return TransitionRecord(
-        seq=row.seq,
-        trigger=Trigger(row.trigger),
+        seq=_of(_INT, row.seq, "seq"),
+        trigger=trigger,
         source=WorkflowState(row.source),
         dest=WorkflowState(row.dest),
-        iteration=row.iteration,
+        iteration=_of(_INT, row.iteration, "iteration"),
         created_at=row.created_at,
-        payload=json.loads(row.payload),
+        payload=_checked_payload(trigger, json.loads(_of(_TEXT, row.payload, "payload"))),
         stage=Stage(row.stage) if row.stage else None,
-        attempt=row.attempt,
-        duration_seconds=row.duration_seconds,
-        cost=row.cost,
-        error=row.error,
+        attempt=_of(_OPT_INT, row.attempt, "attempt"),
+        duration_seconds=_of(_OPT_NUMBER, row.duration_seconds, "duration_seconds"),
+        cost=_of(_OPT_NUMBER, row.cost, "cost"),
+        error=_of(_OPT_TEXT, row.error, "error"),
     )
 
 
