@@ -214,6 +214,65 @@ class TestExitWithAThreadInACall:
         assert "shutdown ran" not in listed.stderr + missing.stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+class TestStdoutRefused:
+    """stdout that takes nothing (a full disk): one error line, exit 5, no traceback; a run
+    that could not print its result has stored it all the same."""
+
+    @staticmethod
+    def to_full(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        with open("/dev/full", "w") as full:
+            return subprocess.run(
+                [sys.executable, "-m", "story_fsm.cli", *args],
+                cwd=cwd,
+                env=child_env(),
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+
+    def test_each_kind_of_output_exits_5_with_one_line(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        url = f"sqlite:///{tmp_path}/full.db"
+        ran = self.to_full("run", str(story_file), "--db", url, cwd=tmp_path)
+        with WorkflowStateManager(url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        commands = [
+            ("list", "--db", url),  # a rich table
+            ("list", "--json", "--db", url),  # JSON
+            ("history", "keepers_cat", "--db", url),
+            ("diagram", "keepers_cat", "--db", url),  # plain text
+        ]
+        for done in [ran, *(self.to_full(*args, cwd=tmp_path) for args in commands)]:
+            assert done.returncode == 5, done.stderr
+            assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
+            assert done.stderr.splitlines()[-1] == (
+                "error: cannot write the output to stdout (No space left on device)"
+            )
+
+    def test_a_closed_pipe_ends_quietly(self, story_file: Path, tmp_path: Path) -> None:
+        """`story-fsm list | head`: the reader went away; no error line, no traceback."""
+        url = f"sqlite:///{tmp_path}/pipe.db"
+        assert cli("run", str(story_file), "--db", url, cwd=tmp_path).returncode == 0
+        for args in (("history", "keepers_cat"), ("list", "--json")):
+            with subprocess.Popen(
+                [sys.executable, "-m", "story_fsm.cli", *args, "--db", url],
+                cwd=tmp_path,
+                env=child_env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ) as proc:
+                assert proc.stdout is not None and proc.stderr is not None
+                proc.stdout.close()  # before the child writes: its first write meets the close
+                err = proc.stderr.read()
+                assert (proc.wait(timeout=60), err) == (141, "")
+
+
 class TestOpenAIEditor:
     def test_run_completes_against_a_chat_completions_server(
         self, server: FakeLLMServer, story_file: Path, tmp_path: Path

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from story_fsm.cli._errors import EXIT_CODES_HELP, Interrupted, report
 from story_fsm.cli._logging import configure_logging, level_for
+from story_fsm.cli._output import OutputError
 from story_fsm.errors import StoryFSMError
 
 __all__ = ["CliSettings", "app", "db_app", "settings"]
@@ -41,7 +42,7 @@ class _Group(TyperGroup):
         """Invoke the subcommand; report a story_fsm error or an interrupt, exit with its code."""
         try:
             return super().invoke(ctx)
-        except (StoryFSMError, Interrupted) as error:
+        except (StoryFSMError, Interrupted, OutputError) as error:
             code = report(error, debug=settings(ctx).debug)
             raise typer.Exit(int(code)) from error
         except KeyboardInterrupt as error:

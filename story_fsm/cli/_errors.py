@@ -12,7 +12,7 @@ import sys
 import traceback
 from enum import IntEnum
 
-from story_fsm.cli._output import shown
+from story_fsm.cli._output import OutputError, StdoutClosed, shown
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
@@ -46,7 +46,9 @@ class ExitCode(IntEnum):
     USAGE = 2
     LOST_RACE = 3
     DATABASE = 4
+    OUTPUT = 5
     INTERRUPTED = 130
+    STDOUT_CLOSED = 141
 
 
 class Interrupted(Exception):
@@ -74,6 +76,8 @@ class Interrupted(Exception):
 
 _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (Interrupted, ExitCode.INTERRUPTED),
+    (StdoutClosed, ExitCode.STDOUT_CLOSED),
+    (OutputError, ExitCode.OUTPUT),
     (StageFailedError, ExitCode.WORKFLOW_FAILED),
     (ConcurrentAdvanceError, ExitCode.LOST_RACE),
     (InputValidationError, ExitCode.USAGE),
@@ -95,7 +99,9 @@ EXIT_CODES_HELP = (
     "not FAILED, --format svg without Graphviz); "
     "3 another process advanced the workflow first (lost race); "
     "4 the database could not be used (unreachable, locked); "
-    "130 interrupted (resume the story to continue)."
+    "5 the output could not be written to stdout (a full disk); "
+    "130 interrupted (resume the story to continue); "
+    "141 stdout was closed by its reader (| head), with no message."
 )
 
 
@@ -200,5 +206,6 @@ def report(error: BaseException, *, debug: bool) -> ExitCode:
     """Print *error* to stderr (its traceback first when *debug*) and return its exit code."""
     if debug:
         traceback.print_exception(error, file=sys.stderr)
-    print(f"error: {message_for(error)}", file=sys.stderr, flush=True)
+    if not isinstance(error, StdoutClosed):  # the reader wanted no more: nothing went wrong
+        print(f"error: {message_for(error)}", file=sys.stderr, flush=True)
     return exit_code_for(error)

@@ -10,7 +10,7 @@ import typer
 
 from story_fsm.cli._app import app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
-from story_fsm.cli._output import print_json, stderr_console, stdout_console
+from story_fsm.cli._output import print_json, stderr_console, stdout_console, write_stdout
 from story_fsm.cli._render import history_table, status_table, workflows_table
 from story_fsm.cli._store import display_url, open_store
 from story_fsm.errors import InputValidationError, WorkflowNotFoundError
@@ -151,7 +151,7 @@ def diagram(
 def _emit(drawing: str, output: Path | None) -> None:
     text = drawing if drawing.endswith("\n") else drawing + "\n"
     if output is None:
-        typer.echo(text, nl=False)
+        write_stdout(text)
         return
     try:
         output.write_text(text, encoding="utf-8")

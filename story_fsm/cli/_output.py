@@ -8,14 +8,24 @@ are not wrapped to 80 columns since no terminal width applies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from typing import Any
+from typing import IO, Any, cast
 
 from rich.console import Console
 
-__all__ = ["PIPE_WIDTH", "print_json", "shown", "stderr_console", "stdout_console"]
+__all__ = [
+    "PIPE_WIDTH",
+    "OutputError",
+    "StdoutClosed",
+    "print_json",
+    "shown",
+    "stderr_console",
+    "stdout_console",
+    "write_stdout",
+]
 
 #: Line width for tables written to a pipe or a file (no terminal to fit); COLUMNS overrides.
 PIPE_WIDTH = 200
@@ -42,9 +52,58 @@ def shown(text: str) -> str:
     return text.translate(_CONTROLS)
 
 
+class OutputError(Exception):
+    """stdout refused the command's data (a full disk, a device that takes nothing)."""
+
+
+class StdoutClosed(OutputError):
+    """The reader of stdout went away (``story-fsm history s | head``): ends quietly."""
+
+
+def _refused(exc: OSError) -> OutputError:
+    # Python flushes stdout again at exit and would print the same error as an "Exception
+    # ignored" note: what is left goes to /dev/null instead (Python's documented remedy).
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if isinstance(exc, BrokenPipeError):
+        return StdoutClosed("stdout was closed by its reader")
+    return OutputError(f"cannot write the output to stdout ({exc.strerror or exc})")
+
+
+class _GuardedStdout:
+    """``sys.stdout`` whose write errors are :class:`OutputError`.
+
+    Rich would end a closed pipe itself, with exit code 1, which the command line gives to a
+    failed workflow; the error boundary gives it 141 instead, as a shell does a tool that
+    SIGPIPE ended.
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _refused(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _refused(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding ...: the stream's own
+        return getattr(self._stream, name)
+
+
 def _console(*, stderr: bool) -> Console:
     # markup off: titles, scripts and error texts are printed as they are, never parsed.
-    console = Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+    # A proxy rather than an io class: it passes every other attribute to the stream as it is.
+    file = None if stderr else cast(IO[str], _GuardedStdout(sys.stdout))
+    console = Console(file=file, stderr=stderr, markup=False, highlight=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
     return console
@@ -62,5 +121,11 @@ def stderr_console() -> Console:
 
 def print_json(data: Any) -> None:
     """Write *data* to stdout as indented JSON, and nothing else."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    write_stdout(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_stdout(text: str) -> None:
+    """Write *text* to stdout as it is and flush it (:class:`OutputError` if refused)."""
+    out = _GuardedStdout(sys.stdout)
+    out.write(text)
+    out.flush()
