@@ -29,6 +29,7 @@ from story_fsm.store.migrate import (
     head_revision,
     upgrade,
 )
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -81,6 +82,34 @@ class TestMigrations:
             conn.execute(sa.text("UPDATE story_fsm_alembic_version SET version_num = 'ffff9999'"))
         with pytest.raises(SchemaVersionError, match="ffff9999"):
             WorkflowStateManager(database_url)
+        engine.dispose()
+
+    def test_a_version_row_set_back_by_hand_is_refused_and_nothing_changes(
+        self, database_url: str
+    ) -> None:
+        """A version row rewound below the tables' revision: the upgrade would re-create a
+        table that exists. Refused as a schema error that says so (CLI exit 2, not a database
+        error), the migration rolled back, the stories kept."""
+        with WorkflowStateManager(database_url) as store:
+            StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store
+            ).run_story_workflow("kept", "T", "a script", {}, "idea")
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE story_fsm_alembic_version SET version_num = '0001'"))
+        before = tables(engine)
+        for attempt in (lambda: WorkflowStateManager(database_url), lambda: upgrade(engine)):
+            with pytest.raises(SchemaVersionError, match=r"'0001'.*changed outside story_fsm"):
+                attempt()
+        assert tables(engine) == before and current_revision(engine) == "0001"
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE story_fsm_alembic_version SET version_num = :v"),
+                {"v": HEAD_REVISION},
+            )
+        with WorkflowStateManager(database_url) as store:
+            kept = store.load_state("kept")
+        assert kept is not None and kept.quality_scores == [99.0]
         engine.dispose()
 
     def test_no_auto_migrate_refuses_an_empty_database(self, sqlite_url: str) -> None:

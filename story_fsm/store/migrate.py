@@ -176,11 +176,40 @@ def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connecti
 def upgrade(
     engine: sa.Engine, revision: str = "head", *, prefix: str = DEFAULT_TABLE_PREFIX
 ) -> None:
-    """Upgrade the database to *revision* (default: the newest)."""
-    with migration_connection(engine, prefix) as conn:
-        from alembic import command
+    """Upgrade the database to *revision* (default: the newest).
 
-        command.upgrade(alembic_config(conn, prefix), revision)
+    Raises:
+        SchemaVersionError: A table or index the upgrade would create exists already: the
+            version row says an older revision than the tables are at (nothing is changed).
+    """
+    try:
+        with migration_connection(engine, prefix) as conn:
+            from alembic import command
+
+            command.upgrade(alembic_config(conn, prefix), revision)
+    except sa.exc.DBAPIError as exc:
+        if not _already_exists(exc):
+            raise
+        # The run was one transaction, rolled back by now: the database is as it was.
+        stored = current_revision(engine, prefix)
+        raise SchemaVersionError(
+            f"the database's version row says schema revision {stored!r}, but what a later "
+            f"revision creates exists already ({_first_line(exc.orig)}): the row in "
+            f"{build_schema(prefix).version_table} was changed outside story_fsm; set it "
+            "back to the revision the tables are at"
+        ) from exc
+
+
+def _already_exists(exc: sa.exc.DBAPIError) -> bool:
+    """True for "table/index ... already exists" (PostgreSQL 42P07 and 42710, SQLite's text)."""
+    code = getattr(exc.orig, "sqlstate", None)
+    if code is not None:
+        return code in ("42P07", "42710")
+    return "already exists" in str(exc.orig)
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def downgrade(engine: sa.Engine, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
