@@ -101,8 +101,8 @@ def workflow_from_row(row: Any) -> WorkflowRow:
         script=_of(_TEXT, row.script, "script"),
         audience_context=_json(_OBJECT, row.audience_context, "audience_context"),
         original_idea=_of(_TEXT, row.original_idea, "original_idea"),
-        local_review_summary=(
-            _json(_OPT_OBJECT, row.local_review_summary, "local_review_summary")
+        local_review_summary=(  # any JSON value: the pipeline's own summary, kept as given
+            json.loads(_of(_TEXT, row.local_review_summary, "local_review_summary"))
             if row.local_review_summary
             else None
         ),
