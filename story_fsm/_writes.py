@@ -84,6 +84,9 @@ def failure_write(
     }
     if trigger is Trigger.ATTEMPT_FAILED:
         payload["next_wait_seconds"] = failure.next_wait_seconds
+    rejected = failure.rejected_answer
+    if rejected is not None:  # what was paid for and refused, for the audit trail
+        payload["rejected_answer"] = rejected
     return TransitionWrite(
         trigger,
         src,

@@ -124,11 +124,19 @@ class InvalidStageOutputError(StoryFSMError):
     It counts as a failed attempt, so the engine retries the stage like any other failure.
     A stage that paid for the unusable answer says so in ``cost``; the engine records it on
     the failed attempt's row and adds it to the workflow's total cost.
+
+    Attributes:
+        cost: What the unusable answer cost (0 when unknown).
+        answer: The refused answer as JSON data (the answer's mapping, or a model's text), or
+            None. The engine fills it in for an answer it refuses itself; the failed
+            attempt's row keeps it as ``rejected_answer``, so the audit trail shows what was
+            paid for and why it was refused.
     """
 
-    def __init__(self, message: str, *, cost: float = 0.0) -> None:
+    def __init__(self, message: str, *, cost: float = 0.0, answer: object = None) -> None:
         super().__init__(message)
         self.cost = cost
+        self.answer = answer
 
 
 class StageTimeoutError(StoryFSMError, TimeoutError):

@@ -79,6 +79,13 @@ class AttemptFailure:
         return readable_cost(getattr(self.error, "cost", None))
 
     @property
+    def rejected_answer(self) -> object:
+        """The refused answer (JSON data) when the attempt failed on one, else None."""
+        if not isinstance(self.error, InvalidStageOutputError):
+            return None
+        return getattr(self.error, "answer", None)
+
+    @property
     def error_text(self) -> str:
         """``Type: message`` of the error, as stored in the history (storable as text)."""
         try:

@@ -151,6 +151,11 @@ class PolishOutcome:
 def _as_dict(raw: object, stage: str) -> dict[str, Any]:
     if raw is None:
         raise InvalidStageOutputError(f"the {stage} stage returned None")
+    if isinstance(raw, str):  # a model's text handed on as it came: kept on the failed row
+        raise InvalidStageOutputError(
+            f"the {stage} stage returned text; expected a mapping or an object with to_dict()",
+            answer=raw,
+        )
     if isinstance(raw, Mapping):
         data = dict(raw)
     elif callable(getattr(raw, "to_dict", None)):
@@ -268,18 +273,40 @@ def _cost(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return cost, data
 
 
+#: How much of a refused answer's repr is kept when JSON cannot hold the answer itself.
+_REPR_KEPT = 10_000
+
+
+def _kept(data: dict[str, Any]) -> object:
+    """*data* as the failed attempt's row can store it: as JSON data, else as its repr.
+
+    A score of NaN, say, has no JSON form; the repr still shows an operator what was refused.
+    """
+    try:
+        return as_stored(data, default=str)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return repr(data)[:_REPR_KEPT]
+    except Exception:  # a huge int, a broken __repr__, nesting past the recursion limit
+        return None
+
+
 @contextmanager
-def _charged(cost: float) -> Iterator[None]:
-    """Charge an answer refused here with the cost its stage said it paid.
+def _charged(cost: float, data: dict[str, Any]) -> Iterator[None]:
+    """Charge an answer refused here with the cost its stage said it paid, and keep it.
 
     The call was made and paid for; refusing its answer must not drop that from the failed
-    attempt's row and the workflow's total (a stage's own refusal may already carry a cost).
+    attempt's row and the workflow's total (a stage's own refusal may already carry a cost),
+    nor hide what the answer was.
     """
     try:
         yield
     except InvalidStageOutputError as exc:
         if not exc.cost:
             exc.cost = cost
+        if exc.answer is None:
+            exc.answer = _kept(data)
         raise
 
 
@@ -296,7 +323,7 @@ def normalize_review(raw: object) -> ReviewOutcome:
     """
     data = _as_dict(raw, "review")
     cost, data = _cost(data)
-    with _charged(cost):
+    with _charged(cost, data):
         decision, score = _decision(raw, data), _score(raw, data)
         stored = _jsonable(data, "review")
     return ReviewOutcome(decision, score, cost, stored)
@@ -322,7 +349,7 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
     """
     data = _as_dict(raw, "polish")
     cost, data = _cost(data)
-    with _charged(cost):
+    with _charged(cost, data):
         script = _field(raw, data, "polished_script")
         if not isinstance(script, str) or not script.strip():
             raise InvalidStageOutputError(

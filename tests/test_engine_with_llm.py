@@ -124,6 +124,18 @@ class TestEngineOverHttp:
         assert failed.cost is not None and failed.cost > 0
         assert failed.cost == pytest.approx(reviewed.cost)  # same tokens, same price
         assert result.total_cost == pytest.approx(failed.cost + (reviewed.cost or 0))
+        assert failed.payload["rejected_answer"] == '{"decision": "maybe"}'  # the model's text
+
+    def test_a_model_s_prose_is_kept_on_the_failed_row(self, store: WorkflowStateManager) -> None:
+        """An answer that is no JSON: the failed attempt's row keeps what the model wrote."""
+        prose = "Sure! This story is lovely; I would publish it. Score: 9/10."
+        with FakeLLMServer() as server:
+            server.enqueue_completion(prose)
+            server.enqueue_completion(REVIEW_PUBLISH)
+            orchestrator(store, server).run_story_workflow("prose", "Title", "A script.", {})
+        failed = next(r for r in store.history("prose") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert "not valid JSON" in (failed.error or "")
+        assert failed.payload["rejected_answer"] == prose
 
     def test_server_error_exhausts_retries(self, store: WorkflowStateManager) -> None:
         """Persistent 500s end in FAILED with the SDK's error as the cause."""

@@ -421,8 +421,41 @@ class TestFailures:
             ("review", 0.5),
             ("polish", 0.125),
         ]
+        assert [r.payload["rejected_answer"] for r in failed] == [
+            {"decision": "polish", "quality_score": 150, "_meta": {"cost_estimate": 0.5}},
+            {"polished_script": "  ", "cost": 0.125},
+        ]
         assert result.total_cost == pytest.approx(0.5 + 0.25 + 0.25 + 0.125 + 0.0625)
         assert store.load_row("s-1").summary.total_cost == pytest.approx(result.total_cost)  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize(
+        ("answer", "kept"),
+        [
+            pytest.param(
+                {"decision": "maybe", "quality_score": 50, "notes": ("a", 1)},
+                {"decision": "maybe", "quality_score": 50, "notes": ["a", 1]},
+                id="mapping-as-stored",
+            ),
+            pytest.param(
+                {"decision": "polish", "quality_score": float("nan")},
+                "{'decision': 'polish', 'quality_score': nan}",
+                id="no-json-form-so-its-repr",
+            ),
+            pytest.param("Looks good to me!", "Looks good to me!", id="text"),
+            pytest.param(None, None, id="none"),
+            pytest.param(BadObject(), None, id="bad-to-dict"),
+            pytest.param(RuntimeError("API down"), None, id="an-error-not-an-answer"),
+        ],
+    )
+    def test_a_refused_answer_is_kept_on_its_failed_row(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig, answer: Any, kept: Any
+    ) -> None:
+        """The audit trail shows what a refused attempt answered, as the read returns it."""
+        reviewer = ScriptedReviewer(answer, review(99, "publish"))
+        run(store, reviewer, ScriptedPolisher(), fast_config)
+        failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.payload.get("rejected_answer") == kept
+        assert ("rejected_answer" in failed.payload) is (kept is not None)
 
     @pytest.mark.parametrize("cost", [float("nan"), float("inf"), -5.0, 1e12, "abc", True])
     def test_an_unreadable_cost_of_a_failed_attempt_counts_as_zero(

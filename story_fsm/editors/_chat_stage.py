@@ -292,16 +292,21 @@ class OpenAIStage:
             # Python's digit limit, nested past the parser's depth.
             raise InvalidStageOutputError(f"{where}: the endpoint's reply is not JSON") from exc
         meta = self._meta(response, model, prompt.version, log)
+        content: str | None = None
         try:
             try:
-                answer = validate(parse_json_object(_content(response, where), where), where)
+                content = _content(response, where)
+                answer = validate(parse_json_object(content, where), where)
             except _UNREADABLE as exc:  # a shape no check above foresaw
                 raise InvalidStageOutputError(
                     f"{where}: the reply could not be read ({type(exc).__name__}: {exc})"
                 ) from exc
         except InvalidStageOutputError as exc:
-            # The call was paid even though its answer is unusable: keep that visible.
+            # The call was paid even though its answer is unusable: keep that visible, and
+            # what the model said (the failed attempt's row stores it).
             exc.cost = meta["cost_estimate"]
+            if exc.answer is None:
+                exc.answer = content
             log.warning("llm_answer_invalid", **meta)
             raise
         log.debug("llm_answer", **meta)
