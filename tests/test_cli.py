@@ -10,6 +10,7 @@ import io
 import json
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -898,6 +899,33 @@ class TestErrorBoundary:
         assert "story-fsm status 's 1'" in line and "reload" not in line
         busy = message_for(DatabaseBusyError("... raise busy_timeout_seconds ..."))
         assert "busy_timeout_seconds" not in busy and "PostgreSQL" in busy
+        assert "?timeout=SECONDS" in busy
+
+    def test_the_url_s_timeout_is_how_long_a_command_waits_for_the_lock(
+        self, sqlite_url: str, story_file: Path, tmp_path: Path
+    ) -> None:
+        """An operator sets the busy timeout in --db (?timeout=0.2): a lock held for 3 s
+        outlasts it, and the command exits 4 without writing (with the default 30 s, it
+        would wait the lock out and run)."""
+        WorkflowStateManager(
+            sqlite_url
+        ).close()  # the schema, so the lock is all that is in the way
+        blocker = sqlite3.connect(
+            str(tmp_path / "story_fsm.db"), isolation_level=None, check_same_thread=False
+        )
+        blocker.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(3.0, blocker.execute, ("ROLLBACK",))
+        release.start()
+        try:
+            result = invoke("run", str(story_file), "--db", f"{sqlite_url}?timeout=0.2", "-q")
+        finally:
+            release.cancel()
+            release.join()
+            blocker.close()
+        assert result.exit_code == ExitCode.DATABASE, result.stderr
+        assert "past the busy timeout" in one_error_line(result)
+        with WorkflowStateManager(sqlite_url) as store:
+            assert store.list_workflows() == []
 
     def test_help_epilog_lists_the_exit_codes(self) -> None:
         """`--help` documents every exit code."""

@@ -28,6 +28,7 @@ from story_fsm import (
     WorkflowStateManager,
 )
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite
+from story_fsm.cli._store import open_store
 from story_fsm.store.engine import make_engine, missing_sqlite_file, sqlite_path, writer_lock
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
@@ -488,6 +489,53 @@ class TestEngines:
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+
+    @pytest.mark.parametrize(
+        ("query", "given", "expected_ms"),
+        [
+            ("", None, 30_000),
+            ("?timeout=7", None, 7_000),
+            ("?timeout=0.25", 0.25, 250),
+            ("", 0, 0),
+        ],
+    )
+    def test_the_busy_timeout_comes_from_the_argument_or_the_url(
+        self, tmp_path: Path, query: str, given: float | None, expected_ms: int
+    ) -> None:
+        """busy_timeout_seconds, else the URL's ?timeout= (the one way an operator of the
+        command line can set it), else 30 s: both SQLite's pragma and the driver's wait."""
+        url = f"sqlite:///{tmp_path}/x.db{query}"
+        with (
+            WorkflowStateManager(url, busy_timeout_seconds=given) as store,
+            store.engine.connect() as conn,
+        ):
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == expected_ms
+        if given is None:  # the command line opens its store from the URL alone
+            with (
+                open_store(url, must_exist=True, migrate=False) as cli_store,
+                cli_store.engine.connect() as conn,
+            ):
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == expected_ms
+
+    @pytest.mark.parametrize(
+        ("query", "given", "match"),
+        [
+            ("?timeout=7", 5, "disagree"),
+            ("?timeout=-1", None, "timeout='-1'"),
+            ("?timeout=inf", None, "timeout='inf'"),
+            ("?timeout=nan", None, "timeout='nan'"),
+            ("?timeout=3000000", None, "from 0 to 2,000,000"),
+            ("?timeout=1&timeout=2", None, "more than once"),
+        ],
+    )
+    def test_a_busy_timeout_the_url_cannot_hold_is_refused(
+        self, tmp_path: Path, query: str, given: float | None, match: str
+    ) -> None:
+        """A URL's timeout out of range, or one that disagrees with busy_timeout_seconds (one
+        would silently win), is an input error before the file is created."""
+        with pytest.raises(InputValidationError, match=match):
+            WorkflowStateManager(f"sqlite:///{tmp_path}/x.db{query}", busy_timeout_seconds=given)
+        assert list(tmp_path.iterdir()) == []
 
     def test_locked_sqlite_is_a_typed_error(self, sqlite_url: str, tmp_path: Path) -> None:
         """A write lock held past the busy timeout surfaces as DatabaseBusyError, not a driver error."""

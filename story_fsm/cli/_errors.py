@@ -189,7 +189,8 @@ def _message(error: BaseException) -> str:
     if isinstance(error, DatabaseBusyError):
         return (
             "the SQLite database stayed locked by another process past the busy timeout; "
-            "try again, or put many writers on PostgreSQL"
+            "try again, wait longer (add ?timeout=SECONDS to the database URL), or put many "
+            "writers on PostgreSQL"
         )
     if isinstance(error, StageFailedError):
         cause = error.__cause__ or (error.result.error if error.result else None)

@@ -21,7 +21,10 @@ DbOption = Annotated[
         envvar=DATABASE_ENV,
         show_envvar=True,
         metavar="URL",
-        help="Database URL: sqlite:///FILE or postgresql://user@host/db.",
+        help=(
+            "Database URL: sqlite:///FILE (?timeout=SECONDS: how long a write waits for "
+            "the file's lock, default 30) or postgresql://user@host/db."
+        ),
         show_default=True,
     ),
 ]

@@ -43,7 +43,8 @@ def translate(exc: BaseException, story_id: str | None) -> StoreError:
         return DatabaseBusyError(
             f"the SQLite database stayed locked past the busy timeout"
             f"{f' while writing story {story_id!r}' if story_id else ''}; another process "
-            "holds it: retry, raise busy_timeout_seconds, or use PostgreSQL for many writers"
+            "holds it: retry, raise busy_timeout_seconds (or the URL's ?timeout=), or use "
+            "PostgreSQL for many writers"
         )
     if "readonly database" in str(driver_error(exc)):
         # SQLite's own text ("attempt to write a readonly database") names neither cause.

@@ -17,6 +17,7 @@ from story_fsm.errors import InputValidationError
 
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
+    "DEFAULT_BUSY_TIMEOUT_SECONDS",
     "make_engine",
     "missing_sqlite_file",
     "shown_url",
@@ -30,14 +31,19 @@ _SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: SQLite takes its busy timeout as a C int of milliseconds: about 24 days at most.
 _MAX_BUSY_TIMEOUT_SECONDS = 2_000_000
 
+#: How long a SQLite writer waits for the file's lock when neither ``busy_timeout_seconds``
+#: nor the URL's ``?timeout=`` says.
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+
 #: How long a new PostgreSQL connection may take, unless the URL sets ``connect_timeout``:
 #: without a bound, a server that accepts the connection and never answers (a half-dead
 #: host, a firewall that swallows packets) would hang every command and worker forever.
 CONNECT_TIMEOUT_SECONDS = 10
 
 
-def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -> sa.Engine:
+def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float | None, synchronous: str) -> sa.Engine:
     _check_sqlite_options(url)
+    busy_timeout_seconds = _busy_timeout(url, busy_timeout_seconds)
     kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_timeout_seconds}}
     path = sqlite_path(url)
     if path is None:
@@ -77,6 +83,38 @@ def _sqlite_engine(url: sa.URL, busy_timeout_seconds: float, synchronous: str) -
         cursor.close()
 
     return engine
+
+
+def _busy_timeout(url: sa.URL, given: float | None) -> float:
+    """The busy timeout a SQLite engine uses: *given*, else the URL's ``?timeout=``, else 30 s.
+
+    The URL's option is the one way to set it from the command line. Both are applied to
+    every connection (the driver's ``timeout`` and ``PRAGMA busy_timeout``), so two values
+    that disagree are refused rather than one silently winning.
+    """
+    raw = url.query.get("timeout")
+    if raw is None:
+        return DEFAULT_BUSY_TIMEOUT_SECONDS if given is None else given
+    if not isinstance(raw, str):  # ?timeout=1&timeout=2, which SQLAlchemy cannot convert
+        raise InputValidationError(
+            f"the SQLite URL {shown_url(url)!r} gives timeout more than once: give it once"
+        )
+    text = raw
+    try:
+        from_url = float(text)
+    except ValueError:
+        from_url = float("nan")  # refused just below, with the URL in the message
+    if not 0 <= from_url <= _MAX_BUSY_TIMEOUT_SECONDS:
+        raise InputValidationError(
+            f"the SQLite URL {shown_url(url)!r} has timeout={text!r}: it must be a number of "
+            f"seconds from 0 to {_MAX_BUSY_TIMEOUT_SECONDS:,}"
+        )
+    if given is not None and given != from_url:
+        raise InputValidationError(
+            f"busy_timeout_seconds={given!r} and the SQLite URL's timeout={text!r} disagree: "
+            "give the busy timeout in one place"
+        )
+    return from_url
 
 
 def shown_url(url: str | sa.URL) -> str:
@@ -177,17 +215,24 @@ def with_driver(url: sa.URL) -> sa.URL:
 
 
 def make_engine(
-    url: str | sa.URL, *, busy_timeout_seconds: float = 30.0, sqlite_synchronous: str = "FULL"
+    url: str | sa.URL,
+    *,
+    busy_timeout_seconds: float | None = None,
+    sqlite_synchronous: str = "FULL",
 ) -> sa.Engine:
     """Return an engine for *url*: a SQLite file (WAL, busy timeout, foreign keys) or PostgreSQL.
+
+    SQLite's busy timeout is *busy_timeout_seconds*, else the URL's ``?timeout=`` (seconds),
+    else :data:`DEFAULT_BUSY_TIMEOUT_SECONDS`.
 
     A plain ``postgresql://`` URL uses psycopg 3; a connection attempt gives up after
     :data:`CONNECT_TIMEOUT_SECONDS` unless the URL sets ``connect_timeout``.
 
     Raises:
         InputValidationError: The URL cannot be parsed, names an unsupported database, or
-            gives PostgreSQL an option libpq refuses; or ``busy_timeout_seconds`` or
-            ``sqlite_synchronous`` is out of range.
+            gives PostgreSQL an option libpq refuses; or ``busy_timeout_seconds`` (or a
+            SQLite URL's ``timeout``) or ``sqlite_synchronous`` is out of range; or
+            ``busy_timeout_seconds`` and the URL's ``timeout`` disagree.
     """
     if not isinstance(url, str | sa.URL):
         raise InputValidationError(
@@ -202,7 +247,7 @@ def make_engine(
         raise InputValidationError(
             f"sqlite_synchronous must be one of {_SYNCHRONOUS_LEVELS} (got {sqlite_synchronous!r})"
         )
-    if (
+    if busy_timeout_seconds is not None and (
         isinstance(busy_timeout_seconds, bool)
         or not isinstance(busy_timeout_seconds, int | float)
         # A plain comparison: false for NaN; the upper bound keeps SQLite's milliseconds an int.
@@ -210,7 +255,7 @@ def make_engine(
     ):
         raise InputValidationError(
             "busy_timeout_seconds must be a number of seconds from 0 to "
-            f"{_MAX_BUSY_TIMEOUT_SECONDS:g} (got {busy_timeout_seconds!r})"
+            f"{_MAX_BUSY_TIMEOUT_SECONDS:,} (got {busy_timeout_seconds!r})"
         )
     backend = parsed.get_backend_name()
     try:

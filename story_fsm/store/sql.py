@@ -112,7 +112,8 @@ class WorkflowStateManager:
             ``postgresql://user@host/db``) or an ``Engine`` the caller owns.
         table_prefix: Prefix of the table names (default ``story_fsm_``).
         auto_migrate: Create or upgrade the schema on first use (default True).
-        busy_timeout_seconds: SQLite only: how long a writer waits for the file's lock.
+        busy_timeout_seconds: SQLite only: how long a writer waits for the file's lock
+            (default: the URL's ``?timeout=``, else 30 seconds).
         sqlite_synchronous: SQLite only: ``FULL`` (default; a committed transition survives
             power loss) or ``NORMAL`` (survives a process crash; faster).
         reconnect_seconds: After a connection turned out dead, how long the store keeps
@@ -122,7 +123,8 @@ class WorkflowStateManager:
     Raises:
         InputValidationError: The URL cannot be parsed or names an unsupported database, or
             an option is out of range (a table prefix, the busy timeout, the synchronous
-            level, the reconnect window); nothing was connected to.
+            level, the reconnect window), or the busy timeout is given both here and in the
+            URL with two values; nothing was connected to.
         SchemaVersionError: The database's schema is unknown or newer than this story_fsm.
 
     Example:
@@ -137,7 +139,7 @@ class WorkflowStateManager:
         *,
         table_prefix: str = DEFAULT_TABLE_PREFIX,
         auto_migrate: bool = True,
-        busy_timeout_seconds: float = 30.0,
+        busy_timeout_seconds: float | None = None,
         sqlite_synchronous: str = "FULL",
         reconnect_seconds: float = 30.0,
     ) -> None:
