@@ -178,8 +178,8 @@ class StoreError(StoryFSMError):
 class DatabaseBusyError(StoreError):
     """SQLite's write lock stayed taken longer than the busy timeout.
 
-    Usually another process writes the same file; raise ``busy_timeout_seconds`` or move the
-    workers to PostgreSQL.
+    Usually another process writes the same file; raise ``busy_timeout_seconds`` (or the URL's
+    ``?timeout=SECONDS``) or move the workers to PostgreSQL.
     """
 
 
