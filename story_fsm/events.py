@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -54,6 +55,9 @@ class Emitter:
         try:
             self._callback(event, payload)  # the member: equal to its plain string too
         except Exception:  # a progress display must never fail a paid workflow
-            get_logger(story_id=self._story_id).exception(
-                "progress_callback_failed", progress_event=event.value
-            )
+            # Nor may the note of its failure: a log sink can fail the same way (a display
+            # and a log both on a stderr that a full disk refuses).
+            with contextlib.suppress(Exception):
+                get_logger(story_id=self._story_id).exception(
+                    "progress_callback_failed", progress_event=event.value
+                )

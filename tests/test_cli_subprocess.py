@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from story_fsm import WorkflowState, WorkflowStateManager
+from story_fsm.cli import ExitCode
 from tests.fake_llm_server import FakeLLMServer
 from tests.hermetic import HOST_SETTINGS
 
@@ -271,6 +272,62 @@ class TestStdoutRefused:
                 proc.stdout.close()  # before the child writes: its first write meets the close
                 err = proc.stderr.read()
                 assert (proc.wait(timeout=60), err) == (141, "")
+
+
+class TestStderrRefused:
+    """stderr that takes nothing (``2>>log`` on a full disk, a reader gone) loses the progress,
+    the logs and the error line, never the run: the command goes on and exits as it would."""
+
+    @staticmethod
+    def with_stderr(stderr: Any, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "story_fsm.cli", *args],
+            cwd=cwd,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def test_a_run_completes_and_exits_as_it_would(self, story_file: Path, tmp_path: Path) -> None:
+        """The live view and -v's log lines meet /dev/full: the run still completes (it used
+        to stop in REVIEWING with exit 1, the failed log of a failed progress write raising
+        out of the run), and stdout still gets its summary."""
+        url = f"sqlite:///{tmp_path}/full.db"
+        with open("/dev/full", "w") as full:
+            done = self.with_stderr(full, "-v", "run", str(story_file), "--db", url, cwd=tmp_path)
+            missing = self.with_stderr(full, "status", "nope", "--db", url, cwd=tmp_path)
+            traced = self.with_stderr(full, "--debug", "status", "nope", "--db", url, cwd=tmp_path)
+        assert done.returncode == 0 and "publish (complete)" in done.stdout
+        with WorkflowStateManager(url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        # The error line is lost with stderr; the exit code still says what went wrong.
+        assert (missing.returncode, traced.returncode) == (ExitCode.USAGE, ExitCode.USAGE)
+
+    def test_a_closed_stderr_pipe_does_not_stop_a_run(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        """The reader of stderr went away before the first log line: the run goes on."""
+        url = f"sqlite:///{tmp_path}/pipe.db"
+        with subprocess.Popen(
+            [sys.executable, "-m", "story_fsm.cli", "-v", "run", str(story_file), "--db", url],
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            proc.stderr.close()
+            out = proc.stdout.read()
+            assert proc.wait(timeout=60) == 0
+        assert "publish (complete)" in out
+        with WorkflowStateManager(url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
 
 
 class TestOpenAIEditor:

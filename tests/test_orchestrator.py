@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import threading
 import time
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from story_fsm import (
@@ -610,6 +612,40 @@ class TestFailures:
         assert result.decision == "publish"
         failures = [e for e in logs if e["event"] == "progress_callback_failed"]
         assert failures and all(e["story_id"] == "s-1" for e in failures)
+
+    def test_a_log_sink_that_fails_as_well_does_not_fail_the_workflow(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """The display and the log on one stderr that a full disk refuses: the callback's
+        error, then the note of it, both raise; the workflow still completes."""
+
+        def broken(event: str, data: dict[str, Any]) -> None:
+            raise OSError(28, "No space left on device")
+
+        refused: list[str] = []
+
+        class RefusingLogger:
+            def msg(self, message: str) -> None:
+                refused.append(message)
+                raise OSError(28, "No space left on device")
+
+            debug = info = warning = error = critical = exception = msg
+
+        structlog.configure(  # the autouse fixture resets it after the test
+            processors=[structlog.processors.KeyValueRenderer()],
+            logger_factory=lambda *_: RefusingLogger(),
+            wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),
+            cache_logger_on_first_use=False,
+        )
+        result = run(
+            store,
+            ScriptedReviewer(review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+            progress_callback=broken,
+        )
+        assert result.decision == "publish" and result.state is WorkflowState.COMPLETE
+        assert refused and all("progress_callback_failed" in line for line in refused)
 
 
 class TestEvents:

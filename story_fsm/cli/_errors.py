@@ -8,11 +8,10 @@ first, because several errors share a base class (``SchemaVersionError`` is a ``
 from __future__ import annotations
 
 import shlex
-import sys
 import traceback
 from enum import IntEnum
 
-from story_fsm.cli._output import OutputError, StdoutClosed, shown
+from story_fsm.cli._output import OutputError, StdoutClosed, shown, write_stderr
 from story_fsm.errors import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
@@ -206,7 +205,7 @@ def _message(error: BaseException) -> str:
 def report(error: BaseException, *, debug: bool) -> ExitCode:
     """Print *error* to stderr (its traceback first when *debug*) and return its exit code."""
     if debug:
-        traceback.print_exception(error, file=sys.stderr)
+        write_stderr("".join(traceback.format_exception(error)))
     if not isinstance(error, StdoutClosed):  # the reader wanted no more: nothing went wrong
-        print(f"error: {message_for(error)}", file=sys.stderr, flush=True)
+        write_stderr(f"error: {message_for(error)}\n")
     return exit_code_for(error)

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from story_fsm.cli._output import write_stderr
+
 __all__ = ["SHOWN_BY_CLI", "configure_logging", "level_for", "one_line_exception"]
 
 #: Library events the command line shows in its own words (the progress view shows retries,
@@ -28,8 +30,8 @@ class _StderrLogger:
     """
 
     def msg(self, message: str) -> None:
-        """Write one rendered event line."""
-        print(message, file=sys.stderr, flush=True)
+        """Write one rendered event line (dropped when stderr refuses it)."""
+        write_stderr(message + "\n")
 
     log = debug = info = warning = warn = error = critical = exception = fatal = msg
 
@@ -44,8 +46,8 @@ class _StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Write one record, rendered like story_fsm's own events."""
         try:
-            print(self.format(record), file=sys.stderr, flush=True)
-        except Exception:  # as logging.StreamHandler does: a broken stderr is not our error
+            write_stderr(self.format(record) + "\n")  # a stderr that refuses it: dropped
+        except Exception:  # as logging.StreamHandler does: a record that will not format
             self.handleError(record)
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "print_json",
     "shown",
     "stderr_console",
+    "stderr_lost",
     "stdout_console",
+    "write_stderr",
     "write_stdout",
 ]
 
@@ -60,13 +62,20 @@ class StdoutClosed(OutputError):
     """The reader of stdout went away (``story-fsm history s | head``): ends quietly."""
 
 
-def _refused(exc: OSError) -> OutputError:
-    # Python flushes stdout again at exit and would print the same error as an "Exception
-    # ignored" note: what is left goes to /dev/null instead (Python's documented remedy).
-    with contextlib.suppress(OSError, ValueError):
+def _to_devnull(stream: Any) -> None:
+    # Python flushes stdout and stderr again at exit and would fail on the same error (an
+    # "Exception ignored" note, exit code 120): what is left goes to /dev/null instead
+    # (Python's documented remedy).
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+
+
+def _refused(exc: OSError) -> OutputError:
+    _to_devnull(sys.stdout)
     if isinstance(exc, BrokenPipeError):
         return StdoutClosed("stdout was closed by its reader")
     return OutputError(f"cannot write the output to stdout ({exc.strerror or exc})")
@@ -99,10 +108,51 @@ class _GuardedStdout:
         return getattr(self._stream, name)
 
 
+def stderr_lost(stream: Any) -> None:
+    """*stream* (stderr) refused a write: send what follows on its file to /dev/null.
+
+    stderr carries diagnostics (progress, logs, the error line), never the command's data: a
+    stderr that cannot take them (``2>>log`` on a full disk) must not fail a paid run or turn
+    an error line into a traceback. The command goes on and exits as it would have; its exit
+    code still says how it ended.
+    """
+    _to_devnull(stream)
+
+
+class _ForgivingStderr:
+    """``sys.stderr`` (as it was when the console was built) whose write errors are dropped."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:
+            stderr_lost(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            stderr_lost(self._stream)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding ...: the stream's own
+        return getattr(self._stream, name)
+
+
+def write_stderr(text: str) -> None:
+    """Write *text* to the current stderr and flush it; a refused write is dropped."""
+    err = _ForgivingStderr(sys.stderr)
+    err.write(text)
+    err.flush()
+
+
 def _console(*, stderr: bool) -> Console:
     # markup off: titles, scripts and error texts are printed as they are, never parsed.
     # A proxy rather than an io class: it passes every other attribute to the stream as it is.
-    file = None if stderr else cast(IO[str], _GuardedStdout(sys.stdout))
+    file = cast(IO[str], _ForgivingStderr(sys.stderr) if stderr else _GuardedStdout(sys.stdout))
     console = Console(file=file, stderr=stderr, markup=False, highlight=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = PIPE_WIDTH
