@@ -560,6 +560,26 @@ class TestList:
         everything = invoke("list", "--db", database_url, "--json").stdout
         assert [s["story_id"] for s in json.loads(everything)] == ["ok-1", "bad-1"]
 
+    def test_limit_offset_and_newest_page_the_list(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """`list --newest -n 1` is the latest workflow; --offset pages on; -n 0 exits 2."""
+        failing_then_passing(store, "ok-1")
+        failed_workflow(store, "bad-1")
+
+        def listed(*args: str) -> list[str]:
+            result = invoke("list", *args, "--db", database_url, "--json")
+            assert result.exit_code == 0, result.stderr
+            return [item["story_id"] for item in json.loads(result.stdout)]
+
+        assert listed("--newest", "-n", "1") == ["bad-1"]
+        assert listed("--limit", "1", "--offset", "1") == ["bad-1"]
+        assert listed("--newest", "--offset", "1") == ["ok-1"]
+        assert "bad-1" in invoke("list", "--newest", "-n", "1", "--db", database_url).stdout
+        for bad in (("-n", "0"), ("--offset", "-1"), ("-n", str(2**63))):
+            result = invoke("list", *bad, "--db", database_url)
+            assert result.exit_code == ExitCode.USAGE, (bad, result.stderr)
+
     def test_empty_list_says_so_on_stderr(
         self, store: WorkflowStateManager, database_url: str
     ) -> None:

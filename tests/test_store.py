@@ -233,6 +233,52 @@ class TestReads:
         with pytest.raises(InputValidationError, match="sleeping"):
             store.list_workflows("sleeping")
 
+    def test_list_workflows_pages_in_either_order(self, store: WorkflowStateManager) -> None:
+        """limit, offset and newest_first page through the workflows without overlap, with
+        the state filter too (ties of start time are ordered by story id)."""
+        for n in range(5):
+            held = lease()
+            store.create(new(f"w{n}"), held)
+            if n % 2:
+                store.append(f"w{n}", 0, START, held)
+
+        def ids(**kwargs: Any) -> list[str]:
+            return [s.story_id for s in store.list_workflows(**kwargs)]
+
+        assert ids() == ["w0", "w1", "w2", "w3", "w4"]
+        assert ids(limit=2) == ["w0", "w1"]
+        assert ids(limit=2, offset=2) == ["w2", "w3"]
+        assert ids(offset=3) == ["w3", "w4"]  # an offset alone (SQLite needs a LIMIT for it)
+        assert ids(newest_first=True) == ["w4", "w3", "w2", "w1", "w0"]
+        assert ids(limit=2, newest_first=True) == ["w4", "w3"]
+        assert ids(limit=2, offset=4, newest_first=True) == ["w0"]
+        assert ids(state=S.REVIEWING, limit=1, newest_first=True) == ["w3"]
+        assert ids(state="initial", offset=1) == ["w2", "w4"]
+        assert ids(limit=10, offset=10) == []
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"limit": 0},
+            {"limit": -1},
+            {"limit": True},
+            {"limit": "3"},
+            {"limit": 2.0},
+            {"limit": 2**63},
+            {"offset": -1},
+            {"offset": None},
+            {"offset": 1.5},
+        ],
+    )
+    def test_a_page_that_is_no_count_is_refused(
+        self, store: WorkflowStateManager, kwargs: dict[str, Any]
+    ) -> None:
+        """A limit or an offset that is no integer in range is an input error, not a
+        database error (PostgreSQL refuses a negative LIMIT; SQLite reads it as no limit)."""
+        store.create(new(), lease())
+        with pytest.raises(InputValidationError, match=next(iter(kwargs))):
+            store.list_workflows(**kwargs)
+
 
 class TestEngines:
     @pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "oracle://x", None, 5])

@@ -65,12 +65,29 @@ def list_workflows(
             case_sensitive=False, help="Only workflows in this state.", show_default=False
         ),
     ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            help="At most this many workflows.",
+            show_default=False,
+        ),
+    ] = None,
+    offset: Annotated[
+        int,
+        typer.Option(min=0, help="Skip this many first (paging with --limit)."),
+    ] = 0,
+    newest: Annotated[
+        bool, typer.Option("--newest", help="Latest started first (--newest -n 20: the 20 latest).")
+    ] = False,
     db: DbOption = DEFAULT_DATABASE_URL,
     as_json: JsonOption = False,
 ) -> None:
-    """List the stored workflows, oldest first."""
+    """List the stored workflows, oldest first (--newest: latest first)."""
     with open_store(db, must_exist=True, migrate=False) as store:
-        summaries = store.list_workflows(state)
+        summaries = store.list_workflows(state, limit=limit, offset=offset, newest_first=newest)
     if as_json:
         print_json([summary.to_dict() for summary in summaries])
     elif not summaries:

@@ -656,19 +656,61 @@ class WorkflowStateManager:
         return build_result(row, [r for r in self.history(story_id) if r.seq <= seq])
 
     @_reconnecting
-    def list_workflows(self, state: WorkflowState | str | None = None) -> list[WorkflowSummary]:
-        """Return summaries of all workflows (optionally in one *state*), oldest first."""
+    def list_workflows(
+        self,
+        state: WorkflowState | str | None = None,
+        *,
+        limit: int | None = None,
+        offset: int = 0,
+        newest_first: bool = False,
+    ) -> list[WorkflowSummary]:
+        """Return summaries of the workflows (optionally in one *state*), oldest first.
+
+        Args:
+            state: Only workflows in this state.
+            limit: At most this many (>= 1; default: all of them).
+            offset: Skip this many first (>= 0), for paging with *limit*.
+            newest_first: Order by start time, latest first (``limit=20, newest_first=True``:
+                the 20 latest). Ties are ordered by story id, so pages do not overlap.
+
+        Raises:
+            InputValidationError: An unknown *state*, or a *limit* or *offset* that is no
+                integer in range; nothing was read.
+        """
+        wanted = _wanted_state(state)
+        limit = None if limit is None else _count("limit", limit, 1)
+        offset = _count("offset", offset, 0)
         wf = self.schema.workflows
-        query = sa.select(wf).order_by(wf.c.started_at, wf.c.story_id)
-        if state is not None:
-            try:
-                wanted = WorkflowState(state)
-            except ValueError:
-                names = ", ".join(s.value for s in WorkflowState)
-                raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
+        order = (wf.c.started_at, wf.c.story_id)
+        query = sa.select(wf).order_by(*(c.desc() for c in order) if newest_first else order)
+        if wanted is not None:
             query = query.where(wf.c.state == wanted.value)
+        if limit is not None or offset:
+            query = query.limit(limit).offset(offset)
         with self._read() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
+
+
+#: The largest LIMIT or OFFSET both databases take (a signed 64-bit integer).
+_MAX_COUNT = 2**63 - 1
+
+
+def _wanted_state(state: WorkflowState | str | None) -> WorkflowState | None:
+    if state is None:
+        return None
+    try:
+        return WorkflowState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in WorkflowState)
+        raise InputValidationError(f"unknown state {state!r}; use one of {names}") from None
+
+
+def _count(name: str, value: object, least: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and least <= value <= _MAX_COUNT:
+        return value
+    raise InputValidationError(
+        f"{name} must be an integer from {least} to {_MAX_COUNT} (2**63 - 1), got {value!r}"
+    )
 
 
 def prefixed(values: dict[str, Any]) -> dict[str, Any]:
