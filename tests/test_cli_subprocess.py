@@ -40,6 +40,18 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def piped_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    """Start the command line with stdout and stderr on pipes, for a test to close one."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "story_fsm.cli", *args],
+        cwd=cwd,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def cli(
     *args: str, cwd: Path, script: bool = False, **env: str
 ) -> subprocess.CompletedProcess[str]:
@@ -260,14 +272,7 @@ class TestStdoutRefused:
         url = f"sqlite:///{tmp_path}/pipe.db"
         assert cli("run", str(story_file), "--db", url, cwd=tmp_path).returncode == 0
         for args in (("history", "keepers_cat"), ("list", "--json")):
-            with subprocess.Popen(
-                [sys.executable, "-m", "story_fsm.cli", *args, "--db", url],
-                cwd=tmp_path,
-                env=child_env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            ) as proc:
+            with piped_cli(*args, "--db", url, cwd=tmp_path) as proc:
                 assert proc.stdout is not None and proc.stderr is not None
                 proc.stdout.close()  # before the child writes: its first write meets the close
                 err = proc.stderr.read()
@@ -312,14 +317,7 @@ class TestStderrRefused:
     ) -> None:
         """The reader of stderr went away before the first log line: the run goes on."""
         url = f"sqlite:///{tmp_path}/pipe.db"
-        with subprocess.Popen(
-            [sys.executable, "-m", "story_fsm.cli", "-v", "run", str(story_file), "--db", url],
-            cwd=tmp_path,
-            env=child_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as proc:
+        with piped_cli("-v", "run", str(story_file), "--db", url, cwd=tmp_path) as proc:
             assert proc.stdout is not None and proc.stderr is not None
             proc.stderr.close()
             out = proc.stdout.read()
