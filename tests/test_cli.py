@@ -520,6 +520,90 @@ class TestStatus:
         assert not (tmp_path / "typo.db").exists()
 
 
+class TestShow:
+    def test_prints_the_polished_story_as_a_file_run_reads_back(
+        self, database_url: str, story_file: Path, tmp_path: Path
+    ) -> None:
+        """`show` prints the current title and script; written with -o and run again, the
+        new workflow starts from exactly that version."""
+        assert invoke("run", str(story_file), "--db", database_url, "-q").exit_code == 0
+        with WorkflowStateManager(database_url) as store:
+            done = store.load_state("keepers_cat")
+        assert done is not None and done.final_script != done.initial_script
+        shown = invoke("show", "keepers_cat", "--db", database_url)
+        assert shown.exit_code == 0 and shown.stderr == ""
+        assert shown.stdout.startswith(f"{done.final_title}\n\n{done.final_script}")
+        again = tmp_path / "polished.txt"
+        written = invoke("show", "keepers_cat", "--db", database_url, "-o", str(again))
+        assert written.exit_code == 0 and written.stdout == "" and str(again) in written.stderr
+        assert again.read_text(encoding="utf-8") == shown.stdout
+        assert invoke("run", str(again), "--db", database_url, "-q").exit_code == 0
+        with WorkflowStateManager(database_url) as store:
+            rerun = store.load_state("polished")
+        assert rerun is not None
+        assert (rerun.initial_title, rerun.initial_script) == (done.final_title, done.final_script)
+
+    def test_initial_prints_the_submitted_version(self, sqlite_url: str, story_file: Path) -> None:
+        """--initial prints the story as it was submitted, not as polished."""
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        with WorkflowStateManager(sqlite_url) as store:
+            done = store.load_state("keepers_cat")
+        assert done is not None
+        out = invoke("show", "keepers_cat", "--initial", "--db", sqlite_url).stdout
+        assert out == f"{done.initial_title}\n\n{done.initial_script}\n"
+        assert done.final_script not in out
+
+    def test_json_is_the_stored_result(
+        self, store: WorkflowStateManager, database_url: str, tmp_path: Path
+    ) -> None:
+        """--json prints WorkflowResult.to_dict() (as `run --json` does), to stdout or -o."""
+        failing_then_passing(store)
+        stored = store.load_state("s-1")
+        assert stored is not None
+        expected = roundtrip(stored.to_dict())
+        result = invoke("show", "s-1", "--db", database_url, "--json")
+        assert result.exit_code == 0 and json.loads(result.stdout) == expected
+        target = tmp_path / "s-1.json"
+        written = invoke("show", "s-1", "--db", database_url, "--json", "-o", str(target))
+        assert written.exit_code == 0 and written.stdout == ""
+        assert json.loads(target.read_text(encoding="utf-8")) == expected
+
+    def test_a_workflow_not_complete_shows_its_latest_version_with_a_note(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """Mid-run (here REVIEWING after a crash) it is the latest committed version; stderr
+        says the workflow is not COMPLETE yet, stdout holds the story only."""
+        interrupted_workflow(store)
+        row = store.load_row("s-1")
+        assert row is not None and row.summary.state is WorkflowState.REVIEWING
+        result = invoke("show", "s-1", "--db", database_url)
+        assert result.exit_code == 0
+        assert result.stdout == f"{row.summary.title}\n\n{row.script}\n"
+        assert "REVIEWING, not COMPLETE" in result.stderr
+        assert f"step {row.summary.seq}" in result.stderr
+
+    def test_a_pipe_gets_the_text_as_stored(self, sqlite_url: str, tmp_path: Path) -> None:
+        """Not a terminal, the title's control characters are printed as they are (data for
+        the next tool); a terminal gets them escaped (tests/test_cli_subprocess.py)."""
+        story = tmp_path / "evil.txt"
+        story.write_text("Evil \x1b[2J title\nThe cat sat on the mat. It was warm.\n")
+        assert invoke("run", str(story), "--db", sqlite_url, "-q").exit_code == 0
+        out = invoke("show", "evil", "--initial", "--db", sqlite_url).stdout
+        assert out.startswith("Evil \x1b[2J title\n\n")
+
+    def test_unknown_story_and_json_with_initial_exit_2(
+        self, store: WorkflowStateManager, database_url: str, tmp_path: Path
+    ) -> None:
+        """An unknown id exits 2 naming it; --json with --initial exits 2 before any database
+        is opened (the missing file is neither reported nor created)."""
+        result = invoke("show", "ghost", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
+        missing = tmp_path / "none.db"
+        result = invoke("show", "x", "--json", "--initial", "--db", f"sqlite:///{missing}")
+        assert result.exit_code == ExitCode.USAGE and "drop --initial" in one_error_line(result)
+        assert not missing.exists()
+
+
 class TestHistory:
     def test_failed_attempt_has_its_own_line_with_the_error(
         self, store: WorkflowStateManager, database_url: str

@@ -279,6 +279,44 @@ class TestStdoutRefused:
                 assert (proc.wait(timeout=60), err) == (141, "")
 
 
+class TestShowOnATerminal:
+    def test_control_characters_are_escaped_for_a_terminal_only(self, tmp_path: Path) -> None:
+        """`show` to a terminal (a pty here) prints a title's escape sequence as ``\\x1b``, as
+        ``ls`` does with odd file names; to a pipe, the same command prints it as stored."""
+        import pty
+
+        story = tmp_path / "evil.txt"
+        story.write_text("Evil \x1b[2J title\nThe cat sat on the mat. It was warm.\n")
+        url = f"sqlite:///{tmp_path}/show.db"
+        assert cli("run", str(story), "--db", url, "-q", cwd=tmp_path).returncode == 0
+        command = [sys.executable, "-m", "story_fsm.cli", "show", "evil", "--initial", "--db", url]
+        leader, follower = pty.openpty()
+        try:
+            with subprocess.Popen(
+                command, cwd=tmp_path, env=child_env(), stdout=follower, stderr=subprocess.PIPE
+            ) as proc:
+                os.close(follower)
+                follower = -1
+                seen = b""
+                while True:
+                    try:
+                        chunk = os.read(leader, 4096)
+                    except OSError:  # EIO: the child closed its end
+                        break
+                    if not chunk:
+                        break
+                    seen += chunk
+                assert proc.wait(timeout=60) == 0
+        finally:
+            os.close(leader)
+            if follower != -1:
+                os.close(follower)
+        text = seen.decode("utf-8").replace("\r\n", "\n")  # the pty's line discipline
+        assert text.startswith("Evil \\x1b[2J title\n\n") and "\x1b" not in text
+        piped = cli("show", "evil", "--initial", "--db", url, cwd=tmp_path)
+        assert piped.stdout.startswith("Evil \x1b[2J title\n\n")
+
+
 class TestStderrRefused:
     """stderr that takes nothing (``2>>log`` on a full disk, a reader gone) loses the progress,
     the logs and the error line, never the run: the command goes on and exits as it would."""

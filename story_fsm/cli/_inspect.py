@@ -1,22 +1,33 @@
-"""``story-fsm status|history|list|diagram``: read what the database holds (never write)."""
+"""``story-fsm status|show|history|list|diagram``: read what the database holds (never write)."""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from story_fsm.cli._app import app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
-from story_fsm.cli._output import print_json, stderr_console, stdout_console, write_stdout
+from story_fsm.cli._output import (
+    print_json,
+    shown,
+    stderr_console,
+    stdout_console,
+    stdout_is_terminal,
+    write_stdout,
+)
 from story_fsm.cli._render import history_table, status_table, workflows_table
 from story_fsm.cli._store import display_url, open_store
 from story_fsm.errors import InputValidationError, WorkflowNotFoundError
 from story_fsm.states import WorkflowState
 
-__all__ = ["DiagramFormat", "diagram", "history", "list_workflows", "status"]
+if TYPE_CHECKING:
+    from story_fsm._records import WorkflowRow
+
+__all__ = ["DiagramFormat", "diagram", "history", "list_workflows", "show", "status", "story_text"]
 
 StoryIdArgument = Annotated[str, typer.Argument(help="The story's id.", show_default=False)]
 
@@ -42,6 +53,76 @@ def status(
         print_json(row.summary.to_dict())
     else:
         stdout_console().print(status_table(row.summary))
+
+
+@app.command()
+def show(
+    story_id: StoryIdArgument,
+    initial: Annotated[
+        bool,
+        typer.Option("--initial", help="The story as it was submitted, not as it is now."),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to this file instead of stdout.", show_default=False
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DATABASE_URL,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the whole result as JSON (both versions, every iteration), as run does.",
+        ),
+    ] = False,
+) -> None:
+    """Print a workflow's story: its title line, then its script (polished, once complete).
+
+    The text is a story file as 'run' reads it, so 'story-fsm show s-42 > s-42.txt' gives a
+    file that can be run again. Not yet COMPLETE, it is the latest committed version (a note
+    on stderr says so).
+    """
+    if as_json and initial:
+        raise InputValidationError(
+            "--json prints the initial and the current version: drop --initial"
+        )
+    with open_store(db, must_exist=True, migrate=False) as store:
+        if as_json:
+            result = store.load_state(story_id)
+            if result is None:
+                raise WorkflowNotFoundError(story_id)
+            _emit(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), output)
+            return
+        row = store.load_row(story_id)
+    if row is None:
+        raise WorkflowNotFoundError(story_id)
+    text = story_text(row, initial=initial)
+    state = row.summary.state
+    if not initial and state is not WorkflowState.COMPLETE:
+        stderr_console().print(
+            f"note: {shown(story_id)} is {state.name}, not COMPLETE: this is its version as of "
+            f"step {row.summary.seq}"
+        )
+    if output is None and stdout_is_terminal():
+        # As ``ls`` does: an escape sequence in a model's text must not act on the terminal;
+        # a pipe or a file gets the text as it is stored.
+        text = shown(text)
+    _emit(text, output)
+
+
+def story_text(row: WorkflowRow, *, initial: bool = False) -> str:
+    """The story of *row* as a story file holds it: the title, a blank line, the script.
+
+    The current version, or the submitted one with *initial*. ``run`` reads such a file back
+    as the same title and script (unless the title itself has a line break, which only the
+    API or a model can give it: the JSON output keeps it exact).
+    """
+    title, script = (
+        (row.initial_title, row.initial_script) if initial else (row.summary.title, row.script)
+    )
+    end = "" if script.endswith("\n") else "\n"
+    return f"{title}\n\n{script}{end}"
 
 
 @app.command()

@@ -25,6 +25,7 @@ __all__ = [
     "stderr_console",
     "stderr_lost",
     "stdout_console",
+    "stdout_is_terminal",
     "write_stderr",
     "write_stdout",
 ]
@@ -167,6 +168,14 @@ def stdout_console() -> Console:
 def stderr_console() -> Console:
     """Return a console on the current stderr (progress, notes)."""
     return _console(stderr=True)
+
+
+def stdout_is_terminal() -> bool:
+    """Whether the current stdout is a terminal (False for a pipe, a file, a closed stream)."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
 
 
 def print_json(data: Any) -> None:

@@ -1,6 +1,6 @@
 """Opening the store a command works on, with checks that save the user a silent mistake.
 
-A command on an existing workflow (status, history, list, diagram, resume, retry) must not
+A command on an existing workflow (status, show, history, list, diagram, resume, retry) must not
 create an empty SQLite file because of a typo in ``--db``; it says the file is missing
 instead. run, submit, resume and worker migrate an old schema first; the others (the read
 commands, and retry, which only re-queues) do not: an old schema is reported with the command
