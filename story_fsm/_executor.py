@@ -5,14 +5,17 @@ stage call that outlives its timeout leaves that thread behind and the run goes 
 ``concurrent.futures.ThreadPoolExecutor`` joins its threads at interpreter exit, so one call
 that never returns (a hung HTTP read) would keep a finished CLI from exiting. Here the threads
 are daemons: an abandoned thread's late answer is discarded and the process can still exit.
-Threads are reused, so a run costs no thread start.
+Threads are reused, so a run costs no thread start. A child forked from the process (as
+``multiprocessing`` does on Linux) starts with its pools empty: their threads stay behind.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -94,6 +97,12 @@ class StageExecutor:
 
     def __init__(self, max_workers: int | None = None) -> None:
         self._max_workers = max_workers
+        self._start_afresh()
+        _pools.add(self)
+
+    def _start_afresh(self) -> None:
+        # Also run in a forked child, whose copy of the pool counts threads that were not
+        # forked with it: its first run would wait for an idle thread that is not there.
         self._jobs: queue.SimpleQueue[StageCall[Any]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -122,6 +131,21 @@ class StageExecutor:
             with self._lock:
                 self._idle += 1
 
+
+#: Every pool of this process, for :func:`_after_fork` (weakly: a pool dropped goes away).
+_pools: weakref.WeakSet[StageExecutor] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # In the child, only the forking thread exists: each pool starts with no thread (and
+    # new locks, one of which another thread may have held at the fork).
+    global _default_lock  # noqa: PLW0603 - reset once, in the child, before any other use
+    _default_lock = threading.Lock()
+    for pool in list(_pools):
+        pool._start_afresh()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 _default: StageExecutor | None = None
 _default_lock = threading.Lock()
