@@ -10,12 +10,15 @@ round trip cost about as much as the rest of a transition's work. The thread tha
 the run waits for it and watches the attempt in flight (:attr:`StageRunner.in_flight`); when an
 attempt outlives its timeout, the waiter takes the attempt over (the carrier's late answer is
 then discarded), and the run goes on from that failed attempt on a new carrier thread. So a
-call that never returns costs one abandoned thread, never the caller's.
+call that never returns costs one abandoned thread, never the caller's. An async stage's
+coroutine is run to its end on the process's stage loop (``story_fsm._aio``), bounded by the
+same deadline, and cancelled there when it runs out.
 """
 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from tenacity import (
     wait_exponential,
 )
 
+from story_fsm._aio import await_answer
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
 from story_fsm._text import storable
 from story_fsm.config import WorkflowConfig
@@ -411,6 +415,9 @@ class StageRunner:
             deadline = attempt_deadline.set(flight.deadline)  # for stage_time_left()
             try:
                 raw = call()
+                if inspect.isawaitable(raw):  # an async stage: run on the stage loop
+                    late = f"{stage.value} took longer than {self._timeout:g}s"
+                    raw = await_answer(raw, flight.deadline, late)
             finally:
                 attempt_deadline.reset(deadline)
                 self._landed(flight)

@@ -1,0 +1,58 @@
+"""A process forked after runs (``multiprocessing`` on Linux, a pre-fork server) runs its own.
+
+Only the forking thread survives a fork: the carriers' pool and the async stages' loop, whose
+threads stayed behind, start afresh in the child. Before, a child's first run waited forever
+for an idle carrier thread that its copy of the pool still counted.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any
+
+import pytest
+
+from story_fsm import StoryWorkflowOrchestrator, WorkflowConfig, WorkflowState, WorkflowStateManager
+from story_fsm._aio import stage_loop
+from story_fsm._executor import default_executor
+from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+from tests.test_async_stages import AsyncPolisher, AsyncReviewer
+
+STAGES = {
+    "sync": lambda: (ScriptedReviewer(review(60), review(97, "publish")), ScriptedPolisher()),
+    "async": lambda: (AsyncReviewer(review(60), review(97, "publish")), AsyncPolisher()),
+}
+
+
+def _run(url: str, kind: str, story_id: str) -> WorkflowState:
+    reviewer, polisher = STAGES[kind]()
+    config = WorkflowConfig(stage_timeout_seconds=5, max_stage_retries=1, retry_backoff_seconds=0)
+    with WorkflowStateManager(url) as store:
+        orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)
+        return orchestrator.run_story_workflow(story_id, "Title", "Script.", {}).state
+
+
+def _child(url: str, kind: str) -> None:
+    state = _run(url, kind, "child")
+    raise SystemExit(0 if state is WorkflowState.COMPLETE else 1)
+
+
+@pytest.mark.parametrize("kind", sorted(STAGES))
+def test_a_child_forked_after_a_run_runs_stories(sqlite_url: str, kind: str) -> None:
+    """The parent runs a story (so its pool has an idle carrier, and its loop runs), forks,
+    and the child's own story completes on threads of its own."""
+    assert _run(sqlite_url, kind, "parent") is WorkflowState.COMPLETE
+    assert default_executor().busy() == 0  # the parent's carriers are idle, not gone
+    if kind == "async":
+        assert stage_loop().is_running()
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(sqlite_url, kind))
+    child.start()
+    child.join(60)
+    if child.exitcode is None:  # pragma: no cover - the failure this test is about
+        child.kill()
+        child.join()
+        pytest.fail("the forked child's run never finished")
+    assert child.exitcode == 0
+    with WorkflowStateManager(sqlite_url) as store:
+        summary: Any = store.load_row("child")
+    assert summary is not None and summary.summary.state is WorkflowState.COMPLETE
