@@ -71,6 +71,9 @@ class StoryReviewer(Protocol):
     (the score may also sit at ``overall_assessment.quality_score``) or an object with
     ``.decision``, ``.overall_assessment.quality_score`` and ``.to_dict()``. A cost, if any,
     is read from ``_meta.cost_estimate`` (or a top-level ``cost``).
+
+    The method may be ``async def``: its coroutine runs on the process's one loop for async
+    stages, cancelled at the stage timeout (README, "Embedding it").
     """
 
     def review_story(
@@ -94,7 +97,7 @@ class StoryPolisher(Protocol):
 
     ``expert_review_data`` is the review as a dict, exactly as the reviewer returned it. The
     answer is a mapping or an object with ``polished_title``, ``polished_script``,
-    ``change_log`` (and ``.to_dict()``).
+    ``change_log`` (and ``.to_dict()``). The method may be ``async def``, as the reviewer's.
     """
 
     def polish_story(
