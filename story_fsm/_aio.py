@@ -50,7 +50,9 @@ class _StageLoop:
     def get(self) -> asyncio.AbstractEventLoop:
         """Return the loop, starting it (and its thread) on first use."""
         with self._lock:
-            if self._loop is None:
+            # Not running: never started, or its thread died (nothing should end it, but a
+            # dead loop would leave every later async stage waiting for its deadline).
+            if self._loop is None or not self._loop.is_running():
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
                 # A daemon: a coroutine that never ends must not keep a finished process
@@ -79,17 +81,32 @@ def stage_loop() -> asyncio.AbstractEventLoop:
     return _the_loop.get()
 
 
+class _Exit:
+    """A ``KeyboardInterrupt`` or ``SystemExit`` the coroutine raised, carried back as a value.
+
+    Raised inside a task, asyncio lets them out of ``run_forever`` and the loop's thread
+    would end with them; re-raised on the carrier instead, they end the run as they do from a
+    synchronous stage.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 async def _bounded(answer: Awaitable[Any], left: float | None, late: str) -> Any:
-    if left is None:  # a call no deadline watches (a stage run outside the engine's carry)
-        return await answer
-    timeout = asyncio.timeout(left)
     try:
-        async with timeout:
+        if left is None:  # a call no deadline watches (a stage run outside the engine's carry)
             return await answer
-    except TimeoutError:
-        if timeout.expired():
-            raise StageTimeoutError(late) from None
-        raise  # the stage's own TimeoutError (an upstream's): a failure with its own text
+        timeout = asyncio.timeout(left)
+        try:
+            async with timeout:
+                return await answer
+        except TimeoutError:
+            if timeout.expired():
+                raise StageTimeoutError(late) from None
+            raise  # the stage's own TimeoutError (an upstream's): a failure with its own text
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return _Exit(exc)
 
 
 def await_answer(answer: Awaitable[Any], deadline: float | None, late: str) -> Any:
@@ -103,4 +120,7 @@ def await_answer(answer: Awaitable[Any], deadline: float | None, late: str) -> A
         Exception: Whatever the coroutine raised.
     """
     left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-    return asyncio.run_coroutine_threadsafe(_bounded(answer, left, late), stage_loop()).result()
+    done = asyncio.run_coroutine_threadsafe(_bounded(answer, left, late), stage_loop()).result()
+    if isinstance(done, _Exit):
+        raise done.error
+    return done

@@ -235,3 +235,24 @@ def test_a_worker_runs_async_stages(pg_url: str) -> None:
     assert stats.completed == 3 and stats.failed == 0
     assert states == {f"w-{n}": WorkflowState.COMPLETE for n in range(3)}
     assert len(reviewer.calls) == 3
+
+
+def test_a_system_exit_in_a_coroutine_ends_the_run_not_the_loop(sqlite_url: str) -> None:
+    """SystemExit raised by an async stage ends that run as a sync stage's does (the workflow
+    stays resumable in REVIEWING); the stage loop lives on and serves the next run."""
+    with WorkflowStateManager(sqlite_url) as store:
+        quitting = StoryWorkflowOrchestrator(
+            AsyncReviewer(SystemExit(3)), AsyncPolisher(), store, config()
+        )
+        with pytest.raises(SystemExit):
+            quitting.run_story_workflow("a-6", "Title", "Script.", {})
+        row = store.load_row("a-6")
+        assert row is not None and row.summary.state is WorkflowState.REVIEWING
+        working = StoryWorkflowOrchestrator(
+            AsyncReviewer(review(97, "publish")),
+            AsyncPolisher(),
+            store,
+            config(stage_timeout_seconds=5, max_stage_retries=1),
+        )
+        assert working.resume("a-6").state is WorkflowState.COMPLETE
+    assert stage_loop().is_running()
