@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from story_fsm.cli._app import app
-from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
+from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption, OutputOption
 from story_fsm.cli._output import (
     print_json,
     shown,
@@ -62,12 +62,7 @@ def show(
         bool,
         typer.Option("--initial", help="The story as it was submitted, not as it is now."),
     ] = False,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Write to this file instead of stdout.", show_default=False
-        ),
-    ] = None,
+    output: OutputOption = None,
     db: DbOption = DEFAULT_DATABASE_URL,
     as_json: Annotated[
         bool,
@@ -196,12 +191,7 @@ def diagram(
             show_default=False,
         ),
     ] = None,
-    output: Annotated[
-        Path | None,
-        typer.Option(
-            "--output", "-o", help="Write to this file instead of stdout.", show_default=False
-        ),
-    ] = None,
+    output: OutputOption = None,
     output_dir: Annotated[
         Path | None,
         typer.Option(

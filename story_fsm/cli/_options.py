@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-__all__ = ["DATABASE_ENV", "DEFAULT_DATABASE_URL", "DbOption", "JsonOption", "QuietOption"]
+__all__ = [
+    "DATABASE_ENV",
+    "DEFAULT_DATABASE_URL",
+    "DbOption",
+    "JsonOption",
+    "OutputOption",
+    "QuietOption",
+]
 
 #: The environment variable naming the database when ``--db`` is not given.
 DATABASE_ENV = "STORY_FSM_DATABASE_URL"
@@ -31,6 +39,13 @@ DbOption = Annotated[
 
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print the data as JSON on stdout, and nothing else.")
+]
+
+OutputOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", "-o", help="Write to this file instead of stdout.", show_default=False
+    ),
 ]
 
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
