@@ -295,7 +295,7 @@ class StageRunner:
             if not current.settle():  # the call returned just now: the carrier goes on
                 return pending
             self.in_flight = None
-            error = StageTimeoutError(f"{current.stage.value} took longer than {self._timeout:g}s")
+            error = StageTimeoutError(self._late(current.stage))
             failure = AttemptFailure(current.stage, current.attempt, error, now - current.started)
             return self._launch(on_expired(failure))
         # Between stages too: the carrier writes, builds and runs the progress callbacks, and
@@ -304,6 +304,10 @@ class StageRunner:
         if on_wait is not None and now >= self._beat_due(current):
             self._beat(on_wait)
         return pending
+
+    def _late(self, stage: Stage) -> str:
+        """The text of a :class:`StageTimeoutError`, whichever side saw the deadline pass."""
+        return f"{stage.value} took longer than {self._timeout:g}s"
 
     # -- the carrier side ---------------------------------------------------------------------
 
@@ -416,8 +420,7 @@ class StageRunner:
             try:
                 raw = call()
                 if inspect.isawaitable(raw):  # an async stage: run on the stage loop
-                    late = f"{stage.value} took longer than {self._timeout:g}s"
-                    raw = await_answer(raw, flight.deadline, late)
+                    raw = await_answer(raw, flight.deadline, self._late(stage))
             finally:
                 attempt_deadline.reset(deadline)
                 self._landed(flight)

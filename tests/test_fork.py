@@ -8,7 +8,6 @@ for an idle carrier thread that its copy of the pool still counted.
 from __future__ import annotations
 
 import multiprocessing
-from typing import Any
 
 import pytest
 
@@ -54,5 +53,5 @@ def test_a_child_forked_after_a_run_runs_stories(sqlite_url: str, kind: str) -> 
         pytest.fail("the forked child's run never finished")
     assert child.exitcode == 0
     with WorkflowStateManager(sqlite_url) as store:
-        summary: Any = store.load_row("child")
-    assert summary is not None and summary.summary.state is WorkflowState.COMPLETE
+        row = store.load_row("child")
+    assert row is not None and row.summary.state is WorkflowState.COMPLETE

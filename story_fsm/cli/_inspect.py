@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,16 +11,17 @@ import typer
 from story_fsm.cli._app import app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption, OutputOption
 from story_fsm.cli._output import (
+    json_text,
     print_json,
     shown,
     stderr_console,
     stdout_console,
-    stdout_is_terminal,
     write_stdout,
 )
 from story_fsm.cli._render import history_table, status_table, workflows_table
 from story_fsm.cli._store import display_url, open_store
 from story_fsm.errors import InputValidationError, WorkflowNotFoundError
+from story_fsm.models import WorkflowResult
 from story_fsm.states import WorkflowState
 
 if TYPE_CHECKING:
@@ -83,15 +83,13 @@ def show(
             "--json prints the initial and the current version: drop --initial"
         )
     with open_store(db, must_exist=True, migrate=False) as store:
-        if as_json:
-            result = store.load_state(story_id)
-            if result is None:
-                raise WorkflowNotFoundError(story_id)
-            _emit(json.dumps(result.to_dict(), indent=2, ensure_ascii=False), output)
-            return
-        row = store.load_row(story_id)
-    if row is None:
+        found = store.load_state(story_id) if as_json else store.load_row(story_id)
+    if found is None:
         raise WorkflowNotFoundError(story_id)
+    if isinstance(found, WorkflowResult):
+        _emit(json_text(found.to_dict()), output)
+        return
+    row = found
     text = story_text(row, initial=initial)
     state = row.summary.state
     if not initial and state is not WorkflowState.COMPLETE:
@@ -99,7 +97,7 @@ def show(
             f"note: {shown(story_id)} is {state.name}, not COMPLETE: this is its version as of "
             f"step {row.summary.seq}"
         )
-    if output is None and stdout_is_terminal():
+    if output is None and stdout_console().is_terminal:
         # As ``ls`` does: an escape sequence in a model's text must not act on the terminal;
         # a pipe or a file gets the text as it is stored.
         text = shown(text)

@@ -20,12 +20,12 @@ __all__ = [
     "PIPE_WIDTH",
     "OutputError",
     "StdoutClosed",
+    "json_text",
     "print_json",
     "shown",
     "stderr_console",
     "stderr_lost",
     "stdout_console",
-    "stdout_is_terminal",
     "write_stderr",
     "write_stdout",
 ]
@@ -170,17 +170,14 @@ def stderr_console() -> Console:
     return _console(stderr=True)
 
 
-def stdout_is_terminal() -> bool:
-    """Whether the current stdout is a terminal (False for a pipe, a file, a closed stream)."""
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError, OSError):
-        return False
+def json_text(data: Any) -> str:
+    """*data* as the command line prints JSON: indented, non-ASCII kept, a final newline."""
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def print_json(data: Any) -> None:
     """Write *data* to stdout as indented JSON, and nothing else."""
-    write_stdout(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_stdout(json_text(data))
 
 
 def write_stdout(text: str) -> None:
