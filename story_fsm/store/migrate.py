@@ -46,7 +46,7 @@ __all__ = [
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 #: The newest revision in ``migrations/versions`` (a test keeps it equal to alembic's head).
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 
 def script_location() -> Path:
