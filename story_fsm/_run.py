@@ -21,7 +21,7 @@ from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel, bound_machine
-from story_fsm.models import TransitionRecord
+from story_fsm.models import TransitionRecord, WorkflowSummary
 from story_fsm.runner import (
     AttemptFailure,
     StageExhausted,
@@ -144,8 +144,21 @@ class WorkflowRun(MachineModel):
         source = _STATES_BY_NAME[transition.source]
         dest = _STATES_BY_NAME[transition.dest] if transition.dest else source
         write = self._plan(trigger, source, dest, event.kwargs)
+        resumed = self.row.summary if write.takeover else None
         self._append(write)
+        if resumed is not None:
+            self._resumed(resumed)
         self._announce(trigger, write.iteration, event.kwargs)
+
+    def _resumed(self, summary: WorkflowSummary) -> None:
+        """Announce an explicit resume of the workflow as *summary* left it.
+
+        Sent once the resume's own row is committed and this run holds the lease, so that
+        a resumer that lost the race to another announces nothing.
+        """
+        state = summary.state.value
+        self.emit(Event.WORKFLOW_RESUMED, state=state, seq=summary.seq, iteration=summary.iteration)
+        self.log.info("workflow_resumed", state=state, seq=summary.seq)
 
     def _plan(
         self, trigger: Trigger, src: WorkflowState, dst: WorkflowState, kw: dict[str, Any]

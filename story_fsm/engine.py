@@ -254,7 +254,8 @@ class StoryWorkflowOrchestrator:
 
         Raises:
             WorkflowNotFoundError: No workflow for *story_id*.
-            ConcurrentAdvanceError: Another resumer claimed it first; no stage was called.
+            ConcurrentAdvanceError: Another resumer claimed it first; no stage was called and
+                no ``workflow_resumed`` was sent.
             StageFailedError: The stage failed on every attempt again.
         """
         row = self.state_manager.load_row(validate_story_id(story_id))
@@ -268,15 +269,7 @@ class StoryWorkflowOrchestrator:
         self._require_stages()
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
-        emit(
-            Event.WORKFLOW_RESUMED,
-            state=state.value,
-            seq=row.summary.seq,
-            iteration=row.summary.iteration,
-        )
-        get_logger(story_id=story_id).info(
-            "workflow_resumed", state=state.value, seq=row.summary.seq
-        )
+        # workflow_resumed is sent by the run once its opening row holds the lease.
         deps = self._deps(config, self._lease(), None)
         return self._drive(row, _RESUME_TRIGGERS[state], deps, emit, takeover=True)
 

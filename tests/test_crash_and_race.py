@@ -112,6 +112,7 @@ class TestConcurrentResumers:
         reviewer = ScriptedReviewer(review(99, "publish"), delay=0.2)
         barrier = threading.Barrier(8)
         outcomes: list[Any] = []
+        announced: list[str] = []
 
         def resumer() -> None:
             with WorkflowStateManager(database_url) as own:
@@ -119,7 +120,7 @@ class TestConcurrentResumers:
                 try:
                     outcomes.append(
                         StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), own, config).resume(
-                            "race"
+                            "race", progress_callback=lambda e, d: announced.append(e)
                         )
                     )
                 except ConcurrentAdvanceError as exc:
@@ -144,8 +145,55 @@ class TestConcurrentResumers:
         claims = sum(r.trigger is Trigger.RESUME for r in records)
         # No stage call without a committed claim: losers lost before spending a paid call.
         assert len(reviewer.calls) == claims
+        # Only a resumer whose claim was committed said it resumed.
+        assert announced.count("workflow_resumed") == claims
         assert sum(r.trigger is Trigger.REVIEWED and r.iteration == 2 for r in records) == 1
         assert records[-1].dest is WorkflowState.COMPLETE
+
+    def test_a_resumer_overtaken_before_its_claim_announces_nothing(
+        self, database_url: str
+    ) -> None:
+        """Another resume lands between a resumer's read and its claim: that resumer fails
+        with ConcurrentAdvanceError, calls no stage, and sends no workflow_resumed."""
+        config = WorkflowConfig(retry_backoff_seconds=0)
+
+        class Crash(BaseException):
+            pass
+
+        class Overtaken(WorkflowStateManager):
+            """A real store; after its first read, a rival resumes the story to the end."""
+
+            rival: Any = None
+
+            def load_row(self, story_id: str) -> Any:
+                row = super().load_row(story_id)
+                rival, self.rival = self.rival, None
+                if rival is not None:
+                    rival()
+                return row
+
+        with WorkflowStateManager(database_url) as store:
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(50), Crash()), ScriptedPolisher(), store, config
+            )
+            with pytest.raises(Crash):
+                orchestrator.run_story_workflow("late", "T", "S", {})
+            rival_events: list[str] = []
+            rival = StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, config
+            )
+            with Overtaken(database_url) as own:
+                own.rival = lambda: rival.resume(
+                    "late", progress_callback=lambda e, d: rival_events.append(e)
+                )
+                reviewer, events = ScriptedReviewer(review(99, "publish")), []
+                with pytest.raises(ConcurrentAdvanceError):
+                    StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), own, config).resume(
+                        "late", progress_callback=lambda e, d: events.append(e)
+                    )
+            assert rival_events[0] == "workflow_resumed" and "workflow_complete" in rival_events
+            assert (events, reviewer.calls) == ([], [])
+            assert store.load_row("late").summary.state is WorkflowState.COMPLETE  # type: ignore[union-attr]
 
     def test_processes_race_without_raw_database_errors(
         self, database_url: str, tmp_path: Path
