@@ -23,6 +23,7 @@ from story_fsm.errors import (
     StoryFSMError,
     UnreadableRowError,
     WorkflowExistsError,
+    WorkflowLeasedError,
     WorkflowNotFoundError,
 )
 from story_fsm.events import Event, ProgressCallback
@@ -65,6 +66,7 @@ __all__ = [
     "WorkflowConfig",
     "WorkflowExistsError",
     "WorkflowIteration",
+    "WorkflowLeasedError",
     "WorkflowNotFoundError",
     "WorkflowResult",
     "WorkflowState",

@@ -9,6 +9,7 @@ happened and what to do next, and the original stays attached as ``__cause__``::
     ├── WorkflowNotFoundError (also LookupError) no workflow for this story_id
     ├── WorkflowExistsError                      run_story_workflow on a known story_id
     ├── ConcurrentAdvanceError                   another writer advanced the story first
+    ├── WorkflowLeasedError                      a live process holds the story (delete)
     ├── InvalidTransitionError                   a trigger the current state does not accept
     ├── InvalidStageOutputError                  a reviewer/polisher answered in a bad shape
     ├── StageTimeoutError (also TimeoutError)    a stage call took longer than allowed
@@ -24,6 +25,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from story_fsm.models import WorkflowResult
     from story_fsm.states import Stage
 
@@ -40,6 +43,7 @@ __all__ = [
     "StoryFSMError",
     "UnreadableRowError",
     "WorkflowExistsError",
+    "WorkflowLeasedError",
     "WorkflowNotFoundError",
 ]
 
@@ -112,6 +116,28 @@ class ConcurrentAdvanceError(_Rebuilt):
         if detail:
             message += f" ({detail})"
         super().__init__(message + "; reload its state before acting on it")
+
+
+class WorkflowLeasedError(_Rebuilt):
+    """A live process holds the workflow's lease, so it was left as it is (a deletion).
+
+    The lease is the claim of a run in progress (``run_story_workflow``, ``resume`` or a
+    worker); it is released when the run ends and lapses when its holder dies. Wait for
+    either, or stop that process first.
+    """
+
+    _init_fields = ("story_id", "owner", "expires_at")
+
+    def __init__(self, story_id: str, owner: str, expires_at: datetime) -> None:
+        self.story_id = story_id
+        #: Who holds the lease (a worker id, or ``host:pid``).
+        self.owner = owner
+        #: When the lease lapses unless its holder renews it (aware, UTC).
+        self.expires_at = expires_at
+        super().__init__(
+            f"story {story_id!r} is held by {owner} (its lease runs until "
+            f"{expires_at.isoformat(timespec='seconds')}); nothing was deleted"
+        )
 
 
 class InvalidTransitionError(StoryFSMError):

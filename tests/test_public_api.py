@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from story_fsm import (
     StageFailedError,
     StoryFSMError,
     WorkflowExistsError,
+    WorkflowLeasedError,
     WorkflowNotFoundError,
     WorkflowResult,
     WorkflowState,
@@ -101,6 +103,7 @@ class TestErrorsTravel:
             WorkflowNotFoundError("s-1"),
             WorkflowExistsError("s-1"),
             ConcurrentAdvanceError("s-1", "the lease is held by b"),
+            WorkflowLeasedError("s-1", "host:42", datetime(2026, 12, 4, 21, 0, tzinfo=UTC)),
             InvalidStageOutputError("no script", cost=0.5),
             StageFailedError("s-1", Stage.POLISH, 3, result),
         ]

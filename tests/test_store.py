@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,18 +18,21 @@ from story_fsm import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
     InputValidationError,
+    StageFailedError,
     StoreError,
     StoryWorkflowOrchestrator,
     Trigger,
     UnreadableRowError,
     WorkflowConfig,
     WorkflowExistsError,
+    WorkflowLeasedError,
     WorkflowNotFoundError,
     WorkflowState,
     WorkflowStateManager,
 )
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite
 from story_fsm.cli._store import open_store
+from story_fsm.store import sql as sql_module
 from story_fsm.store.engine import make_engine, missing_sqlite_file, sqlite_path, writer_lock
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
@@ -314,6 +318,150 @@ class TestReads:
         store.create(new(), lease())
         with pytest.raises(InputValidationError, match=next(iter(kwargs))):
             store.list_workflows(**kwargs)
+
+
+def _finished(store: WorkflowStateManager, story_id: str, *, fail: bool = False) -> None:
+    """Run *story_id* to COMPLETE (or, with *fail*, to FAILED) through the engine."""
+    config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+    reviewer = ScriptedReviewer(RuntimeError("down") if fail else review(99, "publish"))
+    orchestrator = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config)
+    try:
+        orchestrator.run_story_workflow(story_id, "T", "S", {})
+    except StageFailedError:
+        assert fail
+
+
+def _rows(store: WorkflowStateManager, story_id: str) -> tuple[int, int, int]:
+    """The story's rows in the workflows, inputs and transitions tables, counted by SQL."""
+    schema = store.schema
+    with store.engine.connect() as conn:
+        return tuple(  # type: ignore[return-value]
+            conn.execute(
+                sa.select(sa.func.count()).select_from(table).where(table.c.story_id == story_id)
+            ).scalar_one()
+            for table in (schema.workflows, schema.inputs, schema.transitions)
+        )
+
+
+class TestDeletion:
+    def test_delete_workflow_removes_its_rows_and_only_its_own(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """The summary, the inputs and the whole history go; another story keeps all three."""
+        _finished(store, "gone")
+        _finished(store, "kept")
+        kept = _rows(store, "kept")
+        assert _rows(store, "gone")[2] >= 3 and kept[2] >= 3
+        store.delete_workflow("gone")
+        assert _rows(store, "gone") == (0, 0, 0)
+        assert store.load_row("gone") is None
+        with pytest.raises(WorkflowNotFoundError):
+            store.history("gone")
+        assert _rows(store, "kept") == kept
+        assert [s.story_id for s in store.list_workflows()] == ["kept"]
+
+    def test_an_interrupted_or_submitted_workflow_with_no_live_lease_is_deleted(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Unfinished is no reason to refuse: a free lease and a lapsed one both let it go."""
+        store.create(new("free"), None)
+        held = Lease("gone-worker", uuid.uuid4().hex, 0.05)
+        store.create(new("lapsed"), held)
+        store.append("lapsed", 0, START, held)
+        time.sleep(0.1)
+        store.delete_workflow("free")
+        store.delete_workflow("lapsed")
+        assert store.list_workflows() == []
+        assert _rows(store, "lapsed") == (0, 0, 0)
+
+    def test_a_workflow_a_live_process_holds_is_refused_and_kept(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A live lease: WorkflowLeasedError naming the holder; every row stays, and the
+        holder writes on."""
+        held = lease("worker-7")
+        store.create(new("busy"), held)
+        store.append("busy", 0, START, held)
+        before = _rows(store, "busy")
+        with pytest.raises(WorkflowLeasedError, match="worker-7") as caught:
+            store.delete_workflow("busy")
+        assert (caught.value.story_id, caught.value.owner) == ("busy", "worker-7")
+        assert caught.value.expires_at > datetime.now(UTC)
+        assert _rows(store, "busy") == before
+        assert store.heartbeat("busy", held)
+
+    def test_unknown_and_unusable_ids(self, store: WorkflowStateManager) -> None:
+        """An unknown id is WorkflowNotFoundError; an unusable one an input error."""
+        with pytest.raises(WorkflowNotFoundError):
+            store.delete_workflow("never")
+        with pytest.raises(InputValidationError):
+            store.delete_workflow("")
+
+    def test_a_host_engine_without_foreign_keys_still_loses_the_history(
+        self, sqlite_url: str
+    ) -> None:
+        """SQLite runs without foreign keys unless asked: no cascade, and yet no orphan rows."""
+        engine = sa.create_engine(sqlite_url)
+        try:
+            with WorkflowStateManager(engine) as store:
+                with engine.connect() as conn:
+                    assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
+                _finished(store, "gone")
+                store.delete_workflow("gone")
+                assert _rows(store, "gone") == (0, 0, 0)
+        finally:
+            engine.dispose()
+
+
+class TestPruning:
+    def test_prune_deletes_finished_workflows_before_the_time_and_nothing_else(
+        self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """COMPLETE and FAILED ones finished before the time go (in batches); one finished
+        after it, and unfinished ones, stay; dry_run and state count and choose."""
+        monkeypatch.setattr(sql_module, "_PRUNE_BATCH", 2)  # five stories: three batches
+        for n in range(3):
+            _finished(store, f"done-{n}")
+        _finished(store, "failed-0", fail=True)
+        _finished(store, "failed-1", fail=True)
+        store.create(new("waiting"), None)
+        cut = datetime.now(UTC)
+        time.sleep(0.01)
+        _finished(store, "late")
+        assert store.prune_workflows(cut, dry_run=True) == 5
+        assert store.prune_workflows(cut, state="failed", dry_run=True) == 2
+        assert len(store.list_workflows()) == 7  # a dry run deletes nothing
+        assert store.prune_workflows(cut, state=S.FAILED) == 2
+        assert {s.story_id for s in store.list_workflows()} == {
+            "done-0",
+            "done-1",
+            "done-2",
+            "waiting",
+            "late",
+        }
+        assert store.prune_workflows(cut) == 3
+        assert [s.story_id for s in store.list_workflows()] == ["waiting", "late"]
+        assert all(_rows(store, f"done-{n}") == (0, 0, 0) for n in range(3))
+        assert store.prune_workflows(cut) == 0
+
+    @pytest.mark.parametrize(
+        ("kwargs", "match"),
+        [
+            ({"finished_before": datetime(2026, 1, 1)}, "timezone-aware"),
+            ({"finished_before": "2026-01-01"}, "timezone-aware"),
+            ({"state": "reviewing"}, "only finished workflows"),
+            ({"state": "sleeping"}, "unknown state"),
+        ],
+    )
+    def test_bad_arguments_are_refused_before_anything_goes(
+        self, store: WorkflowStateManager, kwargs: dict[str, Any], match: str
+    ) -> None:
+        """A naive time, or a state that is not a finished one: an input error; all stays."""
+        _finished(store, "done")
+        arguments: dict[str, Any] = {"finished_before": datetime.now(UTC), **kwargs}
+        with pytest.raises(InputValidationError, match=match):
+            store.prune_workflows(**arguments)
+        assert _rows(store, "done")[0] == 1
 
 
 class TestEngines:

@@ -143,10 +143,13 @@ def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connecti
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         driver: Any = None
+        keys = 1
         if sqlite:
             # SQLite's batch mode rebuilds a table (copy, drop, rename); with foreign keys on,
             # dropping the old table would cascade-delete every row that references it (the
-            # whole history). The pragma only takes effect outside a transaction.
+            # whole history). The pragma only takes effect outside a transaction. Its value
+            # is put back after: a host's own engine may run with foreign keys off.
+            keys = int(conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one())
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.commit()
             # sqlite3's legacy transaction control sends no BEGIN before DDL, so each CREATE
@@ -169,7 +172,7 @@ def migration_connection(engine: sa.Engine, prefix: str) -> Iterator[sa.Connecti
         finally:
             if sqlite:
                 driver.isolation_level = legacy
-                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.exec_driver_sql(f"PRAGMA foreign_keys={'ON' if keys else 'OFF'}")
                 conn.commit()
 
 

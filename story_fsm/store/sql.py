@@ -27,6 +27,7 @@ from story_fsm.errors import (
     StoreError,
     StoryFSMError,
     WorkflowExistsError,
+    WorkflowLeasedError,
     WorkflowNotFoundError,
 )
 from story_fsm.models import TransitionRecord, WorkflowResult, WorkflowSummary, build_result
@@ -560,6 +561,114 @@ class WorkflowStateManager:
             params = {"p_story_id": story_id, "p_token": lease.token}
             return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
+    def delete_workflow(self, story_id: str) -> None:
+        """Delete the workflow of *story_id*: its summary row, its inputs and its history.
+
+        Any state may be deleted (an interrupted story too), but not one a live process is
+        running: its lease must be free or expired, checked in the transaction that deletes,
+        with the row locked, so a run or a worker that claims the story meanwhile keeps it.
+        Not retried on a dropped connection: after a lost reply, call it again (a deletion
+        that had landed then reports :class:`WorkflowNotFoundError`).
+
+        Raises:
+            InputValidationError: *story_id* is no usable id; nothing was read.
+            WorkflowNotFoundError: No workflow for *story_id*.
+            WorkflowLeasedError: A live process holds the workflow; nothing was deleted.
+        """
+        story_id = validate_story_id(story_id)
+        wf = self.schema.workflows
+        query = sa.select(wf.c.lease_owner, wf.c.lease_expires_at).where(wf.c.story_id == story_id)
+        with self._write_lock, translated(story_id), self._begin() as conn:
+            # Locked (PostgreSQL) until the deletion commits, so no claim slips in between;
+            # SQLite's single writer serializes it anyway.
+            held = conn.execute(query.with_for_update()).first()
+            if held is None:
+                raise WorkflowNotFoundError(story_id)
+            expires = held.lease_expires_at
+            if held.lease_owner is not None and expires is not None and expires > utcnow():
+                raise WorkflowLeasedError(story_id, held.lease_owner, expires)
+            self._delete_rows(conn, [story_id])
+
+    def prune_workflows(
+        self,
+        finished_before: datetime,
+        *,
+        state: WorkflowState | str | None = None,
+        dry_run: bool = False,
+    ) -> int:
+        """Delete the finished workflows (COMPLETE or FAILED) last written before a time.
+
+        A workflow's last write is its ``updated_at``: for a finished one, when it finished.
+        Unfinished workflows are never pruned (delete one by id with :meth:`delete_workflow`).
+        The deletion goes in batches of a few hundred stories, each its own transaction, so
+        running stories are never kept waiting long; a prune cut short leaves whole
+        workflows, deleted or not. A batch whose connection dropped is run again once the
+        server answers (within ``reconnect_seconds``).
+
+        Args:
+            finished_before: An aware datetime; workflows that finished earlier go.
+            state: Only COMPLETE or only FAILED ones (default: both).
+            dry_run: Count what would go, delete nothing.
+
+        Returns:
+            How many workflows were deleted (with *dry_run*: would be).
+
+        Raises:
+            InputValidationError: A naive datetime, or a *state* that is not a finished one;
+                nothing was read.
+        """
+        if not isinstance(finished_before, datetime) or finished_before.tzinfo is None:
+            raise InputValidationError(
+                f"finished_before must be a timezone-aware datetime, got {finished_before!r}"
+            )
+        wanted = _wanted_state(state)
+        if wanted is not None and not wanted.is_terminal:
+            raise InputValidationError(
+                f"only finished workflows are pruned (complete or failed), not {wanted.value!r}"
+            )
+        states = [wanted] if wanted is not None else [s for s in WorkflowState if s.is_terminal]
+        wf = self.schema.workflows
+        finished = sa.and_(
+            wf.c.state.in_([s.value for s in states]), wf.c.updated_at < finished_before
+        )
+        if dry_run:
+            return self._count_where(finished)
+        deleted = 0
+        while pruned := self._prune_batch(finished):
+            deleted += pruned
+        return deleted
+
+    @_reconnecting
+    def _count_where(self, where: Any) -> int:
+        """Count the workflows *where* selects."""
+        wf = self.schema.workflows
+        with self._read() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(wf).where(where)).scalar_one()
+            )
+
+    @_reconnecting
+    def _prune_batch(self, finished: Any) -> int:
+        """Delete one batch of the workflows *finished* selects; return how many."""
+        wf = self.schema.workflows
+        batch = sa.select(wf.c.story_id).where(finished).limit(_PRUNE_BATCH).with_for_update()
+        with self._write_lock, translated(), self._begin() as conn:
+            # Locked (PostgreSQL) until the batch commits: a requeue cannot make one of them
+            # unfinished between the deletion of its history and of its summary.
+            ids = list(conn.execute(batch).scalars())
+            if ids:
+                self._delete_rows(conn, ids)
+        return len(ids)
+
+    def _delete_rows(self, conn: sa.Connection, story_ids: list[str]) -> None:
+        """Delete the workflows of *story_ids*, their history and their inputs."""
+        wf, tr, inputs = self.schema.workflows, self.schema.transitions, self.schema.inputs
+        # The children first: ON DELETE CASCADE would do it, but an engine the host made
+        # may run SQLite without foreign keys.
+        conn.execute(sa.delete(tr).where(tr.c.story_id.in_(story_ids)))
+        conn.execute(sa.delete(inputs).where(inputs.c.story_id.in_(story_ids)))
+        conn.execute(sa.delete(wf).where(wf.c.story_id.in_(story_ids)))
+
     def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
         """Take *lease* on the oldest runnable workflow whose lease is free or expired.
 
@@ -689,6 +798,10 @@ class WorkflowStateManager:
             query = query.limit(limit).offset(offset)
         with self._read() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
+
+
+#: Workflows deleted per transaction by :meth:`WorkflowStateManager.prune_workflows`.
+_PRUNE_BATCH = 500
 
 
 #: The largest LIMIT or OFFSET both databases take (a signed 64-bit integer).
