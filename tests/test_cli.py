@@ -677,6 +677,111 @@ class TestList:
         assert invoke("list", "--state", "nope", "--db", sqlite_url).exit_code == ExitCode.USAGE
 
 
+class TestDelete:
+    def test_yes_deletes_the_workflow_and_its_history(
+        self, database_url: str, story_file: Path
+    ) -> None:
+        """--yes deletes at once; the story is unknown afterwards, another one is kept."""
+        assert invoke("run", str(story_file), "--db", database_url, "-q").exit_code == 0
+        other = invoke("run", str(story_file), "--story-id", "other", "--db", database_url, "-q")
+        assert other.exit_code == 0
+        deleted = invoke("delete", "keepers_cat", "--yes", "--db", database_url)
+        assert deleted.exit_code == 0, deleted.stderr
+        assert deleted.stdout == "deleted workflow 'keepers_cat' (COMPLETE)\n"
+        gone = invoke("status", "keepers_cat", "--db", database_url)
+        assert gone.exit_code == ExitCode.USAGE and "no workflow" in one_error_line(gone)
+        with WorkflowStateManager(database_url) as store:
+            assert [s.story_id for s in store.list_workflows()] == ["other"]
+            assert store.history("other")
+
+    def test_without_yes_and_no_terminal_nothing_is_deleted(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        """No terminal to ask on and no --yes: a usage error, and the workflow stays."""
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        refused = invoke("delete", "keepers_cat", "--db", sqlite_url)
+        assert refused.exit_code == ExitCode.USAGE
+        assert "--yes" in one_error_line(refused)
+        with WorkflowStateManager(sqlite_url) as store:
+            assert store.load_row("keepers_cat") is not None
+
+    def test_a_workflow_a_live_process_runs_is_refused_with_exit_3(self, database_url: str) -> None:
+        """A live lease: exit 3, the holder named, every row kept; --json prints nothing."""
+        with WorkflowStateManager(database_url) as store:
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(Crash()), ScriptedPolisher(), store, owner="host-b:42"
+            )
+            with pytest.raises(Crash):
+                orchestrator.run_story_workflow("busy", "T", "S", {})
+            rows = len(store.history("busy"))
+        refused = invoke("delete", "busy", "--yes", "--json", "--db", database_url)
+        assert refused.exit_code == ExitCode.LOST_RACE and refused.stdout == ""
+        assert "held by host-b:42" in one_error_line(refused)
+        with WorkflowStateManager(database_url) as store:
+            assert len(store.history("busy")) == rows
+
+    def test_unknown_story_is_a_usage_error(self, sqlite_url: str, story_file: Path) -> None:
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        missing = invoke("delete", "nope", "--yes", "--db", sqlite_url)
+        assert missing.exit_code == ExitCode.USAGE and "no workflow" in one_error_line(missing)
+
+
+class TestPrune:
+    def test_dry_run_counts_then_yes_deletes_only_what_ended_before_the_age(
+        self, database_url: str, story_file: Path
+    ) -> None:
+        """--dry-run counts and keeps; --older-than that reaches no workflow deletes none; an
+        unfinished workflow is never pruned; --json reports the same numbers."""
+        assert invoke("run", str(story_file), "--db", database_url, "-q").exit_code == 0
+        queued = invoke("submit", str(story_file), "--story-id", "queued", "--db", database_url)
+        assert queued.exit_code == 0
+        counted = invoke("prune", "--older-than", "0s", "--dry-run", "--db", database_url)
+        assert counted.exit_code == 0, counted.stderr
+        assert counted.stdout.startswith("would delete 1 finished workflow(s) ended before ")
+        kept = invoke("prune", "--older-than", "1d", "--yes", "--json", "--db", database_url)
+        assert kept.exit_code == 0, kept.stderr
+        assert json.loads(kept.stdout)["matched"] == json.loads(kept.stdout)["deleted"] == 0
+        failed_only = invoke(
+            "prune", "--older-than", "0s", "--state", "failed", "--yes", "--db", database_url
+        )
+        assert failed_only.stdout.startswith("deleted 0 failed workflow(s)")
+        done = invoke("prune", "--older-than", "0s", "--yes", "--json", "--db", database_url)
+        report = json.loads(done.stdout)
+        assert (report["matched"], report["deleted"], report["dry_run"]) == (1, 1, False)
+        with WorkflowStateManager(database_url) as store:
+            assert [s.story_id for s in store.list_workflows()] == ["queued"]
+
+    @pytest.mark.parametrize(
+        ("args", "named"),
+        [
+            (["--older-than", "30"], "--older-than"),
+            (["--older-than", "5x"], "--older-than"),
+            (["--older-than", "-1d"], "--older-than"),
+            (["--older-than", "200000d"], "100 years"),
+            (["--older-than", "1d", "--state", "reviewing"], "only finished"),
+            (["--older-than", "1d", "--state", "sleeping"], "unknown state"),
+        ],
+    )
+    def test_bad_options_are_usage_errors_and_delete_nothing(
+        self, sqlite_url: str, story_file: Path, args: list[str], named: str
+    ) -> None:
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        refused = invoke("prune", *args, "--yes", "--db", sqlite_url)
+        assert refused.exit_code == ExitCode.USAGE
+        assert named in one_error_line(refused)
+        with WorkflowStateManager(sqlite_url) as store:
+            assert len(store.list_workflows()) == 1
+
+    def test_without_yes_and_no_terminal_nothing_is_pruned(
+        self, sqlite_url: str, story_file: Path
+    ) -> None:
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        refused = invoke("prune", "--older-than", "0s", "--db", sqlite_url)
+        assert refused.exit_code == ExitCode.USAGE and "--yes" in one_error_line(refused)
+        with WorkflowStateManager(sqlite_url) as store:
+            assert len(store.list_workflows()) == 1
+
+
 class TestDb:
     def test_upgrade_current_downgrade_on_a_fresh_database(self, database_url: str) -> None:
         """`db current` reads none, `upgrade` reaches head, `downgrade base` drops the tables."""

@@ -317,6 +317,77 @@ class TestShowOnATerminal:
         assert piped.stdout.startswith("Evil \x1b[2J title\n\n")
 
 
+def answered_on_a_terminal(command: list[str], answer: str, *, cwd: Path) -> tuple[int, str, str]:
+    """Run *command* with stdin and stderr on a pty; type *answer* once it asks [y/N].
+
+    Returns the exit code, what the terminal showed, and stdout.
+    """
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        with subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=child_env(),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+        ) as proc:
+            os.close(follower)
+            follower = -1
+            seen = b""
+            while b"[y/N]" not in seen:
+                chunk = os.read(leader, 4096)
+                assert chunk, seen
+                seen += chunk
+            os.write(leader, answer.encode() + b"\n")
+            assert proc.stdout is not None
+            out = proc.stdout.read().decode()
+            code = proc.wait(timeout=60)
+            while True:
+                try:
+                    chunk = os.read(leader, 4096)
+                except OSError:  # EIO: the child closed its end
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+    return code, seen.decode("utf-8").replace("\r\n", "\n"), out
+
+
+class TestConfirmOnATerminal:
+    def test_delete_and_prune_ask_and_do_only_what_was_agreed(self, tmp_path: Path) -> None:
+        """On a terminal, delete and prune ask first: "n" keeps everything (exit 0, "nothing
+        deleted"), "y" deletes what the question named."""
+        story = tmp_path / "tale.txt"
+        story.write_text("A Tale\nThe cat sat on the mat. It was warm.\n")
+        url = f"sqlite:///{tmp_path}/ask.db"
+        for story_id in ("one", "two"):
+            made = cli("run", str(story), "--story-id", story_id, "--db", url, "-q", cwd=tmp_path)
+            assert made.returncode == 0, made.stderr
+        base = [sys.executable, "-m", "story_fsm.cli"]
+        delete = [*base, "delete", "one", "--db", url]
+        code, seen, out = answered_on_a_terminal(delete, "n", cwd=tmp_path)
+        assert (code, out) == (0, "")
+        assert "Delete workflow 'one' (COMPLETE, " in seen and "nothing deleted" in seen
+        code, seen, out = answered_on_a_terminal(delete, "y", cwd=tmp_path)
+        assert (code, out) == (0, "deleted workflow 'one' (COMPLETE)\n")
+        prune = [*base, "prune", "--older-than", "0s", "--db", url]
+        code, seen, out = answered_on_a_terminal(prune, "n", cwd=tmp_path)
+        assert (code, out) == (0, "") and "Delete 1 finished workflow(s)" in seen
+        listed = cli("list", "--json", "--db", url, cwd=tmp_path)
+        assert [w["story_id"] for w in json.loads(listed.stdout)] == ["two"]
+        code, seen, out = answered_on_a_terminal(prune, "y", cwd=tmp_path)
+        assert code == 0 and out.startswith("deleted 1 finished workflow(s)")
+        listed = cli("list", "--json", "--db", url, cwd=tmp_path)
+        assert json.loads(listed.stdout) == []
+
+
 class TestStderrRefused:
     """stderr that takes nothing (``2>>log`` on a full disk, a reader gone) loses the progress,
     the logs and the error line, never the run: the command goes on and exits as it would."""

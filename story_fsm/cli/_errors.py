@@ -22,6 +22,7 @@ from story_fsm.errors import (
     StoreError,
     StoryFSMError,
     WorkflowExistsError,
+    WorkflowLeasedError,
     WorkflowNotFoundError,
 )
 
@@ -79,6 +80,7 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (OutputError, ExitCode.OUTPUT),
     (StageFailedError, ExitCode.WORKFLOW_FAILED),
     (ConcurrentAdvanceError, ExitCode.LOST_RACE),
+    (WorkflowLeasedError, ExitCode.LOST_RACE),
     (InputValidationError, ExitCode.USAGE),
     (WorkflowNotFoundError, ExitCode.USAGE),
     (WorkflowExistsError, ExitCode.USAGE),
@@ -96,7 +98,8 @@ EXIT_CODES_HELP = (
     "2 usage or input error (bad option, missing or empty story file, unknown story id, "
     "story id already started, bad database URL, schema version, retry of a workflow that is "
     "not FAILED, --format svg without Graphviz); "
-    "3 another process advanced the workflow first (lost race); "
+    "3 another process advanced the workflow first (lost race), or runs the workflow that "
+    "delete was asked to remove; "
     "4 the database could not be used (unreachable, locked); "
     "5 the output could not be written to stdout (a full disk); "
     "130 interrupted (resume the story to continue); "

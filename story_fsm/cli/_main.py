@@ -36,6 +36,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "story_fsm.cli._inspect",
     "story_fsm.cli._db",
     "story_fsm.cli._workers",
+    "story_fsm.cli._cleanup",
 )
 
 #: Modules that add commands when they exist (``submit``, ``worker``, ``retry``, ...).
