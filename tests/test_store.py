@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -390,6 +390,37 @@ class TestDeletion:
         assert _rows(store, "busy") == before
         assert store.heartbeat("busy", held)
 
+    def test_a_claim_that_commits_first_keeps_its_story_on_postgresql(self, pg_url: str) -> None:
+        """A deletion that meets the row locked by a claim waits for it, then finds the
+        lease live: WorkflowLeasedError, and the story stays whole."""
+        with WorkflowStateManager(pg_url) as store:
+            store.create(new("claimed"), None)
+            rows = _rows(store, "claimed")
+            wf = store.schema.workflows
+            outcome: list[BaseException] = []
+
+            def delete() -> None:
+                try:
+                    store.delete_workflow("claimed")
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            with store.engine.connect() as rival:
+                until = datetime.now(UTC) + timedelta(seconds=60)
+                rival.execute(
+                    sa.update(wf)
+                    .where(wf.c.story_id == "claimed")
+                    .values(lease_owner="worker-9", lease_token="t", lease_expires_at=until)
+                )  # uncommitted: the row is locked until the commit below
+                deleter = threading.Thread(target=delete, daemon=True)
+                deleter.start()
+                deleter.join(0.5)
+                assert deleter.is_alive() and outcome == []  # waiting on the row lock
+                rival.commit()
+            deleter.join(30)
+            assert [type(e) for e in outcome] == [WorkflowLeasedError]
+            assert _rows(store, "claimed") == rows
+
     def test_unknown_and_unusable_ids(self, store: WorkflowStateManager) -> None:
         """An unknown id is WorkflowNotFoundError; an unusable one an input error."""
         with pytest.raises(WorkflowNotFoundError):
@@ -443,6 +474,31 @@ class TestPruning:
         assert [s.story_id for s in store.list_workflows()] == ["waiting", "late"]
         assert all(_rows(store, f"done-{n}") == (0, 0, 0) for n in range(3))
         assert store.prune_workflows(cut) == 0
+
+    def test_a_requeue_that_commits_first_keeps_its_story_on_postgresql(self, pg_url: str) -> None:
+        """A prune that meets a FAILED story's row locked by a requeue waits for it, then
+        finds the story unfinished and leaves it whole: summary, inputs and history."""
+        with WorkflowStateManager(pg_url) as store:
+            _finished(store, "requeued", fail=True)
+            rows = _rows(store, "requeued")
+            cut = datetime.now(UTC)
+            wf = store.schema.workflows
+            outcome: list[Any] = []
+            with store.engine.connect() as rival:
+                rival.execute(
+                    sa.update(wf).where(wf.c.story_id == "requeued").values(state="reviewing")
+                )  # uncommitted: the row is locked until the commit below
+                pruner = threading.Thread(
+                    target=lambda: outcome.append(store.prune_workflows(cut)), daemon=True
+                )
+                pruner.start()
+                pruner.join(0.5)
+                assert pruner.is_alive() and outcome == []  # waiting on the row lock
+                rival.commit()
+            pruner.join(30)
+            assert outcome == [0]
+            assert _rows(store, "requeued") == rows
+            assert store.load_row("requeued").summary.state is S.REVIEWING  # type: ignore[union-attr]
 
     @pytest.mark.parametrize(
         ("kwargs", "match"),
