@@ -421,6 +421,48 @@ class TestDeletion:
             assert [type(e) for e in outcome] == [WorkflowLeasedError]
             assert _rows(store, "claimed") == rows
 
+    @pytest.mark.parametrize("what", ["delete", "prune"])
+    def test_a_claim_or_requeue_between_the_read_and_the_delete_keeps_its_story_on_sqlite(
+        self, sqlite_url: str, what: str
+    ) -> None:
+        """SQLite's SELECT takes no lock: another process that claims the story (delete) or
+        requeues it (prune) just after it commits first, and the deletion leaves it whole."""
+        with WorkflowStateManager(sqlite_url) as store:
+            _finished(store, "s", fail=True)
+            rows = _rows(store, "s")
+            cut = datetime.now(UTC)
+            path = sqlite_url.removeprefix("sqlite:///")
+            until = (datetime.now(UTC) + timedelta(seconds=60)).replace(tzinfo=None)
+            change = (
+                (
+                    "UPDATE story_fsm_workflows SET lease_owner = 'w-2', lease_token = 't', "
+                    "lease_expires_at = ? WHERE story_id = 's'",
+                    (until.isoformat(" "),),
+                )
+                if what == "delete"
+                else ("UPDATE story_fsm_workflows SET state = 'reviewing' WHERE story_id = 's'", ())
+            )
+            done: list[bool] = []
+
+            def between(*args: Any) -> None:
+                if args[2].startswith("DELETE") and not done:
+                    done.append(True)
+                    with contextlib.closing(sqlite3.connect(path)) as other:
+                        other.execute(*change)
+                        other.commit()
+
+            sa.event.listen(store.engine, "before_cursor_execute", between)
+            try:
+                if what == "delete":
+                    with pytest.raises(WorkflowLeasedError, match="w-2"):
+                        store.delete_workflow("s")
+                else:
+                    assert store.prune_workflows(cut) == 0
+            finally:
+                sa.event.remove(store.engine, "before_cursor_execute", between)
+            assert done == [True]
+            assert _rows(store, "s") == rows
+
     def test_unknown_and_unusable_ids(self, store: WorkflowStateManager) -> None:
         """An unknown id is WorkflowNotFoundError; an unusable one an input error."""
         with pytest.raises(WorkflowNotFoundError):

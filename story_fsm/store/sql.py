@@ -565,8 +565,9 @@ class WorkflowStateManager:
         """Delete the workflow of *story_id*: its summary row, its inputs and its history.
 
         Any state may be deleted (an interrupted story too), but not one a live process is
-        running: its lease must be free or expired, checked in the transaction that deletes,
-        with the row locked, so a run or a worker that claims the story meanwhile keeps it.
+        running: its lease must be free or expired, checked by the statements that delete
+        (on PostgreSQL with the row locked), so a run or a worker that claims the story
+        meanwhile keeps it.
         Not retried on a dropped connection: after a lost reply, call it again (a deletion
         that had landed then reports :class:`WorkflowNotFoundError`).
 
@@ -577,17 +578,25 @@ class WorkflowStateManager:
         """
         story_id = validate_story_id(story_id)
         wf = self.schema.workflows
-        query = sa.select(wf.c.lease_owner, wf.c.lease_expires_at).where(wf.c.story_id == story_id)
-        with self._write_lock, translated(story_id), self._begin() as conn:
-            # Locked (PostgreSQL) until the deletion commits, so no claim slips in between;
-            # SQLite's single writer serializes it anyway.
-            held = conn.execute(query.with_for_update()).first()
-            if held is None:
-                raise WorkflowNotFoundError(story_id)
+        holder = sa.select(wf.c.lease_owner, wf.c.lease_expires_at).where(wf.c.story_id == story_id)
+        while True:
+            now = utcnow()
+            free = sa.or_(
+                wf.c.lease_owner.is_(None),
+                wf.c.lease_expires_at.is_(None),
+                wf.c.lease_expires_at <= now,
+            )
+            with self._write_lock, translated(story_id), self._begin() as conn:
+                # Locked (PostgreSQL) until the deletion commits, so no claim slips in.
+                held = conn.execute(holder.with_for_update()).first()
+                if held is None:
+                    raise WorkflowNotFoundError(story_id)
+                if self._delete_rows(conn, [story_id], free):
+                    return
+            # Held: say by whom, unless the lease was given up since (then try again).
             expires = held.lease_expires_at
-            if held.lease_owner is not None and expires is not None and expires > utcnow():
+            if held.lease_owner is not None and expires is not None and expires > now:
                 raise WorkflowLeasedError(story_id, held.lease_owner, expires)
-            self._delete_rows(conn, [story_id])
 
     def prune_workflows(
         self,
@@ -634,9 +643,11 @@ class WorkflowStateManager:
         if dry_run:
             return self._count_where(finished)
         deleted = 0
-        while pruned := self._prune_batch(finished):
+        while True:
+            found, pruned = self._prune_batch(finished)
             deleted += pruned
-        return deleted
+            if not found:
+                return deleted
 
     @_reconnecting
     def _count_where(self, where: Any) -> int:
@@ -648,26 +659,32 @@ class WorkflowStateManager:
             )
 
     @_reconnecting
-    def _prune_batch(self, finished: Any) -> int:
-        """Delete one batch of the workflows *finished* selects; return how many."""
+    def _prune_batch(self, finished: Any) -> tuple[int, int]:
+        """Delete one batch of the workflows *finished* selects: how many it found, and how
+        many of those still matched and went (a requeue may take one away in between)."""
         wf = self.schema.workflows
         batch = sa.select(wf.c.story_id).where(finished).limit(_PRUNE_BATCH).with_for_update()
         with self._write_lock, translated(), self._begin() as conn:
-            # Locked (PostgreSQL) until the batch commits: a requeue cannot make one of them
-            # unfinished between the deletion of its history and of its summary.
             ids = list(conn.execute(batch).scalars())
-            if ids:
-                self._delete_rows(conn, ids)
-        return len(ids)
+            return len(ids), self._delete_rows(conn, ids, finished) if ids else 0
 
-    def _delete_rows(self, conn: sa.Connection, story_ids: list[str]) -> None:
-        """Delete the workflows of *story_ids*, their history and their inputs."""
+    def _delete_rows(self, conn: sa.Connection, story_ids: list[str], where: Any) -> int:
+        """Delete those workflows of *story_ids* that *where* still selects, with their rows.
+
+        Every statement checks *where* again. PostgreSQL: the caller locked the rows
+        (``FOR UPDATE``), so it holds throughout. SQLite: the first DELETE takes the file's
+        write lock, and nothing changes under the statements after it; the SELECT that
+        found *story_ids* took no lock, so a claim or a requeue may have come in between.
+        Returns how many workflows went.
+        """
         wf, tr, inputs = self.schema.workflows, self.schema.transitions, self.schema.inputs
+        doomed = sa.select(wf.c.story_id).where(wf.c.story_id.in_(story_ids), where)
         # The children first: ON DELETE CASCADE would do it, but an engine the host made
         # may run SQLite without foreign keys.
-        conn.execute(sa.delete(tr).where(tr.c.story_id.in_(story_ids)))
-        conn.execute(sa.delete(inputs).where(inputs.c.story_id.in_(story_ids)))
-        conn.execute(sa.delete(wf).where(wf.c.story_id.in_(story_ids)))
+        conn.execute(sa.delete(tr).where(tr.c.story_id.in_(doomed)))
+        conn.execute(sa.delete(inputs).where(inputs.c.story_id.in_(doomed)))
+        gone = conn.execute(sa.delete(wf).where(wf.c.story_id.in_(story_ids), where))
+        return int(gone.rowcount)
 
     def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
         """Take *lease* on the oldest runnable workflow whose lease is free or expired.
