@@ -660,8 +660,11 @@ class WorkflowStateManager:
 
     @_reconnecting
     def _prune_batch(self, finished: Any) -> tuple[int, int]:
-        """Delete one batch of the workflows *finished* selects: how many it found, and how
-        many of those still matched and went (a requeue may take one away in between)."""
+        """Delete one batch of the workflows *finished* selects.
+
+        Returns how many it found, and how many of those still matched and went (a requeue
+        may take one away in between).
+        """
         wf = self.schema.workflows
         batch = sa.select(wf.c.story_id).where(finished).limit(_PRUNE_BATCH).with_for_update()
         with self._write_lock, translated(), self._begin() as conn:
