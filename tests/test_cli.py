@@ -758,6 +758,7 @@ class TestPrune:
             (["--older-than", "5x"], "--older-than"),
             (["--older-than", "-1d"], "--older-than"),
             (["--older-than", "200000d"], "100 years"),
+            (["--older-than", "1" + "0" * 400 + "w"], "100 years"),
             (["--older-than", "1d", "--state", "reviewing"], "only finished"),
             (["--older-than", "1d", "--state", "sleeping"], "unknown state"),
         ],

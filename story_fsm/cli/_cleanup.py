@@ -32,9 +32,9 @@ YesOption = Annotated[
     bool, typer.Option("--yes", "-y", help="Do not ask (needed when stdin is not a terminal).")
 ]
 
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-#: The longest age accepted: a hundred years (longer ones overflow a datetime soon after).
+#: The longest age accepted: a hundred years.
 _MAX_AGE = timedelta(days=36_525)
 
 
@@ -52,10 +52,10 @@ def parse_age(text: str) -> timedelta:
         raise InputValidationError(
             f"--older-than must be a number and a unit (s, m, h, d or w), like 30d; got {text!r}"
         )
-    age = timedelta(**{_UNITS[match[2]]: float(match[1])})
-    if age > _MAX_AGE:
+    seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    if seconds > _MAX_AGE.total_seconds():  # compared first: timedelta overflows far later
         raise InputValidationError(f"--older-than must be at most 100 years, got {text!r}")
-    return age
+    return timedelta(seconds=seconds)
 
 
 def _confirmed(question: str, *, yes: bool) -> bool:
