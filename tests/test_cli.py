@@ -630,6 +630,32 @@ class TestHistory:
         assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
 
 
+class TestHistoryFollow:
+    def test_a_finished_workflow_is_printed_line_by_line_and_follow_ends(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """--follow on a finished workflow prints one line per record, in order, and exits 0;
+        with --json, one object per line, as `history --json` gives them."""
+        failing_then_passing(store)
+        records = store.history("s-1")
+        lines = invoke("history", "s-1", "-f", "--db", database_url).stdout.splitlines()
+        assert [int(line.split()[0]) for line in lines] == [r.seq for r in records]
+        assert all(r.trigger.value in line for r, line in zip(records, lines, strict=True))
+        assert "flaky network" in next(line for line in lines if "attempt_failed" in line)
+        objects = invoke("history", "s-1", "-f", "--json", "--db", database_url).stdout
+        parsed = [json.loads(line) for line in objects.splitlines()]
+        assert parsed == roundtrip([r.to_dict() for r in records])
+
+    def test_unknown_story_and_bad_interval_are_usage_errors(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        ghost = invoke("history", "ghost", "-f", "--db", database_url)
+        assert ghost.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(ghost)
+        failing_then_passing(store)
+        fast = invoke("history", "s-1", "-f", "--interval", "0", "--db", database_url)
+        assert fast.exit_code == ExitCode.USAGE and fast.stdout == ""
+
+
 class TestList:
     def test_state_filter(self, store: WorkflowStateManager, database_url: str) -> None:
         """`list --state failed` shows only the failed workflows."""

@@ -388,6 +388,64 @@ class TestConfirmOnATerminal:
         assert json.loads(listed.stdout) == []
 
 
+class TestHistoryFollow:
+    def test_follow_prints_each_record_as_it_is_committed_then_ends(self, tmp_path: Path) -> None:
+        """`history -f` in another process prints the rows committed so far, waits while
+        the review is held, prints the rest as they land, and exits 0 at COMPLETE."""
+        import threading
+
+        from story_fsm import StoryWorkflowOrchestrator, WorkflowConfig
+        from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+
+        url = f"sqlite:///{tmp_path}/follow.db"
+        gate = threading.Event()
+
+        def held_review() -> dict[str, Any]:
+            assert gate.wait(60)
+            return review(99, "publish")
+
+        with WorkflowStateManager(url) as store:
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(60), held_review),
+                ScriptedPolisher(),
+                store,
+                WorkflowConfig(retry_backoff_seconds=0),
+            )
+            runner = threading.Thread(
+                target=orchestrator.run_story_workflow, args=("tale", "T", "S", {}), daemon=True
+            )
+            runner.start()
+            deadline = time.monotonic() + 30
+            while store.load_row("tale") is None or store.load_row("tale").summary.seq < 3:  # type: ignore[union-attr]
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            follower = piped_cli(
+                "history", "tale", "-f", "--interval", "0.05", "--db", url, cwd=tmp_path
+            )
+            try:
+                assert follower.stdout is not None
+                early = [follower.stdout.readline() for _ in range(4)]  # submit .. polished
+                assert [line.split()[3] for line in early] == [
+                    "submit",
+                    "start",
+                    "reviewed",
+                    "polished",
+                ]
+                assert follower.poll() is None  # the second review is held: still following
+                gate.set()
+                runner.join(30)
+                rest, err = follower.communicate(timeout=30)
+                assert follower.returncode == 0, err
+                assert [line.split()[3] for line in rest.splitlines()] == ["reviewed"]
+                assert "reviewing → complete" in rest
+            finally:
+                gate.set()
+                if follower.poll() is None:
+                    follower.kill()
+                    follower.communicate()
+            assert len(store.history("tale")) == 5
+
+
 class TestStderrRefused:
     """stderr that takes nothing (``2>>log`` on a full disk, a reader gone) loses the progress,
     the logs and the error line, never the run: the command goes on and exits as it would."""

@@ -232,6 +232,22 @@ class TestReads:
         assert short == long
         assert short.count("SELECT") == 1
 
+    def test_history_after_a_seq_gives_the_records_past_it(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """after=N: the records with seq > N ([] when none yet); an unknown story is still
+        WorkflowNotFoundError, and an after that is no count an input error."""
+        _finished(store, "s")
+        every = store.history("s")
+        assert store.history("s", after=0) == every[1:]
+        assert store.history("s", after=every[-2].seq) == every[-1:]
+        assert store.history("s", after=every[-1].seq) == []
+        with pytest.raises(WorkflowNotFoundError):
+            store.history("ghost", after=0)
+        for bad in (-1, 1.5, True, "2"):
+            with pytest.raises(InputValidationError, match="after"):
+                store.history("s", after=bad)  # type: ignore[arg-type]
+
     def test_list_workflows_rejects_unknown_state(self, store: WorkflowStateManager) -> None:
         """An unknown state name is an input error, not a database error."""
         with pytest.raises(InputValidationError, match="sleeping"):

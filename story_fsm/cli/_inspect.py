@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,7 +20,7 @@ from story_fsm.cli._output import (
     stdout_console,
     write_stdout,
 )
-from story_fsm.cli._render import history_table, status_table, workflows_table
+from story_fsm.cli._render import history_line, history_table, status_table, workflows_table
 from story_fsm.cli._store import display_url, open_store
 from story_fsm.errors import InputValidationError, WorkflowNotFoundError
 from story_fsm.models import WorkflowResult
@@ -26,6 +28,7 @@ from story_fsm.states import WorkflowState
 
 if TYPE_CHECKING:
     from story_fsm._records import WorkflowRow
+    from story_fsm.store.sql import WorkflowStateManager
 
 __all__ = ["DiagramFormat", "diagram", "history", "list_workflows", "show", "status", "story_text"]
 
@@ -120,15 +123,57 @@ def story_text(row: WorkflowRow, *, initial: bool = False) -> str:
 
 @app.command()
 def history(
-    story_id: StoryIdArgument, db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False
+    story_id: StoryIdArgument,
+    db: DbOption = DEFAULT_DATABASE_URL,
+    as_json: JsonOption = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help=(
+                "One line per record (--json: one JSON object per line), then each new one "
+                "as it is committed, until the workflow is COMPLETE or FAILED."
+            ),
+        ),
+    ] = False,
+    interval: Annotated[
+        float,
+        typer.Option(min=0.05, max=3600, help="--follow: seconds between two looks."),
+    ] = 1.0,
 ) -> None:
     """List every stored step of a workflow: transitions and failed attempts, in order."""
     with open_store(db, must_exist=True, migrate=False) as store:
+        if follow:
+            _follow(store, story_id, interval, as_json=as_json)
+            return
         records = store.history(story_id)
     if as_json:
         print_json([record.to_dict() for record in records])
     else:
         stdout_console().print(history_table(story_id, records))
+
+
+def _follow(store: WorkflowStateManager, story_id: str, interval: float, *, as_json: bool) -> None:
+    """Print the records of *story_id* as they are committed, until it is finished."""
+    last: int | None = None
+    while True:
+        row = store.load_row(story_id)
+        if row is None:  # never stored, or deleted while followed
+            raise WorkflowNotFoundError(story_id)
+        # The summary is read first: records past its seq may be printed already, and the
+        # workflow is only done once every record up to its finishing one is out.
+        if last is None or row.summary.seq > last:
+            for record in store.history(story_id, after=last):
+                write_stdout(
+                    json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
+                    if as_json
+                    else history_line(record) + "\n"
+                )
+                last = record.seq
+        if row.summary.state.is_terminal and last is not None and last >= row.summary.seq:
+            return
+        time.sleep(interval)
 
 
 @app.command("list")

@@ -17,7 +17,7 @@ from story_fsm.cli._output import shown
 from story_fsm.models import TransitionRecord, WorkflowIteration, WorkflowResult, WorkflowSummary
 from story_fsm.states import Trigger, WorkflowState
 
-__all__ = ["history_table", "result_summary", "status_table", "workflows_table"]
+__all__ = ["history_line", "history_table", "result_summary", "status_table", "workflows_table"]
 
 _STATE_STYLES = {
     WorkflowState.COMPLETE: "bold green",
@@ -167,6 +167,19 @@ def history_table(story_id: str, records: list[TransitionRecord]) -> Table:
     for record in records:
         table.add_row(*_record_row(record))
     return table
+
+
+def history_line(record: TransitionRecord) -> str:
+    """Return one record as one line of plain text, the table's columns in its order.
+
+    For ``history --follow``, which prints each record as it is committed: a table would
+    have to be drawn again for every row.
+    """
+    seq, time, trigger, edge, iteration, *rest = (
+        cell.plain if isinstance(cell, Text) else cell for cell in _record_row(record)
+    )
+    head = f"{seq:>4}  {time}  {trigger:<14} {edge:<23} iter {iteration}"
+    return "  ".join((head, *(cell for cell in rest if cell)))
 
 
 def workflows_table(summaries: list[WorkflowSummary]) -> Table:

@@ -129,6 +129,8 @@ class Statements:
             .where(wf.c.story_id == p("p_story_id"))
         )
         self.history = sa.select(tr).where(tr.c.story_id == p("p_story_id")).order_by(tr.c.seq)
+        self.history_after = self.history.where(tr.c.seq > p("p_after"))
+        self.exists = sa.select(wf.c.story_id).where(wf.c.story_id == p("p_story_id"))
         self.step = _recorded(self.advance, tr)
         self.step_takeover = _recorded(self.takeover, tr)
 

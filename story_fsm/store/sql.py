@@ -757,15 +757,30 @@ class WorkflowStateManager:
             return workflow_from_row(row) if row is not None else None
 
     @_reconnecting
-    def history(self, story_id: str) -> list[TransitionRecord]:
+    def history(self, story_id: str, *, after: int | None = None) -> list[TransitionRecord]:
         """Return every record of the story's workflow, in order (seq 0 first).
+
+        Args:
+            story_id: The story.
+            after: Only the records past this seq (an empty list when there are none yet),
+                to follow a workflow as it goes on.
 
         Raises:
             WorkflowNotFoundError: The story has no workflow.
-            InputValidationError: *story_id* is no id a workflow can have.
+            InputValidationError: *story_id* is no id a workflow can have, or *after* is no
+                integer of 0 or more.
         """
-        with self._read(validate_story_id(story_id)) as conn:
-            rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
+        validate_story_id(story_id)
+        if after is not None:
+            after = _count("after", after, 0)
+        with self._read(story_id) as conn:
+            if after is None:
+                rows = conn.execute(self._sql.history, {"p_story_id": story_id}).all()
+            else:
+                params = {"p_story_id": story_id, "p_after": after}
+                rows = conn.execute(self._sql.history_after, params).all()
+                if not rows and conn.execute(self._sql.exists, params).first() is not None:
+                    return []
             if not rows:
                 raise WorkflowNotFoundError(story_id)
             return [record_from_row(r) for r in rows]
