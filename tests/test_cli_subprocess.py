@@ -279,6 +279,20 @@ class TestStdoutRefused:
                 assert (proc.wait(timeout=60), err) == (141, "")
 
 
+def read_to_the_end(leader: int) -> bytes:
+    """Read a pty's leader side until the child closes its end."""
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
 class TestShowOnATerminal:
     def test_control_characters_are_escaped_for_a_terminal_only(self, tmp_path: Path) -> None:
         """`show` to a terminal (a pty here) prints a title's escape sequence as ``\\x1b``, as
@@ -297,15 +311,7 @@ class TestShowOnATerminal:
             ) as proc:
                 os.close(follower)
                 follower = -1
-                seen = b""
-                while True:
-                    try:
-                        chunk = os.read(leader, 4096)
-                    except OSError:  # EIO: the child closed its end
-                        break
-                    if not chunk:
-                        break
-                    seen += chunk
+                seen = read_to_the_end(leader)
                 assert proc.wait(timeout=60) == 0
         finally:
             os.close(leader)
@@ -345,14 +351,7 @@ def answered_on_a_terminal(command: list[str], answer: str, *, cwd: Path) -> tup
             assert proc.stdout is not None
             out = proc.stdout.read().decode()
             code = proc.wait(timeout=60)
-            while True:
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:  # EIO: the child closed its end
-                    break
-                if not chunk:
-                    break
-                seen += chunk
+            seen += read_to_the_end(leader)
     finally:
         os.close(leader)
         if follower != -1:

@@ -175,10 +175,10 @@ def history_line(record: TransitionRecord) -> str:
     For ``history --follow``, which prints each record as it is committed: a table would
     have to be drawn again for every row.
     """
-    seq, time, trigger, edge, iteration, *rest = (
+    seq, at, trigger, edge, iteration, *rest = (
         cell.plain if isinstance(cell, Text) else cell for cell in _record_row(record)
     )
-    head = f"{seq:>4}  {time}  {trigger:<14} {edge:<23} iter {iteration}"
+    head = f"{seq:>4}  {at}  {trigger:<14} {edge:<23} iter {iteration}"
     return "  ".join((head, *(cell for cell in rest if cell)))
 
 
