@@ -10,7 +10,7 @@ from story_fsm.states import WorkflowState
 from story_fsm.store._prepared import PreparedWrite
 from story_fsm.store.schema import Schema
 
-__all__ = ["RUNNABLE_STATES", "STEP_PREFIX", "PreparedStatements", "Statements"]
+__all__ = ["RUNNABLE_STATES", "STEP_PREFIX", "PreparedStatements", "Statements", "lease_lapsed"]
 
 #: States a worker may pick up: submitted, or interrupted mid-stage (FAILED waits for an
 #: operator's ``retry``, which re-queues it in the failed stage's state).
@@ -85,7 +85,7 @@ class Statements:
         # its lease free or expired.
         runnable = sa.and_(
             wf.c.state.in_([sa.literal(state) for state in RUNNABLE_STATES]),
-            sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < p("p_now")),
+            lease_lapsed(wf, p("p_now")),
         )
         self.candidates = (
             sa.select(wf.c.story_id, wf.c.state)
@@ -133,6 +133,11 @@ class Statements:
         self.exists = sa.select(wf.c.story_id).where(wf.c.story_id == p("p_story_id"))
         self.step = _recorded(self.advance, tr)
         self.step_takeover = _recorded(self.takeover, tr)
+
+
+def lease_lapsed(wf: sa.Table, now: Any) -> sa.ColumnElement[bool]:
+    """True for a workflow no live process holds: its lease free, or expired by *now*."""
+    return sa.or_(wf.c.lease_expires_at.is_(None), wf.c.lease_expires_at < now)
 
 
 #: Prefix of the history row's parameters in the one-statement transition (:func:`_recorded`).

@@ -54,6 +54,7 @@ from story_fsm.store._statements import (
     STEP_PREFIX,
     PreparedStatements,
     Statements,
+    lease_lapsed,
 )
 from story_fsm.store._transactions import HeldWrite, translated, unreadable
 from story_fsm.store.engine import make_engine, writer_lock
@@ -581,22 +582,17 @@ class WorkflowStateManager:
         holder = sa.select(wf.c.lease_owner, wf.c.lease_expires_at).where(wf.c.story_id == story_id)
         while True:
             now = utcnow()
-            free = sa.or_(
-                wf.c.lease_owner.is_(None),
-                wf.c.lease_expires_at.is_(None),
-                wf.c.lease_expires_at <= now,
-            )
             with self._write_lock, translated(story_id), self._begin() as conn:
                 # Locked (PostgreSQL) until the deletion commits, so no claim slips in.
                 held = conn.execute(holder.with_for_update()).first()
                 if held is None:
                     raise WorkflowNotFoundError(story_id)
-                if self._delete_rows(conn, [story_id], free):
+                if self._delete_rows(conn, [story_id], lease_lapsed(wf, now)):
                     return
-            # Held: say by whom, unless the lease was given up since (then try again).
-            expires = held.lease_expires_at
-            if held.lease_owner is not None and expires is not None and expires > now:
-                raise WorkflowLeasedError(story_id, held.lease_owner, expires)
+            # Held (the claims' own test of a lapsed lease said no): say by whom, unless the
+            # lease was given up since the read (then try again).
+            if held.lease_expires_at is not None and held.lease_expires_at >= now:
+                raise WorkflowLeasedError(story_id, held.lease_owner, held.lease_expires_at)
 
     def prune_workflows(
         self,
