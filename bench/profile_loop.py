@@ -4,6 +4,7 @@
     python bench/profile_loop.py --sync OFF --n 3000
     python bench/profile_loop.py --profiler cprofile      # the engine's functions, by own time
     python bench/profile_loop.py --profiler pyinstrument  # a call tree (pip install pyinstrument)
+    python bench/profile_loop.py --sync OFF --inline --pause-after-commit 200  # see below
 
 The loop is the benchmark's (no-op stages, a ~2 KB script, a SQLite file in WAL mode). With
 ``--inline`` (implied by the profilers) the runs are carried on the calling thread instead of
@@ -16,6 +17,13 @@ pool thread by default.
 left of a story's time is the engine's own Python (and the hand-off to its carrier thread).
 The timers cost a little themselves, so the sum is above the benchmark's figure.
 Not a benchmark: nothing is compared, nothing written to ``results.json``.
+
+``--pause-after-commit US`` asks what a wait on the disk costs the code that runs after it.
+At ``synchronous=OFF`` (no fsync) the thread then blocks for US microseconds after each COMMIT
+(``--pause spin`` keeps the core busy instead), as it does in an fsync at FULL; the pause is
+timed apart and left out of the split. Where the engine's own time grows with a blocking pause
+but not with a busy one, what grows is the cost of running on a core that went idle (cold
+caches, a halted virtual CPU), not the work.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ class _Clock:
         """Start counting afresh (after the warm-up stories)."""
         self.execute = 0.0
         self.commit = 0.0
+        self.paused = 0.0
         self.statements = 0
         self.commits = 0
 
@@ -60,6 +69,28 @@ class _Clock:
         """Count one COMMIT and the driver's time for it."""
         self.commit += seconds
         self.commits += 1
+
+
+def _pause_after_commits(store: Any, clock: _Clock, micros: float, kind: str) -> None:
+    """Make each COMMIT of *store*'s tapped writer block (or spin) *micros* µs after it.
+
+    The pause is timed into ``clock.paused``, apart from the COMMIT's own time.
+    """
+    seconds = micros / 1e6
+    writer = store._writer  # the tap's stand-in connection (bench.tap)
+    commit = writer.commit
+
+    def paused_commit() -> None:
+        commit()
+        started = time.perf_counter()
+        if kind == "sleep":
+            time.sleep(seconds)
+        else:
+            while time.perf_counter() - started < seconds:
+                pass
+        clock.paused += time.perf_counter() - started
+
+    writer.commit = paused_commit
 
 
 def _inline_executor() -> Any:
@@ -84,6 +115,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--profiler", default="split", choices=PROFILERS)
     parser.add_argument("--inline", action="store_true", help="carry runs on this thread")
     parser.add_argument("--top", type=int, default=30, help="cprofile: rows shown")
+    parser.add_argument(
+        "--pause-after-commit", type=float, default=0.0, metavar="US", help="see the docstring"
+    )
+    parser.add_argument("--pause", default="sleep", choices=("sleep", "spin"))
     args = parser.parse_args(argv)
 
     from story_fsm import StoryWorkflowOrchestrator, WorkflowStateManager
@@ -92,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         store = WorkflowStateManager(f"sqlite:///{folder}/profile.db", sqlite_synchronous=args.sync)
         clock = _Clock()
         tap_writer(store, clock.statement, clock.committed)
+        if args.pause_after_commit > 0:
+            _pause_after_commits(store, clock, args.pause_after_commit, args.pause)
         inline = args.inline or args.profiler != "split"
         orchestrator = StoryWorkflowOrchestrator(
             NoOpReviewer(),
@@ -148,11 +185,15 @@ def _profile(args: argparse.Namespace, work: Any, clock: _Clock) -> dict[str, An
         "statements_us": round(clock.execute / args.n * 1e6, 1),
         "commits_per_story": clock.commits / args.n,
         "statements_per_story": clock.statements / args.n,
+        "paused_us": round(clock.paused / args.n * 1e6, 1),
     }
-    split["rest_us"] = round(story - split["commit_us"] - split["statements_us"], 1)
+    split["rest_us"] = round(
+        story - split["commit_us"] - split["statements_us"] - split["paused_us"], 1
+    )
+    paused = f" ({split['paused_us']:.0f} of it paused)" if clock.paused else ""
     print(
-        f"synchronous={args.sync}, {args.n} stories: {split['story_us']:.0f} µs per story = "
-        f"{split['commit_us']:.0f} in {split['commits_per_story']:g} COMMITs + "
+        f"synchronous={args.sync}, {args.n} stories: {split['story_us']:.0f} µs per story"
+        f"{paused} = {split['commit_us']:.0f} in {split['commits_per_story']:g} COMMITs + "
         f"{split['statements_us']:.0f} in {split['statements_per_story']:g} statements + "
         f"{split['rest_us']:.0f} the engine's own (Python, the carrier hand-off)"
     )

@@ -100,6 +100,18 @@ class TestProfileSplit:
         assert split["commit_us"] > 0 and split["statements_us"] > 0
         assert "6 COMMITs" in capsys.readouterr().out
 
+    @pytest.mark.parametrize("kind", ["sleep", "spin"])
+    def test_a_pause_after_each_commit_is_timed_apart(self, kind: str) -> None:
+        """--pause-after-commit waits after each of the 6 COMMITs, and the split leaves it out."""
+        from bench import profile_loop
+
+        argv = ["--sync", "OFF", "--n", "2", "--inline", "--pause-after-commit", "2000"]
+        split = profile_loop.main([*argv, "--pause", kind])
+        assert split["paused_us"] >= 6 * 2000
+        parts = split["commit_us"] + split["statements_us"] + split["paused_us"]
+        assert split["rest_us"] == pytest.approx(split["story_us"] - parts, abs=0.2)
+        assert 0 < split["rest_us"] < split["story_us"] - split["paused_us"]
+
     def test_a_missing_pyinstrument_is_a_clear_exit(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import sys
 
