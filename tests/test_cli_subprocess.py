@@ -494,6 +494,54 @@ class TestStderrRefused:
         assert stored is not None and stored.state is WorkflowState.COMPLETE
 
 
+class TestClosedAtLaunch:
+    """A stdout or stderr closed when the command starts (``>&-``, ``2>&-``), which Python
+    leaves None: stdout is an unwritable stdout (exit 5), stderr one that takes nothing."""
+
+    @staticmethod
+    def closed(redirect: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        shell = f'exec "$@" {redirect}'
+        return subprocess.run(
+            ["sh", "-c", shell, "sh", sys.executable, "-m", "story_fsm.cli", *args],
+            cwd=cwd,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def test_a_closed_stdout_exits_5_after_the_run_is_stored(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        """The run completes and is stored; only its summary is lost: one error line, exit 5."""
+        url = f"sqlite:///{tmp_path}/closed.db"
+        done = self.closed(">&-", "run", "-q", str(story_file), "--db", url, cwd=tmp_path)
+        listed = self.closed(">&-", "list", "--json", "--db", url, cwd=tmp_path)
+        for proc in (done, listed):
+            assert proc.returncode == 5, proc.stderr
+            assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+            assert proc.stderr.splitlines()[-1] == (
+                "error: cannot write the output to stdout (stdout is closed)"
+            )
+        with WorkflowStateManager(url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+
+    def test_a_closed_stderr_loses_the_diagnostics_not_the_run(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        """The run goes on and prints its summary; a missing story still exits 2."""
+        url = f"sqlite:///{tmp_path}/closed.db"
+        done = self.closed("2>&-", "-v", "run", str(story_file), "--db", url, cwd=tmp_path)
+        missing = self.closed("2>&-", "status", "nope", "--db", url, cwd=tmp_path)
+        assert done.returncode == 0 and "publish (complete)" in done.stdout
+        assert missing.returncode == ExitCode.USAGE
+        with WorkflowStateManager(url) as store:
+            stored = store.load_state("keepers_cat")
+        assert stored is not None and stored.state is WorkflowState.COMPLETE
+
+
 class TestOpenAIEditor:
     def test_run_completes_against_a_chat_completions_server(
         self, server: FakeLLMServer, story_file: Path, tmp_path: Path

@@ -17,8 +17,10 @@ raised by any command go through the same exit-code mapping (``_errors.py``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import importlib.util
+import io
 import logging
 import os
 import sys
@@ -53,12 +55,37 @@ def load_extensions(names: Sequence[str] = EXTENSION_MODULES) -> list[str]:
     return loaded
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a stdout closed at launch: every write is refused, as by a closed file."""
+
+    def write(self, text: str) -> int:
+        """Refuse *text* (``EBADF``): the command line reports it as an unwritable stdout."""
+        raise OSError(errno.EBADF, "stdout is closed")
+
+    def flush(self) -> None:
+        """Nothing is held back, so nothing fails at exit."""
+
+
+def _stand_in_for_closed_streams() -> None:
+    """Give Python's streams that a closed descriptor left None (``>&-``, ``2>&-``) a stand-in.
+
+    A stderr closed at launch takes nothing, as one that refuses writes: the diagnostics go to
+    /dev/null, never the run. A stdout closed at launch refuses the command's data as any
+    unwritable stdout does (one error line, exit 5), after the work is done.
+    """
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the process's own
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the ``story-fsm`` command line (the console script's entry point); exits the process.
 
     Args:
         argv: The arguments (default: ``sys.argv[1:]``).
     """
+    _stand_in_for_closed_streams()
     try:
         app(args=list(argv) if argv is not None else None, prog_name="story-fsm")
     except SystemExit as done:
