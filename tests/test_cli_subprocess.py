@@ -541,6 +541,20 @@ class TestClosedAtLaunch:
             stored = store.load_state("keepers_cat")
         assert stored is not None and stored.state is WorkflowState.COMPLETE
 
+    def test_a_closed_stdin_is_no_terminal_to_confirm_on(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        """`delete` without --yes asks for it (exit 2) and deletes nothing."""
+        url = f"sqlite:///{tmp_path}/closed.db"
+        assert cli("run", str(story_file), "--db", url, cwd=tmp_path).returncode == 0
+        refused = self.closed("<&-", "delete", "keepers_cat", "--db", url, cwd=tmp_path)
+        assert refused.returncode == ExitCode.USAGE, refused.stderr
+        assert refused.stderr.splitlines()[-1] == (
+            "error: stdin is not a terminal to confirm on; pass --yes to go on"
+        )
+        with WorkflowStateManager(url) as store:
+            assert store.load_row("keepers_cat") is not None
+
 
 class TestOpenAIEditor:
     def test_run_completes_against_a_chat_completions_server(

@@ -71,8 +71,11 @@ def _stand_in_for_closed_streams() -> None:
 
     A stderr closed at launch takes nothing, as one that refuses writes: the diagnostics go to
     /dev/null, never the run. A stdout closed at launch refuses the command's data as any
-    unwritable stdout does (one error line, exit 5), after the work is done.
+    unwritable stdout does (one error line, exit 5), after the work is done. A stdin closed at
+    launch is an empty one, which is no terminal to confirm on.
     """
+    if sys.stdin is None:
+        sys.stdin = open(os.devnull, encoding="utf-8")  # noqa: SIM115 - the process's own
     if sys.stderr is None:
         sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the process's own
     if sys.stdout is None:
