@@ -386,6 +386,27 @@ class TestConfirmOnATerminal:
         listed = cli("list", "--json", "--db", url, cwd=tmp_path)
         assert json.loads(listed.stdout) == []
 
+    def test_a_declined_json_command_still_prints_its_object(self, tmp_path: Path) -> None:
+        """With --json, "n" prints the object with nothing deleted (deleted false, or 0), so
+        a reader of stdout always gets JSON; the workflow stays."""
+        story = tmp_path / "tale.txt"
+        story.write_text("A Tale\nThe cat sat on the mat. It was warm.\n")
+        url = f"sqlite:///{tmp_path}/ask.db"
+        made = cli("run", str(story), "--story-id", "one", "--db", url, "-q", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        base = [sys.executable, "-m", "story_fsm.cli"]
+        delete = [*base, "delete", "one", "--json", "--db", url]
+        code, seen, out = answered_on_a_terminal(delete, "n", cwd=tmp_path)
+        assert code == 0 and "nothing deleted" in seen
+        assert json.loads(out) == {"story_id": "one", "deleted": False, "state": "complete"}
+        prune = [*base, "prune", "--older-than", "0s", "--json", "--db", url]
+        code, seen, out = answered_on_a_terminal(prune, "n", cwd=tmp_path)
+        assert code == 0 and "nothing deleted" in seen
+        report = json.loads(out)
+        assert (report["matched"], report["deleted"], report["dry_run"]) == (1, 0, False)
+        listed = cli("list", "--json", "--db", url, cwd=tmp_path)
+        assert [w["story_id"] for w in json.loads(listed.stdout)] == ["one"]
+
 
 class TestHistoryFollow:
     def test_follow_prints_each_record_as_it_is_committed_then_ends(self, tmp_path: Path) -> None:

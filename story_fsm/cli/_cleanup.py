@@ -86,13 +86,14 @@ def delete(
             raise WorkflowNotFoundError(story_id)
         state = row.summary.state.name
         asked = f"Delete workflow {shown(story_id)!r} ({state}, {row.summary.seq + 1} rows)?"
-        if not _confirmed(asked, yes=yes):
-            stderr_console().print("nothing deleted")
-            return
-        store.delete_workflow(story_id)
-    if as_json:
-        print_json({"story_id": story_id, "deleted": True, "state": row.summary.state.value})
-    else:
+        deleted = _confirmed(asked, yes=yes)
+        if deleted:
+            store.delete_workflow(story_id)
+    if not deleted:
+        stderr_console().print("nothing deleted")
+    if as_json:  # declined as well: a --json reader always gets its object
+        print_json({"story_id": story_id, "deleted": deleted, "state": row.summary.state.value})
+    elif deleted:
         stdout_console().print(f"deleted workflow {shown(story_id)!r} ({state})")
 
 
@@ -123,16 +124,14 @@ def prune(
     with open_store(db, must_exist=True, migrate=False) as store:
         matched = store.prune_workflows(before, state=state, dry_run=True)
         which = f"{state.lower()} " if state else "finished "
-        deleted = 0
-        if not dry_run and matched:
-            asked = (
-                f"Delete {matched} {which}workflow(s) ended before {_at(before)}, history included?"
-            )
-            if not _confirmed(asked, yes=yes):
-                stderr_console().print("nothing deleted")
-                return
-            deleted = store.prune_workflows(before, state=state)
-    if as_json:
+        asked = f"Delete {matched} {which}workflow(s) ended before {_at(before)}, history included?"
+        asking = not dry_run and matched > 0
+        go = asking and _confirmed(asked, yes=yes)
+        deleted = store.prune_workflows(before, state=state) if go else 0
+    declined = asking and not go
+    if declined:
+        stderr_console().print("nothing deleted")
+    if as_json:  # declined as well: a --json reader always gets its object
         print_json(
             {
                 "matched": matched,
@@ -141,7 +140,7 @@ def prune(
                 "finished_before": _at(before),
             }
         )
-    else:
+    elif not declined:
         done = f"would delete {matched}" if dry_run else f"deleted {deleted}"
         stdout_console().print(f"{done} {which}workflow(s) ended before {_at(before)}")
 
