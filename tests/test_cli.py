@@ -777,6 +777,29 @@ class TestPrune:
         with WorkflowStateManager(database_url) as store:
             assert [s.story_id for s in store.list_workflows()] == ["queued"]
 
+    @pytest.mark.parametrize("given", ["FAILED", "Failed"])
+    def test_state_is_read_in_any_case_as_list_reads_it(
+        self, sqlite_url: str, story_file: Path, given: str
+    ) -> None:
+        """--state FAILED (as status prints it) prunes the failed ones only, as --state failed."""
+        assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
+        with WorkflowStateManager(sqlite_url) as store:
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(RuntimeError("down")),
+                ScriptedPolisher(),
+                store,
+                WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0),
+            )
+            with pytest.raises(StageFailedError):
+                orchestrator.run_story_workflow("broken", "T", "S", {})
+        pruned = invoke(
+            "prune", "--older-than", "0s", "--state", given, "--yes", "--db", sqlite_url
+        )
+        assert pruned.exit_code == 0, pruned.stderr
+        assert pruned.stdout.startswith("deleted 1 failed workflow(s)")
+        with WorkflowStateManager(sqlite_url) as store:
+            assert [s.story_id for s in store.list_workflows()] == ["keepers_cat"]
+
     @pytest.mark.parametrize(
         ("args", "named"),
         [

@@ -121,6 +121,8 @@ def prune(
 ) -> None:
     """Delete the finished workflows (COMPLETE, FAILED) that ended longer ago than --older-than."""
     before = utcnow() - parse_age(older_than)
+    if state is not None:  # as list's --state: any case (COMPLETE, as status prints it)
+        state = state.lower()
     with open_store(db, must_exist=True, migrate=False) as store:
         matched = store.prune_workflows(before, state=state, dry_run=True)
         which = f"{state.lower()} " if state else "finished "
