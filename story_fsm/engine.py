@@ -264,7 +264,8 @@ class StoryWorkflowOrchestrator:
         state = row.summary.state
         if state is WorkflowState.COMPLETE:
             result = self.state_manager.load_state(story_id)
-            assert result is not None
+            if result is None:  # deleted since its row was read
+                raise WorkflowNotFoundError(story_id)
             return result
         self._require_stages()
         config = self._config or WorkflowConfig.from_dict(row.config)
@@ -340,7 +341,8 @@ class StoryWorkflowOrchestrator:
         with bound_machine(model, WorkflowState.FAILED):
             model.fire(Trigger.RETRY)
         refreshed = self.state_manager.load_row(story_id)
-        assert refreshed is not None
+        if refreshed is None:  # deleted once re-queued (unfinished and unheld, it may be)
+            raise WorkflowNotFoundError(story_id)
         return refreshed.summary
 
     def _drive(
@@ -372,7 +374,8 @@ class StoryWorkflowOrchestrator:
             result = build_result(run.row, run.records)
         else:
             loaded = self.state_manager.load_state(run.story_id)
-            assert loaded is not None
+            if loaded is None:  # finished, the lease freed, and deleted before this read
+                raise WorkflowNotFoundError(run.story_id)
             result = loaded
         if run.failure is not None:
             failure = run.failure

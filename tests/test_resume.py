@@ -16,6 +16,7 @@ from story_fsm import (
     StoryWorkflowOrchestrator,
     Trigger,
     WorkflowConfig,
+    WorkflowNotFoundError,
     WorkflowState,
     WorkflowStateManager,
 )
@@ -285,3 +286,76 @@ class TestReadDuringARun:
         assert len(result.iterations) == result.total_reviews == 1
         assert result.total_polishes == 1 and result.decision is None
         assert result.metadata["history_length"] == at.summary.seq + 1
+
+
+class TestDeletedMeanwhile:
+    """A workflow deleted (delete_workflow, prune_workflows) between two reads of a call."""
+
+    def test_load_state_of_a_workflow_deleted_between_its_reads_is_none(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """load_state reads the summary, then the history: deleted in between, it is None,
+        as for a story never stored."""
+        StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+        ).run_story_workflow("s-1", "T", "S", {})
+        real_history = store.history
+
+        def history_after_a_delete(story_id: str) -> Any:
+            store.delete_workflow(story_id)
+            return real_history(story_id)
+
+        store.history = history_after_a_delete  # type: ignore[method-assign]
+        assert store.load_state("s-1") is None
+
+    @pytest.mark.parametrize("crashed", [False, True])
+    def test_resume_of_a_workflow_deleted_before_its_result_is_read_is_not_found(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig, crashed: bool
+    ) -> None:
+        """resume reads the result last (at once when COMPLETE, else after the run): a
+        workflow deleted just before is WorkflowNotFoundError."""
+        if crashed:
+            start(store, ScriptedReviewer(review(60), Crash()), ScriptedPolisher(), fast_config)
+        else:
+            StoryWorkflowOrchestrator(
+                ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+            ).run_story_workflow("s-1", "T", "S", {})
+        real_load_state = store.load_state
+
+        def load_state_after_a_delete(story_id: str) -> Any:
+            store.delete_workflow(story_id)
+            return real_load_state(story_id)
+
+        store.load_state = load_state_after_a_delete  # type: ignore[method-assign]
+        resumer = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
+        )
+        with pytest.raises(WorkflowNotFoundError):
+            resumer.resume("s-1")
+
+    def test_requeue_of_a_workflow_deleted_once_requeued_is_not_found(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """requeue reads the summary again after its retry row: deleted in between (it is
+        unfinished and unheld then), WorkflowNotFoundError."""
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(RuntimeError("down")),
+            ScriptedPolisher(),
+            store,
+            WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0),
+        )
+        with pytest.raises(StageFailedError):
+            orchestrator.run_story_workflow("s-1", "T", "S", {})
+        real_load_row = store.load_row
+        reads: list[str] = []
+
+        def load_row_deleted_after_the_first(story_id: str) -> Any:
+            reads.append(story_id)
+            if len(reads) == 2:
+                store.delete_workflow(story_id)
+            return real_load_row(story_id)
+
+        store.load_row = load_row_deleted_after_the_first  # type: ignore[method-assign]
+        with pytest.raises(WorkflowNotFoundError):
+            orchestrator.requeue("s-1")
+        assert len(reads) == 2

@@ -784,7 +784,8 @@ class WorkflowStateManager:
     def load_state(self, story_id: str) -> WorkflowResult | None:
         """Return the workflow's result as stored (COMPLETE, FAILED or mid-run), or None.
 
-        Read while a run goes on, it is the workflow as of one committed step.
+        Read while a run goes on, it is the workflow as of one committed step. None too for
+        a workflow deleted between the two reads.
         """
         row = self.load_row(story_id)
         if row is None:
@@ -793,7 +794,11 @@ class WorkflowStateManager:
         # run ahead of the summary (an iteration the counts do not know yet). The summary,
         # read first, says which step the result is of; later rows are left out.
         seq = row.summary.seq
-        return build_result(row, [r for r in self.history(story_id) if r.seq <= seq])
+        try:
+            records = self.history(story_id)
+        except WorkflowNotFoundError:
+            return None  # deleted (delete_workflow, prune_workflows) after the first read
+        return build_result(row, [r for r in records if r.seq <= seq])
 
     @_reconnecting
     def list_workflows(
