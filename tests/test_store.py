@@ -7,7 +7,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -359,6 +359,16 @@ def _rows(store: WorkflowStateManager, story_id: str) -> tuple[int, int, int]:
         )
 
 
+HOUR = timedelta(hours=1)
+
+
+class _NoOffset(tzinfo):
+    """A zone that knows no offset: Python counts a datetime in it as naive."""
+
+    def utcoffset(self, dt: datetime | None) -> None:
+        return None
+
+
 class TestDeletion:
     def test_delete_workflow_removes_its_rows_and_only_its_own(
         self, store: WorkflowStateManager
@@ -563,6 +573,9 @@ class TestPruning:
         [
             ({"finished_before": datetime(2026, 1, 1)}, "timezone-aware"),
             ({"finished_before": "2026-01-01"}, "timezone-aware"),
+            ({"finished_before": datetime(2026, 1, 1, tzinfo=_NoOffset())}, "timezone-aware"),
+            ({"finished_before": datetime.max.replace(tzinfo=timezone(-HOUR))}, "out of range"),
+            ({"finished_before": datetime.min.replace(tzinfo=timezone(HOUR))}, "out of range"),
             ({"state": "reviewing"}, "only finished workflows"),
             ({"state": "sleeping"}, "unknown state"),
         ],

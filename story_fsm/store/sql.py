@@ -619,13 +619,10 @@ class WorkflowStateManager:
             How many workflows were deleted (with *dry_run*: would be).
 
         Raises:
-            InputValidationError: A naive datetime, or a *state* that is not a finished one;
-                nothing was read.
+            InputValidationError: A naive datetime (its ``utcoffset()`` None) or one with no
+                UTC time, or a *state* that is not a finished one; nothing was read.
         """
-        if not isinstance(finished_before, datetime) or finished_before.tzinfo is None:
-            raise InputValidationError(
-                f"finished_before must be a timezone-aware datetime, got {finished_before!r}"
-            )
+        finished_before = _aware_in_utc(finished_before)
         wanted = _wanted_state(state)
         if wanted is not None and not wanted.is_terminal:
             raise InputValidationError(
@@ -842,6 +839,20 @@ _PRUNE_BATCH = 500
 
 #: The largest LIMIT or OFFSET both databases take (a signed 64-bit integer).
 _MAX_COUNT = 2**63 - 1
+
+
+def _aware_in_utc(moment: object) -> datetime:
+    # Aware as Python says: a tzinfo whose utcoffset() is None leaves a datetime naive.
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise InputValidationError(
+            f"finished_before must be a timezone-aware datetime, got {moment!r}"
+        )
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # datetime.max west of UTC: no such time in UTC
+        raise InputValidationError(
+            f"finished_before is out of range once in UTC: {moment!r}"
+        ) from None
 
 
 def _wanted_state(state: WorkflowState | str | None) -> WorkflowState | None:
