@@ -568,6 +568,35 @@ class TestPruning:
             assert _rows(store, "requeued") == rows
             assert store.load_row("requeued").summary.state is S.REVIEWING  # type: ignore[union-attr]
 
+    def test_a_prune_locks_its_batch_in_story_id_order_on_postgresql(self, pg_url: str) -> None:
+        """The batch's rows are locked in story id order, whatever order the table keeps them
+        in: two prunes then take their locks in one order and cannot deadlock. Stopped at a
+        row another transaction holds, a prune holds none of the ids after it."""
+        with WorkflowStateManager(pg_url) as store:
+            for story_id in ("z-last", "m-middle", "a-first"):  # stored against id order
+                _finished(store, story_id)
+            cut = datetime.now(UTC)
+            wf = store.schema.workflows
+
+            def lock(conn: sa.Connection, story_id: str, *, nowait: bool = False) -> None:
+                locked = sa.select(wf.c.story_id).where(wf.c.story_id == story_id)
+                conn.execute(locked.with_for_update(nowait=nowait)).one()
+
+            outcome: list[Any] = []
+            with store.engine.connect() as rival, store.engine.connect() as prober:
+                lock(rival, "m-middle")
+                pruner = threading.Thread(
+                    target=lambda: outcome.append(store.prune_workflows(cut)), daemon=True
+                )
+                pruner.start()
+                pruner.join(0.5)
+                assert pruner.is_alive() and outcome == []  # waiting on m-middle
+                lock(prober, "z-last", nowait=True)  # past the wait: not locked by the prune
+                prober.rollback()
+                rival.rollback()
+            pruner.join(30)
+            assert outcome == [3]
+
     @pytest.mark.parametrize(
         ("kwargs", "match"),
         [

@@ -659,7 +659,15 @@ class WorkflowStateManager:
         may take one away in between).
         """
         wf = self.schema.workflows
-        batch = sa.select(wf.c.story_id).where(finished).limit(_PRUNE_BATCH).with_for_update()
+        # Locked in one order (PostgreSQL locks the rows as the sorted scan returns them), so
+        # two prunes of the same rows wait for each other instead of deadlocking.
+        batch = (
+            sa.select(wf.c.story_id)
+            .where(finished)
+            .order_by(wf.c.story_id)
+            .limit(_PRUNE_BATCH)
+            .with_for_update()
+        )
         with self._write_lock, translated(), self._begin() as conn:
             ids = list(conn.execute(batch).scalars())
             return len(ids), self._delete_rows(conn, ids, finished) if ids else 0
