@@ -343,8 +343,9 @@ class StageRunner:
         wait = float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
         asked = getattr(error, "retry_after_seconds", None)
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
-            # Longer, never shorter than the policy's own wait; NaN fails the comparison.
-            wait = max(wait, min(float(asked), self._timeout))
+            # Longer, never shorter than the policy's own wait; NaN fails the comparison. Capped
+            # before float(): an int past a float's range (10**400) would raise OverflowError.
+            wait = max(wait, float(min(asked, self._timeout)))
         return wait
 
     def _retrying(

@@ -510,6 +510,9 @@ class TestRetryAfter:
             (400.0, 300, 500.0, 400.0),  # the cap never shortens the policy's own wait
             (1.0, 300, float("nan"), 1.0),
             (1.0, 300, None, 1.0),
+            # Past a float's range: capped, not an OverflowError that ends the run unrecorded.
+            pytest.param(0.0, 5, 10**400, 5.0, id="an-int-past-a-float"),
+            (0.0, 5, float("inf"), 5.0),
         ],
     )
     def test_the_wait_honours_retry_after_within_bounds(
