@@ -252,27 +252,43 @@ def readable_cost(cost: object) -> float:
         or not isinstance(cost, int | float)
         or not 0 <= cost <= MAX_STAGE_COST
     ):
-        get_logger().warning("stage_cost_unreadable", cost=repr(cost))
+        # _short, not repr: an int too long for text (10**5000) must not fail the answer.
+        get_logger().warning("stage_cost_unreadable", cost=_short(cost))
         return 0.0
     return float(cost)
+
+
+def _cost_as_text(raw: object) -> str | None:
+    """The text a refused cost is stored as when JSON cannot hold it, else None (kept as is)."""
+    if isinstance(raw, float):
+        return None if math.isfinite(raw) else repr(raw)
+    try:
+        as_stored(raw)
+    except ValueError:  # an int too long to write (10**5000)
+        return _short(raw)
+    except TypeError:  # an object: stored as its str(), as any in the answer
+        pass
+    return None
 
 
 def _cost(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """Return the answer's cost and the answer as it is to be stored.
 
-    A cost of NaN or an infinity (which JSON cannot hold) is stored as its text (``"nan"``),
-    so the paid answer stays storable and the audit trail still shows what the stage said.
+    A cost that JSON cannot hold (NaN, an infinity, an int too long to write) is stored as its
+    text (``"nan"``), so the paid answer stays storable and the audit trail still shows what
+    the stage said.
     """
     meta = data.get("_meta")
     in_meta = isinstance(meta, Mapping) and meta.get("cost_estimate") is not None
     raw = meta["cost_estimate"] if in_meta else data.get("cost")  # type: ignore[index]
     cost = readable_cost(raw)
-    if isinstance(raw, float) and not math.isfinite(raw):
+    text = _cost_as_text(raw) if not cost and raw is not None else None
+    if text is not None:
         data = dict(data)
         if in_meta:
-            data["_meta"] = {**data["_meta"], "cost_estimate": repr(raw)}
+            data["_meta"] = {**data["_meta"], "cost_estimate": text}
         else:
-            data["cost"] = repr(raw)
+            data["cost"] = text
     return cost, data
 
 

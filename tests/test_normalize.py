@@ -83,13 +83,17 @@ class TestReview:
         assert out.cost == 0.0
         assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
 
-    @pytest.mark.parametrize("cost", [1e308, 1e9 * 1.5, 10**400, -0.5])
+    @pytest.mark.parametrize(
+        "cost",
+        [1e308, 1e9 * 1.5, 10**400, -0.5, pytest.param(10**5000, id="an-int-too-long-for-text")],
+    )
     def test_absurd_cost_is_counted_as_zero(self, cost: float) -> None:
         """A cost no call can have (sums of which would overflow the database's float)."""
         with capture_logs() as logs:
             out = normalize_review({"decision": "polish", "quality_score": 5, "cost": cost})
         assert out.cost == 0.0
         assert [e["event"] for e in logs] == ["stage_cost_unreadable"]
+        json.dumps(out.data, allow_nan=False)  # the paid answer is kept, storable as it is
         assert normalize_review({"decision": "polish", "quality_score": 5, "cost": 1e9}).cost == 1e9
 
     @pytest.mark.parametrize("where", ["cost", "_meta"])

@@ -459,7 +459,18 @@ class TestFailures:
         assert failed.payload.get("rejected_answer") == kept
         assert ("rejected_answer" in failed.payload) is (kept is not None)
 
-    @pytest.mark.parametrize("cost", [float("nan"), float("inf"), -5.0, 1e12, "abc", True])
+    @pytest.mark.parametrize(
+        "cost",
+        [
+            float("nan"),
+            float("inf"),
+            -5.0,
+            1e12,
+            "abc",
+            True,
+            pytest.param(10**5000, id="an-int-too-long-for-text"),
+        ],
+    )
     def test_an_unreadable_cost_of_a_failed_attempt_counts_as_zero(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig, cost: Any
     ) -> None:
