@@ -40,7 +40,7 @@ from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_
 from story_fsm._text import storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
-from story_fsm.stages import attempt_deadline, readable_cost
+from story_fsm.stages import attempt_deadline, kept_answer, readable_cost
 from story_fsm.states import Stage
 
 __all__ = [
@@ -87,7 +87,9 @@ class AttemptFailure:
         """The refused answer (JSON data) when the attempt failed on one, else None."""
         if not isinstance(self.error, InvalidStageOutputError):
             return None
-        return getattr(self.error, "answer", None)
+        answer = getattr(self.error, "answer", None)
+        # A stage's own answer= may be anything (an object, a NaN): the row's JSON must hold it.
+        return None if answer is None else kept_answer(answer)
 
     @property
     def error_text(self) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "ReviewOutcome",
     "StoryPolisher",
     "StoryReviewer",
+    "kept_answer",
     "normalize_polish",
     "normalize_review",
     "readable_cost",
@@ -296,14 +297,16 @@ def _cost(data: dict[str, Any]) -> tuple[float, dict[str, Any]]:
 _REPR_KEPT = 10_000
 
 
-def _kept(data: dict[str, Any]) -> object:
-    """*data* as the failed attempt's row can store it: as JSON data, else as its repr.
+def kept_answer(data: object) -> object:
+    """A refused answer as the failed attempt's row can store it: as JSON data, else its repr.
 
     A score of NaN, say, has no JSON form; the repr still shows an operator what was refused.
+    Also for the ``answer`` a stage puts on its own :class:`InvalidStageOutputError`, which
+    may be anything.
     """
     try:
         return as_stored(data, default=str)
-    except (TypeError, ValueError, RecursionError):
+    except Exception:  # no JSON form (NaN), nesting past the limit, an object whose str() fails
         pass
     try:
         return repr(data)[:_REPR_KEPT]
@@ -325,7 +328,7 @@ def _charged(cost: float, data: dict[str, Any]) -> Iterator[None]:
         if not exc.cost:
             exc.cost = cost
         if exc.answer is None:
-            exc.answer = _kept(data)
+            exc.answer = kept_answer(data)
         raise
 
 

@@ -282,6 +282,23 @@ class BadObject:
         return "not a dict"
 
 
+class Opaque:
+    """An object JSON cannot hold, printed as ``<opaque>``."""
+
+    def __str__(self) -> str:
+        return "<opaque>"
+
+
+class Unprintable:
+    """An object whose str() fails; its repr is ``<unprintable>``."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        return "<unprintable>"
+
+
 FAILURES = [
     pytest.param(RuntimeError("API down"), "RuntimeError: API down", id="exception"),
     pytest.param({"decision": "maybe", "quality_score": 50}, "decision", id="unknown-decision"),
@@ -458,6 +475,30 @@ class TestFailures:
         failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
         assert failed.payload.get("rejected_answer") == kept
         assert ("rejected_answer" in failed.payload) is (kept is not None)
+
+    @pytest.mark.parametrize(
+        ("answer", "kept"),
+        [
+            pytest.param(
+                {"notes": ("a", 1), 2: "b"}, {"notes": ["a", 1], "2": "b"}, id="as-stored"
+            ),
+            pytest.param(Opaque(), "<opaque>", id="an-object-as-its-str"),
+            pytest.param([Unprintable()], "[<unprintable>]", id="no-str-so-its-repr"),
+            pytest.param({"score": float("nan")}, "{'score': nan}", id="no-json-form-so-its-repr"),
+        ],
+    )
+    def test_a_stage_s_own_refused_answer_is_kept_as_stored(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig, answer: Any, kept: Any
+    ) -> None:
+        """A stage's InvalidStageOutputError(answer=...) is kept as the row can store it, and
+        the run goes on (an answer JSON cannot hold used to fail the failed attempt's write)."""
+        reviewer = ScriptedReviewer(
+            InvalidStageOutputError("bad", answer=answer), review(99, "publish")
+        )
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
+        assert failed.payload["rejected_answer"] == kept
 
     @pytest.mark.parametrize(
         "cost",
