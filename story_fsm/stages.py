@@ -152,6 +152,17 @@ class PolishOutcome:
     data: dict[str, Any]
 
 
+def _unreadable(stage: str, exc: Exception) -> InvalidStageOutputError:
+    """The refusal of an answer whose reading raised (a to_dict() or a property that fails)."""
+    try:
+        message = str(exc)
+    except Exception:  # an error class whose __str__ is broken, as the traceback module says it
+        message = "<exception str() failed>"
+    return InvalidStageOutputError(
+        f"the {stage} stage's answer could not be read: {type(exc).__name__}: {message}"
+    )
+
+
 def _as_dict(raw: object, stage: str) -> dict[str, Any]:
     if raw is None:
         raise InvalidStageOutputError(f"the {stage} stage returned None")
@@ -160,19 +171,22 @@ def _as_dict(raw: object, stage: str) -> dict[str, Any]:
             f"the {stage} stage returned text; expected a mapping or an object with to_dict()",
             answer=raw,
         )
-    if isinstance(raw, Mapping):
-        data = dict(raw)
-    elif callable(getattr(raw, "to_dict", None)):
+    try:
+        if isinstance(raw, Mapping):
+            return dict(raw)
+        if not callable(getattr(raw, "to_dict", None)):
+            raise InvalidStageOutputError(
+                f"the {stage} stage returned {type(raw).__name__}; expected a mapping or an "
+                "object with to_dict()"
+            )
         data = raw.to_dict()  # type: ignore[attr-defined]
         if not isinstance(data, Mapping):
             raise InvalidStageOutputError(f"the {stage} stage's to_dict() did not return a dict")
-        data = dict(data)
-    else:
-        raise InvalidStageOutputError(
-            f"the {stage} stage returned {type(raw).__name__}; expected a mapping or an object "
-            "with to_dict()"
-        )
-    return data
+        return dict(data)
+    except InvalidStageOutputError:
+        raise
+    except Exception as exc:  # the stage's own object failed (its iteration, its to_dict())
+        raise _unreadable(stage, exc) from exc
 
 
 def _jsonable(data: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -217,8 +231,10 @@ def _short(value: object) -> str:
     """*value*'s repr for a message, at most 80 characters (a huge int's repr can raise)."""
     try:
         text = repr(value)
-    except ValueError:  # an int past sys.get_int_max_str_digits()
-        return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"  # type: ignore[attr-defined]
+    except Exception:  # an int past sys.get_int_max_str_digits(), a broken __repr__
+        if isinstance(value, int):
+            return f"<an int of about {int(value.bit_length() * 0.30103)} digits>"
+        return f"<{type(value).__name__} object whose repr() failed>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
@@ -233,7 +249,7 @@ def _decision(raw: object, data: Mapping[str, Any]) -> ReviewDecision:
         except ValueError:
             pass
     raise InvalidStageOutputError(
-        f"the review's decision must be 'publish' or 'polish', got {value!r}"
+        f"the review's decision must be 'publish' or 'polish', got {_short(value)}"
     )
 
 
@@ -315,12 +331,13 @@ def kept_answer(data: object) -> object:
 
 
 @contextmanager
-def _charged(cost: float, data: dict[str, Any]) -> Iterator[None]:
+def _charged(cost: float, data: dict[str, Any], stage: str) -> Iterator[None]:
     """Charge an answer refused here with the cost its stage said it paid, and keep it.
 
     The call was made and paid for; refusing its answer must not drop that from the failed
     attempt's row and the workflow's total (a stage's own refusal may already carry a cost),
-    nor hide what the answer was.
+    nor hide what the answer was. An answer whose reading raised (a property of its object,
+    a value whose str() fails) is refused the same way.
     """
     try:
         yield
@@ -330,22 +347,26 @@ def _charged(cost: float, data: dict[str, Any]) -> Iterator[None]:
         if exc.answer is None:
             exc.answer = kept_answer(data)
         raise
+    except Exception as exc:
+        refused = _unreadable(stage, exc)
+        refused.cost, refused.answer = cost, kept_answer(data)
+        raise refused from exc
 
 
 def normalize_review(raw: object) -> ReviewOutcome:
     """Turn a reviewer's answer into a :class:`ReviewOutcome`.
 
     Raises:
-        InvalidStageOutputError: None, an unknown decision, or a score that is not a finite
-            number within 0–100; it carries the cost the answer stated, since the call was
-            paid for.
+        InvalidStageOutputError: None, an unknown decision, a score that is not a finite
+            number within 0–100, or an answer whose reading raises (its ``to_dict()``, a
+            property); it carries the cost the answer stated, since the call was paid for.
 
     >>> normalize_review({"decision": "polish", "quality_score": 72}).quality_score
     72.0
     """
     data = _as_dict(raw, "review")
     cost, data = _cost(data)
-    with _charged(cost, data):
+    with _charged(cost, data, "review"):
         decision, score = _decision(raw, data), _score(raw, data)
         stored = _jsonable(data, "review")
     return ReviewOutcome(decision, score, cost, stored)
@@ -366,16 +387,16 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
 
     Raises:
         InvalidStageOutputError: None, no non-empty ``polished_script``, or a script or title
-            that no database can store as text (a NUL character, an unpaired surrogate); it
-            carries the cost the answer stated.
+            that no database can store as text (a NUL character, an unpaired surrogate), or an
+            answer whose reading raises; it carries the cost the answer stated.
     """
     data = _as_dict(raw, "polish")
     cost, data = _cost(data)
-    with _charged(cost, data):
+    with _charged(cost, data, "polish"):
         script = _field(raw, data, "polished_script")
         if not isinstance(script, str) or not script.strip():
             raise InvalidStageOutputError(
-                f"the polish has no polished_script (a non-empty string), got {script!r:.80}"
+                f"the polish has no polished_script (a non-empty string), got {_short(script)}"
             )
         title = _field(raw, data, "polished_title")
         if not isinstance(title, str) or not title.strip():
@@ -387,10 +408,5 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
             if reason is not None:
                 raise InvalidStageOutputError(f"the polish's {name} {reason}")
         stored = _jsonable(data, "polish")
-    return PolishOutcome(
-        title=title,
-        script=script,
-        changes_count=_change_count(_field(raw, data, "change_log")),
-        cost=cost,
-        data=stored,
-    )
+        changes = _change_count(_field(raw, data, "change_log"))
+    return PolishOutcome(title=title, script=script, changes_count=changes, cost=cost, data=stored)

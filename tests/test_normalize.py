@@ -256,3 +256,129 @@ class TestStoredAnswers:
         loop["self"] = loop
         with pytest.raises(InvalidStageOutputError):
             normalize_review(loop)
+
+
+class Broken:
+    """A value whose repr() and str() both fail."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+class Shouting(str):
+    """A decision text whose strip() fails."""
+
+    def strip(self, chars: str | None = None) -> str:
+        raise RuntimeError("no strip")
+
+
+class UnreadableMapping(dict[str, Any]):
+    """A mapping that cannot be iterated."""
+
+    def __iter__(self) -> Any:
+        raise RuntimeError("no iteration")
+
+    def keys(self) -> Any:
+        raise RuntimeError("no keys")
+
+
+class FailingToDict:
+    def to_dict(self) -> dict[str, Any]:
+        raise RuntimeError("to_dict failed")
+
+
+class FailingDecision:
+    """An answer object whose ``decision`` attribute raises; its dict states a cost."""
+
+    @property
+    def decision(self) -> str:
+        raise RuntimeError("no decision")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": "publish", "quality_score": 90, "cost": 0.4}
+
+
+class FailingChangeLog:
+    """A polish object whose ``change_log`` attribute raises; its dict states a cost."""
+
+    polished_script = "S"
+
+    @property
+    def change_log(self) -> list[str]:
+        raise RuntimeError("no change log")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"polished_script": "S", "cost": 0.4}
+
+
+PAID = {"cost": 0.4}
+
+ODD_REVIEWS = [
+    pytest.param(UnreadableMapping(), 0.0, id="mapping-that-cannot-be-read"),
+    pytest.param(FailingToDict(), 0.0, id="to-dict-raises"),
+    pytest.param(FailingDecision(), 0.4, id="attribute-raises"),
+    pytest.param({"decision": 10**5000, "quality_score": 5, **PAID}, 0.4, id="huge-int-decision"),
+    pytest.param(
+        {"decision": Broken(), "quality_score": 5, **PAID}, 0.4, id="unprintable-decision"
+    ),
+    pytest.param(
+        {"decision": "publish", "quality_score": Broken(), **PAID}, 0.4, id="unprintable-score"
+    ),
+    pytest.param({"decision": Shouting("publish"), "quality_score": 5, **PAID}, 0.4, id="odd-str"),
+    pytest.param(
+        {"decision": "publish", "quality_score": 5, "x": Broken(), **PAID}, 0.4, id="no-str"
+    ),
+]
+
+ODD_POLISHES = [
+    pytest.param({"polished_script": 10**5000, **PAID}, id="huge-int-script"),
+    pytest.param({"polished_script": Broken(), **PAID}, id="unprintable-script"),
+    pytest.param(FailingChangeLog(), id="attribute-raises"),
+]
+
+
+class TestOddAnswers:
+    @pytest.mark.parametrize(("answer", "cost"), ODD_REVIEWS)
+    def test_an_odd_review_is_invalid_output_and_keeps_its_cost(
+        self, answer: Any, cost: float
+    ) -> None:
+        """An answer whose reading raises is refused as InvalidStageOutputError, with the cost
+        it stated (a paid call), never with the error of reading it."""
+        with pytest.raises(InvalidStageOutputError) as caught:
+            normalize_review(answer)
+        assert caught.value.cost == cost
+
+    @pytest.mark.parametrize("answer", ODD_POLISHES)
+    def test_an_odd_polish_is_invalid_output_and_keeps_its_cost(self, answer: Any) -> None:
+        """The same for a polish."""
+        with pytest.raises(InvalidStageOutputError) as caught:
+            normalize_polish(answer, "T")
+        assert caught.value.cost == 0.4
+
+    @pytest.mark.parametrize(
+        ("answer", "message"),
+        [
+            pytest.param(
+                {"decision": 10**5000, "quality_score": 5},
+                "decision must be 'publish' or 'polish', got <an int of about 5000 digits>",
+                id="huge-int-decision",
+            ),
+            pytest.param(
+                {"decision": Broken(), "quality_score": 5},
+                r"got <Broken object whose repr\(\) failed>",
+                id="unprintable-decision",
+            ),
+            pytest.param(
+                FailingToDict(),
+                "the review stage's answer could not be read: RuntimeError: to_dict failed",
+                id="to-dict-raises",
+            ),
+        ],
+    )
+    def test_the_refusal_says_what_was_wrong(self, answer: Any, message: str) -> None:
+        """The message names the field, or the error that reading the answer raised."""
+        with pytest.raises(InvalidStageOutputError, match=message):
+            normalize_review(answer)
