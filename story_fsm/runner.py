@@ -165,13 +165,25 @@ class _InFlight:
 _SIGNAL_POLL_SECONDS = 0.5
 
 
+def _said(error: BaseException, name: str) -> object:
+    """The stage error's attribute *name*, or None when it has none or reading it raises.
+
+    A stage's own error class is read as it is printed (``AttemptFailure.error_text``): a
+    property that fails must not end the run unrecorded; the policy alone decides then.
+    """
+    try:
+        return getattr(error, name, None)
+    except Exception:
+        return None
+
+
 def _retryable(error: BaseException) -> bool:
     """False for a stage error that says another attempt cannot succeed (``retryable=False``).
 
     The OpenAI stages mark the client errors that way (a bad request, a wrong key, an unknown
     model): retrying them only adds backoff before the same answer.
     """
-    return isinstance(error, Exception) and getattr(error, "retryable", True) is not False
+    return isinstance(error, Exception) and _said(error, "retryable") is not False
 
 
 class StageRunner:
@@ -343,7 +355,7 @@ class StageRunner:
         (``retry_after_seconds``, as an HTTP ``Retry-After`` does), up to the stage timeout.
         """
         wait = float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
-        asked = getattr(error, "retry_after_seconds", None)
+        asked = _said(error, "retry_after_seconds") if error is not None else None
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
             # Longer, never shorter than the policy's own wait; NaN fails the comparison. Capped
             # before float(): an int past a float's range (10**400) would raise OverflowError.

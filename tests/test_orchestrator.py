@@ -544,6 +544,27 @@ class TestFailures:
         failed = next(r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED)
         assert failed.error == "Unprintable: <exception str() failed>"
 
+    def test_an_error_whose_retry_attributes_fail_is_a_failed_attempt(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """A stage's exception whose retryable and retry_after_seconds raise when read is
+        recorded and retried by the policy alone, on the first attempt and on a later one."""
+
+        class Lazy(Exception):
+            @property
+            def retryable(self) -> bool:
+                raise KeyError("retryable")
+
+            @property
+            def retry_after_seconds(self) -> float:
+                raise KeyError("retry_after_seconds")
+
+        reviewer = ScriptedReviewer(Lazy("1"), Lazy("2"), review(99, "publish"))
+        result = run(store, reviewer, ScriptedPolisher(), fast_config)
+        assert result.state is WorkflowState.COMPLETE
+        failed = [r for r in store.history("s-1") if r.trigger is Trigger.ATTEMPT_FAILED]
+        assert [(r.attempt, r.error) for r in failed] == [(1, "Lazy: 1"), (2, "Lazy: 2")]
+
     def test_backoff_doubles_between_attempts(self, store: WorkflowStateManager) -> None:
         """The wait before attempt n+1 is backoff × 2^(n-1)."""
         config = WorkflowConfig(max_stage_retries=3, retry_backoff_seconds=0.05)
