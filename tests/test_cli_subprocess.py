@@ -267,6 +267,28 @@ class TestStdoutRefused:
                 "error: cannot write the output to stdout (No space left on device)"
             )
 
+    def test_an_encoding_without_the_characters_exits_5_naming_the_remedy(
+        self, story_file: Path, tmp_path: Path
+    ) -> None:
+        """stdout in ASCII (PYTHONIOENCODING, a legacy locale) cannot take a table's arrows or
+        a title's accents: one error line naming the remedy and exit 5, not a traceback."""
+        url = f"sqlite:///{tmp_path}/ascii.db"
+        for story_id in ("keepers_cat", "café"):
+            ran = cli("run", str(story_file), "--story-id", story_id, "--db", url, cwd=tmp_path)
+            assert ran.returncode == 0, ran.stderr
+        for args in (
+            ("history", "keepers_cat"),  # a rich table ("→")
+            ("history", "keepers_cat", "-f"),  # plain lines
+            ("status", "keepers_cat"),
+            ("list", "--json"),  # JSON: "café"
+            ("show", "café", "--json"),
+        ):
+            done = cli(*args, "--db", url, cwd=tmp_path, PYTHONIOENCODING="ascii")
+            assert done.returncode == ExitCode.OUTPUT, (args, done.stderr)
+            assert "Traceback" not in done.stderr, args
+            assert done.stderr.splitlines()[-1].startswith("error: stdout's encoding (ascii)")
+            assert "PYTHONIOENCODING=utf-8" in done.stderr
+
     def test_a_closed_pipe_ends_quietly(self, story_file: Path, tmp_path: Path) -> None:
         """`story-fsm list | head`: the reader went away; no error line, no traceback."""
         url = f"sqlite:///{tmp_path}/pipe.db"

@@ -101,7 +101,8 @@ EXIT_CODES_HELP = (
     "3 another process advanced the workflow first (lost race), or runs the workflow that "
     "delete was asked to remove; "
     "4 the database could not be used (unreachable, locked); "
-    "5 the output could not be written to stdout (a full disk); "
+    "5 the output could not be written to stdout (a full disk, an encoding without its "
+    "characters); "
     "130 interrupted (resume the story to continue); "
     "141 stdout was closed by its reader (| head), with no message."
 )

@@ -56,7 +56,7 @@ def shown(text: str) -> str:
 
 
 class OutputError(Exception):
-    """stdout refused the command's data (a full disk, a device that takes nothing)."""
+    """stdout refused the command's data (a full disk, an encoding without its characters)."""
 
 
 class StdoutClosed(OutputError):
@@ -82,12 +82,22 @@ def _refused(exc: OSError) -> OutputError:
     return OutputError(f"cannot write the output to stdout ({exc.strerror or exc})")
 
 
+def _unencodable(exc: UnicodeEncodeError) -> OutputError:
+    # Nothing of the refused text was buffered (it is encoded before), so unlike a refused
+    # write there is nothing for the exit flush to fail on.
+    return OutputError(
+        f"stdout's encoding ({exc.encoding}) cannot write {exc.object[exc.start : exc.end]!r}; "
+        "set PYTHONIOENCODING=utf-8 (or a UTF-8 locale) to print it"
+    )
+
+
 class _GuardedStdout:
     """``sys.stdout`` whose write errors are :class:`OutputError`.
 
     Rich would end a closed pipe itself, with exit code 1, which the command line gives to a
     failed workflow; the error boundary gives it 141 instead, as a shell does a tool that
-    SIGPIPE ended.
+    SIGPIPE ended. A stdout whose encoding lacks a character of the text (ASCII, a legacy
+    locale's code page) is an :class:`OutputError` too, not a traceback.
     """
 
     def __init__(self, stream: IO[str]) -> None:
@@ -98,6 +108,8 @@ class _GuardedStdout:
             return self._stream.write(text)
         except OSError as exc:
             raise _refused(exc) from exc
+        except UnicodeEncodeError as exc:
+            raise _unencodable(exc) from exc
 
     def flush(self) -> None:
         try:
