@@ -698,6 +698,19 @@ class TestList:
         assert result.exit_code == 0 and result.stdout == ""
         assert "no workflows in state complete" in result.stderr
 
+    def test_an_offset_past_the_end_says_so_not_that_there_are_none(
+        self, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """A page past the last workflow is empty; stderr says that it is past them, not that
+        the database holds none."""
+        failing_then_passing(store, "ok-1")
+        failed_workflow(store, "bad-1")
+        result = invoke("list", "--offset", "2", "--db", database_url)
+        assert result.exit_code == 0 and result.stdout == ""
+        assert "no workflows past the first 2 in " in result.stderr
+        failed = invoke("list", "--state", "failed", "--offset", "5", "--db", database_url)
+        assert "no workflows in state failed past the first 5 in " in failed.stderr
+
     def test_unknown_state_is_a_usage_error(self, sqlite_url: str) -> None:
         """An unknown --state exits 2."""
         assert invoke("list", "--state", "nope", "--db", sqlite_url).exit_code == ExitCode.USAGE

@@ -211,7 +211,8 @@ def list_workflows(
         print_json([summary.to_dict() for summary in summaries])
     elif not summaries:
         which = f" in state {state.value}" if state else ""
-        stderr_console().print(f"no workflows{which} in {display_url(db)}")
+        past = f" past the first {offset}" if offset else ""
+        stderr_console().print(f"no workflows{which}{past} in {display_url(db)}")
     else:
         stdout_console().print(workflows_table(summaries))
 
