@@ -649,11 +649,64 @@ class TestHistoryFollow:
     def test_unknown_story_and_bad_interval_are_usage_errors(
         self, store: WorkflowStateManager, database_url: str
     ) -> None:
+        """An unknown story exits 2 as without --follow; --interval 0 exits 2, printing nothing."""
         ghost = invoke("history", "ghost", "-f", "--db", database_url)
         assert ghost.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(ghost)
         failing_then_passing(store)
         fast = invoke("history", "s-1", "-f", "--interval", "0", "--db", database_url)
         assert fast.exit_code == ExitCode.USAGE and fast.stdout == ""
+
+    @staticmethod
+    def after_each_look(
+        monkeypatch: pytest.MonkeyPatch,
+        store: WorkflowStateManager,
+        method: str,
+        writes: list[Callable[[], object]],
+    ) -> None:
+        """After each of the command's calls of *method*, the next of *writes* is committed
+        (by the test's own store), as another process would commit it between two reads."""
+        real = getattr(WorkflowStateManager, method)
+
+        def then_write(self: WorkflowStateManager, *args: Any, **kwargs: Any) -> Any:
+            found = real(self, *args, **kwargs)
+            if self is not store and writes:
+                writes.pop(0)()
+            return found
+
+        monkeypatch.setattr(WorkflowStateManager, method, then_write)
+
+    def test_a_workflow_deleted_while_followed_is_said_to_be(
+        self, monkeypatch: pytest.MonkeyPatch, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """Deleted after its first record was printed: exit 2 saying it was deleted while
+        followed, not that it was never started."""
+        StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store).submit(
+            "s-1", "T", "S", {}
+        )
+        self.after_each_look(monkeypatch, store, "history", [lambda: store.delete_workflow("s-1")])
+        result = invoke("history", "s-1", "-f", "--interval", "0.05", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE
+        assert [line.split()[3] for line in result.stdout.splitlines()] == ["submit"]
+        assert "'s-1' was deleted while it was followed" in one_error_line(result)
+
+    def test_a_new_workflow_of_the_same_id_is_not_taken_for_the_followed_one(
+        self, monkeypatch: pytest.MonkeyPatch, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """Deleted, then run again under its id between two looks: the new workflow's records
+        are not printed as the rest of the old one's; exit 2, it was deleted."""
+        StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store).submit(
+            "s-1", "T", "S", {}
+        )
+
+        def delete_and_run_again() -> None:
+            store.delete_workflow("s-1")
+            failing_then_passing(store)
+
+        self.after_each_look(monkeypatch, store, "history", [delete_and_run_again])
+        result = invoke("history", "s-1", "-f", "--interval", "0.05", "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE, result.stdout
+        assert [line.split()[3] for line in result.stdout.splitlines()] == ["submit"]
+        assert "'s-1' was deleted while it was followed" in one_error_line(result)
 
 
 class TestList:

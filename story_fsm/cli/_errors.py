@@ -29,6 +29,7 @@ from story_fsm.errors import (
 __all__ = [
     "EXIT_CODES_HELP",
     "ExitCode",
+    "FollowedWorkflowDeleted",
     "Interrupted",
     "exit_code_for",
     "message_for",
@@ -74,6 +75,24 @@ class Interrupted(Exception):
         super().__init__(message)
 
 
+class FollowedWorkflowDeleted(StoryFSMError):
+    """The workflow ``history --follow`` printed was deleted (delete, prune) meanwhile.
+
+    An unknown story id now (exit 2), but the hint of :class:`WorkflowNotFoundError`, to
+    start it or check the database URL, would send the user the wrong way.
+
+    Args:
+        story_id: The story followed.
+    """
+
+    def __init__(self, story_id: str) -> None:
+        self.story_id = story_id
+        super().__init__(
+            f"story {story_id!r} was deleted while it was followed ('story-fsm delete' or "
+            "'prune'); a workflow run under that id since then is a new one"
+        )
+
+
 _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (Interrupted, ExitCode.INTERRUPTED),
     (StdoutClosed, ExitCode.STDOUT_CLOSED),
@@ -83,6 +102,7 @@ _CODES: tuple[tuple[type[BaseException], ExitCode], ...] = (
     (WorkflowLeasedError, ExitCode.LOST_RACE),
     (InputValidationError, ExitCode.USAGE),
     (WorkflowNotFoundError, ExitCode.USAGE),
+    (FollowedWorkflowDeleted, ExitCode.USAGE),
     (WorkflowExistsError, ExitCode.USAGE),
     (SchemaVersionError, ExitCode.USAGE),
     (InvalidTransitionError, ExitCode.USAGE),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from story_fsm.cli._app import app
+from story_fsm.cli._errors import FollowedWorkflowDeleted
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption, OutputOption
 from story_fsm.cli._output import (
     json_text,
@@ -28,6 +30,7 @@ from story_fsm.states import WorkflowState
 
 if TYPE_CHECKING:
     from story_fsm._records import WorkflowRow
+    from story_fsm.models import TransitionRecord
     from story_fsm.store.sql import WorkflowStateManager
 
 __all__ = ["DiagramFormat", "diagram", "history", "list_workflows", "show", "status", "story_text"]
@@ -157,23 +160,35 @@ def history(
 def _follow(store: WorkflowStateManager, story_id: str, interval: float, *, as_json: bool) -> None:
     """Print the records of *story_id* as they are committed, until it is finished."""
     last: int | None = None
+    started: datetime | None = None
     while True:
         row = store.load_row(story_id)
-        if row is None:  # never stored, or deleted while followed
+        if row is None and started is None:
             raise WorkflowNotFoundError(story_id)
+        # Deleted, or deleted and started again: its start time tells the new workflow
+        # (whose seq starts at 0 again) from the one followed so far.
+        if row is None or started not in (None, row.summary.started_at):
+            raise FollowedWorkflowDeleted(story_id)
+        started = row.summary.started_at
         # The summary is read first: records past its seq may be printed already, and the
         # workflow is only done once every record up to its finishing one is out.
         if last is None or row.summary.seq > last:
-            for record in store.history(story_id, after=last):
-                write_stdout(
-                    json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
-                    if as_json
-                    else history_line(record) + "\n"
-                )
+            try:
+                records = store.history(story_id, after=last)
+            except WorkflowNotFoundError:
+                raise FollowedWorkflowDeleted(story_id) from None
+            for record in records:
+                write_stdout(_follow_line(record, as_json=as_json))
                 last = record.seq
         if row.summary.state.is_terminal and last is not None and last >= row.summary.seq:
             return
         time.sleep(interval)
+
+
+def _follow_line(record: TransitionRecord, *, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(record.to_dict(), ensure_ascii=False) + "\n"
+    return history_line(record) + "\n"
 
 
 @app.command("list")
