@@ -708,6 +708,29 @@ class TestHistoryFollow:
         assert [line.split()[3] for line in result.stdout.splitlines()] == ["submit"]
         assert "'s-1' was deleted while it was followed" in one_error_line(result)
 
+    def test_a_failed_workflow_retried_between_two_reads_is_followed_on(
+        self, monkeypatch: pytest.MonkeyPatch, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """Read FAILED, then re-queued before its records were read: the retry row is no
+        end; the follower reads the workflow again and prints it to COMPLETE."""
+        failed_workflow(store, "bad")
+        config = WorkflowConfig(retry_backoff_seconds=0)
+        again = StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(97, "publish")), ScriptedPolisher(), store, config
+        )
+        self.after_each_look(
+            monkeypatch,
+            store,
+            "load_row",
+            [lambda: again.requeue("bad"), lambda: None, lambda: again.resume("bad")],
+        )
+        result = invoke("history", "bad", "-f", "--interval", "0.05", "--db", database_url)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert [int(line.split()[0]) for line in lines] == [r.seq for r in store.history("bad")]
+        triggers = [line.split()[3] for line in lines]
+        assert triggers[triggers.index("fail") + 1] == "retry" and "→ complete" in lines[-1]
+
 
 class TestList:
     def test_state_filter(self, store: WorkflowStateManager, database_url: str) -> None:

@@ -180,7 +180,9 @@ def _follow(store: WorkflowStateManager, story_id: str, interval: float, *, as_j
             for record in records:
                 write_stdout(_follow_line(record, as_json=as_json))
                 last = record.seq
-        if row.summary.state.is_terminal and last is not None and last >= row.summary.seq:
+        # A record past the summary's seq was committed after the summary was read (a
+        # FAILED workflow retried or resumed since): the summary is read again, not trusted.
+        if row.summary.state.is_terminal and last == row.summary.seq:
             return
         time.sleep(interval)
 
