@@ -300,6 +300,30 @@ class TestStdoutRefused:
                 err = proc.stderr.read()
                 assert (proc.wait(timeout=60), err) == (141, "")
 
+    def test_a_follow_waiting_for_a_record_ends_when_its_reader_goes(self, tmp_path: Path) -> None:
+        """`history -f | head -1` on a workflow waiting for a worker: the follower sees the
+        reader gone while it waits (as tail -f does) and ends quietly with 141, instead of
+        waiting for a next record that may never come."""
+        from story_fsm import StoryWorkflowOrchestrator
+        from tests.stages import ScriptedPolisher, ScriptedReviewer
+
+        url = f"sqlite:///{tmp_path}/queued.db"
+        with WorkflowStateManager(url) as store:
+            orchestrator = StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store)
+            orchestrator.submit("queued", "T", "S", {})
+        with piped_cli(
+            "history", "queued", "-f", "--interval", "0.05", "--db", url, cwd=tmp_path
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            try:
+                assert proc.stdout.readline().split()[3] == "submit"
+                proc.stdout.close()  # head -1 has its line
+                assert proc.wait(timeout=10) == ExitCode.STDOUT_CLOSED
+                assert proc.stderr.read() == ""
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+
 
 def read_to_the_end(leader: int) -> bytes:
     """Read a pty's leader side until the child closes its end."""

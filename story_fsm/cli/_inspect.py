@@ -15,6 +15,7 @@ from story_fsm.cli._app import app
 from story_fsm.cli._errors import FollowedWorkflowDeleted
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption, OutputOption
 from story_fsm.cli._output import (
+    check_stdout_reader,
     json_text,
     print_json,
     shown,
@@ -184,6 +185,7 @@ def _follow(store: WorkflowStateManager, story_id: str, interval: float, *, as_j
         # FAILED workflow retried or resumed since): the summary is read again, not trusted.
         if row.summary.state.is_terminal and last == row.summary.seq:
             return
+        check_stdout_reader()
         time.sleep(interval)
 
 

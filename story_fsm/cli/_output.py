@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import sys
 from typing import IO, Any, cast
 
@@ -20,6 +21,7 @@ __all__ = [
     "PIPE_WIDTH",
     "OutputError",
     "StdoutClosed",
+    "check_stdout_reader",
     "json_text",
     "print_json",
     "shown",
@@ -119,6 +121,24 @@ class _GuardedStdout:
 
     def __getattr__(self, name: str) -> Any:  # isatty, fileno, encoding ...: the stream's own
         return getattr(self._stream, name)
+
+
+def check_stdout_reader() -> None:
+    """Raise :class:`StdoutClosed` if stdout is a pipe whose reader went away.
+
+    A write finds that out by itself; a command that waits between its writes (``history
+    --follow``) looks while it waits, as ``tail -f`` does, so ``| head -1`` does not keep it
+    waiting for a next record that may be hours away. A file never counts as gone, nor does
+    anything on a platform without ``poll``; a terminal only once it hung up.
+    """
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), 0)  # an error or a hang-up is reported unasked
+        events = poller.poll(0)
+    except (AttributeError, OSError, ValueError):  # no poll, no file descriptor, closed
+        return
+    if any(mask & (select.POLLERR | select.POLLHUP) for _, mask in events):
+        raise _refused(BrokenPipeError())
 
 
 def stderr_lost(stream: Any) -> None:
