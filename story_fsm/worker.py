@@ -189,25 +189,39 @@ class Worker:
             StoreError: The database was lost; the message says what failed.
             Exception: Whatever else stopped a worker thread outside a story's run (every
                 thread stops then; claims expire and other workers take them over).
+            BaseException: What interrupted the calling thread (``KeyboardInterrupt`` when no
+                signal handlers are installed), once the worker drained as on :meth:`stop`.
         """
         self._log.info("worker_started", concurrency=self.concurrency)
-        threads = [
+        ended = [threading.Event() for _ in range(self.concurrency)]
+        for i, done in enumerate(ended):
             threading.Thread(
-                target=self._loop, args=(stop_when_idle,), name=f"story-fsm-worker-{i}"
-            )
-            for i in range(self.concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            while thread.is_alive():  # a timed join keeps the main thread responsive to signals
-                thread.join(0.2)
-        self._log.info("worker_stopped", **self.stats.to_dict())
+                target=self._loop, args=(stop_when_idle, done), name=f"story-fsm-worker-{i}"
+            ).start()
+        try:
+            _wait(ended)
+        except BaseException:
+            # The caller's thread was interrupted (Ctrl-C with no handlers installed): left
+            # running, the threads would go on claiming and paying for stages behind its back,
+            # and keep the process from exiting. Drain them first (a second Ctrl-C ends the
+            # wait; the threads still stop after the stage in flight).
+            self._log.info("worker_draining", signal="interrupted")
+            self.stop()
+            _wait(ended)
+            raise
+        finally:
+            self._log.info("worker_stopped", **self.stats.to_dict())
         if self._fatal is not None:
             raise self._fatal
         return self.stats
 
-    def _loop(self, stop_when_idle: bool) -> None:
+    def _loop(self, stop_when_idle: bool, done: threading.Event) -> None:
+        try:
+            self._claim_and_advance(stop_when_idle)
+        finally:
+            done.set()
+
+    def _claim_and_advance(self, stop_when_idle: bool) -> None:
         try:
             while not self._stopping.is_set():
                 lease = Lease(self.worker_id, secrets.token_hex(16), self.lease_seconds)
@@ -267,3 +281,15 @@ class Worker:
         # calls. Expiring, it is tried again once per lease period.
         log.exception("workflow_error", error=str(error), retry_after_seconds=lease.seconds)
         self.stats.add("errors")
+
+
+def _wait(ended: list[threading.Event]) -> None:
+    """Wait until every thread set its event.
+
+    Timed waits keep the calling thread responsive to signals. Events rather than
+    ``Thread.join``: on Python 3.11 and 3.12 a join cut by ``KeyboardInterrupt`` can leave
+    ``is_alive()`` False for a thread that still runs.
+    """
+    for done in ended:
+        while not done.wait(0.2):
+            pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import subprocess
@@ -347,6 +348,41 @@ class TestDrainAndLoss:
         assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
         assert summaries[poisoned].state is WorkflowState.INITIAL
         assert summaries[healthy].state is WorkflowState.COMPLETE
+
+    def test_an_interrupted_run_drains_its_threads_before_it_raises(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """A KeyboardInterrupt in run() (no handlers installed) drains the worker, then is raised.
+
+        The stage in flight is recorded and its claim released; no other story is claimed.
+        The threads used to go on claiming stories and calling stages after run() had
+        raised, and kept the process from exiting.
+        """
+        first, *others = submit(store, 3)
+        entered = threading.Event()
+
+        def slow_review() -> dict[str, Any]:
+            entered.set()
+            time.sleep(0.3)
+            return review(50)
+
+        w = worker(store, ScriptedReviewer(slow_review), concurrency=1)
+        interrupter = threading.Thread(target=lambda: entered.wait(10) and _thread.interrupt_main())
+        interrupter.start()
+        with pytest.raises(KeyboardInterrupt):
+            w.run()
+        interrupter.join(10)
+        assert w.stopping
+        for thread in threading.enumerate():
+            if thread.name.startswith("story-fsm-worker"):
+                thread.join(5)  # past its last line: the worker is done with it
+                assert not thread.is_alive()
+        assert (w.stats.claimed, w.stats.released) == (1, 1)
+        summaries = {s.story_id: s for s in store.list_workflows()}
+        assert (summaries[first].state, summaries[first].lease_owner) == (
+            WorkflowState.POLISHING, None
+        )  # fmt: skip
+        assert all(summaries[i].state is WorkflowState.INITIAL for i in others)
 
     def test_worker_runs_report_the_documented_events(self, store: WorkflowStateManager) -> None:
         """A worker's runs send the events, with the data, that a caller's runs send."""
