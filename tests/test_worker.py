@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ from story_fsm._records import Lease
 from story_fsm.models import TransitionRecord
 from story_fsm.ratelimit import StageRateLimiter
 from story_fsm.store.engine import make_engine
+from tests.pg_proxy import reply_dropping_proxy
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 from tests.worker_entry import LoggedStages, create_calls_table
 
@@ -104,6 +106,43 @@ class TestClaims:
         time.sleep(0.4)
         row = store.claim_next(Lease("me", "tok3", 30))
         assert row is not None and row.summary.lease_owner == "me"
+
+    def test_a_claim_that_waited_for_the_file_s_lock_gets_its_whole_lease(
+        self, sqlite_url: str
+    ) -> None:
+        """A claim kept waiting by another process's write still holds the story after it.
+
+        Its expiry was reckoned before the wait: a wait longer than the lease made a claim
+        that had lapsed already, and a second worker claimed the same story at once.
+        """
+        with WorkflowStateManager(sqlite_url) as store:
+            submit(store, 1)
+            other = sqlite3.connect(
+                store.engine.url.database or "", isolation_level=None, check_same_thread=False
+            )
+            other.execute("BEGIN IMMEDIATE")  # another process writing, for 1.5 s
+            threading.Timer(1.5, other.commit).start()
+            try:
+                assert store.claim_next(Lease("A", "tok-a", 1.0)) is not None
+            finally:
+                time.sleep(0.1)
+                other.close()
+            assert store.claim_next(Lease("B", "tok-b", 1.0)) is None
+
+    def test_a_claim_run_again_after_an_outage_gets_its_whole_lease(self, pg_url: str) -> None:
+        """A claim that waited for the server to come back still holds the story after it.
+
+        Its expiry was reckoned before the outage: one longer than the lease made a claim
+        that had lapsed already, and a second worker claimed the same story at once.
+        """
+        with reply_dropping_proxy(pg_url) as proxy:
+            with WorkflowStateManager(proxy.url(pg_url)) as store:
+                submit(store, 1)
+                proxy.outage(1.5)
+                assert store.claim_next(Lease("A", "tok-a", 1.0)) is not None
+            assert proxy.refused >= 1  # the claim met the outage, and waited
+            with WorkflowStateManager(pg_url) as direct:
+                assert direct.claim_next(Lease("B", "tok-b", 1.0)) is None
 
     def test_requeue_makes_a_failed_workflow_runnable(self, store: WorkflowStateManager) -> None:
         """retry re-queues a FAILED workflow in its failed stage; a worker then finishes it."""

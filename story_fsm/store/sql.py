@@ -548,11 +548,7 @@ class WorkflowStateManager:
         with self._write_lock, translated(story_id), self._begin() as conn:
             # The expiry is reckoned once the lock is held: a beat queued behind the run's own
             # write must not set it earlier than that write just did.
-            params = {
-                "p_story_id": story_id,
-                "p_token": lease.token,
-                "p_expires": utcnow() + timedelta(seconds=lease.seconds),
-            }
+            params = _beat_params(story_id, lease)
             return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
 
     @_reconnecting
@@ -697,14 +693,10 @@ class WorkflowStateManager:
         workers never wait on each other's picks; on SQLite the single writer serializes the
         claims. Either way the claiming UPDATE re-checks the lease, so a workflow is held by one
         worker at a time. Returns the claimed workflow's row, or None when nothing is runnable.
+
+        The lease counts from the moment the claim is written, not from the call: a claim
+        that waited (for the file's lock, for a server that restarts) holds it in full.
         """
-        now = utcnow()
-        params = {
-            "p_owner": lease.owner,
-            "p_token": lease.token,
-            "p_expires": now + timedelta(seconds=lease.seconds),
-            "p_now": now,
-        }
         claim_one = self._fast.claim_one
         # PostgreSQL: one statement, committed on its own; a lost reply is settled by the
         # claim's token. (SQLite has no server to drop the connection under a claim.)
@@ -712,7 +704,9 @@ class WorkflowStateManager:
 
             def claim() -> list[str]:
                 with self._write_lock, self._raw(None, autocommit=True) as tx:
-                    picked = tx.first(claim_one, params)
+                    # Reckoned at each try: one run again once the server is back must not
+                    # write a lease that lapsed while it waited.
+                    picked = tx.first(claim_one, _claim_params(lease))
                 return [] if picked is None else [picked[0]]
 
             def landed() -> list[str] | None:
@@ -724,11 +718,16 @@ class WorkflowStateManager:
             return self._load_row(claimed[0]) if claimed else None
         query = self._sql.candidates
         with self._write_lock, translated(), self._begin() as conn:
-            for story_id, _state in conn.execute(query, {"p_now": now, "p_limit": scan}).all():
+            params = _claim_params(lease)
+            found = conn.execute(query, {"p_now": params["p_now"], "p_limit": scan}).all()
+            for story_id, _state in found:
                 if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
                     break
             else:
                 return None
+            # The claim may have waited for another process's write (SQLite's busy handler):
+            # its lease counts from now, the file's lock held.
+            conn.execute(self._sql.heartbeat, _beat_params(story_id, lease))
         return self._load_row(story_id)
 
     @_reconnecting
@@ -839,6 +838,26 @@ class WorkflowStateManager:
             query = query.limit(limit).offset(offset)
         with self._read() as conn:
             return [summary_from_row(r) for r in conn.execute(query)]
+
+
+def _claim_params(lease: Lease) -> dict[str, Any]:
+    """A claim's values: *lease*, expiring ``lease.seconds`` from now (and now, to test)."""
+    now = utcnow()
+    return {
+        "p_owner": lease.owner,
+        "p_token": lease.token,
+        "p_expires": now + timedelta(seconds=lease.seconds),
+        "p_now": now,
+    }
+
+
+def _beat_params(story_id: str, lease: Lease) -> dict[str, Any]:
+    """A heartbeat's values: *lease* on the story, expiring ``lease.seconds`` from now."""
+    return {
+        "p_story_id": story_id,
+        "p_token": lease.token,
+        "p_expires": utcnow() + timedelta(seconds=lease.seconds),
+    }
 
 
 #: Workflows deleted per transaction by :meth:`WorkflowStateManager.prune_workflows`.
