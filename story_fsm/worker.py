@@ -228,6 +228,7 @@ class Worker:
                 try:
                     row = self.state_manager.claim_next(lease)
                 except UnreadableRowError as exc:  # claimed, and then unreadable
+                    self.stats.add("claimed")
                     self._unrunnable(exc, self._log.bind(story_id=exc.story_id), lease)
                     continue
                 if row is not None:

@@ -382,7 +382,8 @@ class TestDrainAndLoss:
         w.stop()
         runner.join(10)
         assert raised == [] and not runner.is_alive()
-        assert (w.stats.errors, w.stats.completed) == (1, 1)
+        # Both were claimed (the unreadable one too: its lease is taken, and kept).
+        assert (w.stats.claimed, w.stats.errors, w.stats.completed) == (2, 1, 1)
         summaries = {s.story_id: s for s in store.list_workflows()}
         assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
         assert summaries[poisoned].state is WorkflowState.INITIAL
