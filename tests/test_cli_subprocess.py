@@ -53,10 +53,15 @@ def piped_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
 
 
 def cli(
-    *args: str, cwd: Path, script: bool = False, **env: str
+    *args: str, cwd: Path, script: bool = False, redirect: str = "", **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run the command line to completion (``python -m story_fsm.cli``, or the console script)."""
+    """Run the command line to completion (``python -m story_fsm.cli``, or the console script).
+
+    *redirect* is a shell redirection applied to it first (``>&-`` closes its stdout).
+    """
     command = [str(CONSOLE_SCRIPT)] if script else [sys.executable, "-m", "story_fsm.cli"]
+    if redirect:
+        command = ["sh", "-c", f'exec "$@" {redirect}', "sh", *command]
     return subprocess.run(
         [*command, *args],
         cwd=cwd,
@@ -565,26 +570,13 @@ class TestClosedAtLaunch:
     """A stdout or stderr closed when the command starts (``>&-``, ``2>&-``), which Python
     leaves None: stdout is an unwritable stdout (exit 5), stderr one that takes nothing."""
 
-    @staticmethod
-    def closed(redirect: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        shell = f'exec "$@" {redirect}'
-        return subprocess.run(
-            ["sh", "-c", shell, "sh", sys.executable, "-m", "story_fsm.cli", *args],
-            cwd=cwd,
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
     def test_a_closed_stdout_exits_5_after_the_run_is_stored(
         self, story_file: Path, tmp_path: Path
     ) -> None:
         """The run completes and is stored; only its summary is lost: one error line, exit 5."""
         url = f"sqlite:///{tmp_path}/closed.db"
-        done = self.closed(">&-", "run", "-q", str(story_file), "--db", url, cwd=tmp_path)
-        listed = self.closed(">&-", "list", "--json", "--db", url, cwd=tmp_path)
+        done = cli("run", "-q", str(story_file), "--db", url, cwd=tmp_path, redirect=">&-")
+        listed = cli("list", "--json", "--db", url, cwd=tmp_path, redirect=">&-")
         for proc in (done, listed):
             assert proc.returncode == 5, proc.stderr
             assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
@@ -600,8 +592,8 @@ class TestClosedAtLaunch:
     ) -> None:
         """The run goes on and prints its summary; a missing story still exits 2."""
         url = f"sqlite:///{tmp_path}/closed.db"
-        done = self.closed("2>&-", "-v", "run", str(story_file), "--db", url, cwd=tmp_path)
-        missing = self.closed("2>&-", "status", "nope", "--db", url, cwd=tmp_path)
+        done = cli("-v", "run", str(story_file), "--db", url, cwd=tmp_path, redirect="2>&-")
+        missing = cli("status", "nope", "--db", url, cwd=tmp_path, redirect="2>&-")
         assert done.returncode == 0 and "publish (complete)" in done.stdout
         assert missing.returncode == ExitCode.USAGE
         with WorkflowStateManager(url) as store:
@@ -614,7 +606,7 @@ class TestClosedAtLaunch:
         """`delete` without --yes asks for it (exit 2) and deletes nothing."""
         url = f"sqlite:///{tmp_path}/closed.db"
         assert cli("run", str(story_file), "--db", url, cwd=tmp_path).returncode == 0
-        refused = self.closed("<&-", "delete", "keepers_cat", "--db", url, cwd=tmp_path)
+        refused = cli("delete", "keepers_cat", "--db", url, cwd=tmp_path, redirect="<&-")
         assert refused.returncode == ExitCode.USAGE, refused.stderr
         assert refused.stderr.splitlines()[-1] == (
             "error: stdin is not a terminal to confirm on; pass --yes to go on"
