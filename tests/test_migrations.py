@@ -126,6 +126,35 @@ class TestMigrations:
             WorkflowStateManager(sqlite_url)
         engine.dispose()
 
+    def test_a_schema_another_process_finishes_between_the_reads_is_accepted(
+        self, database_url: str
+    ) -> None:
+        """Two processes open a fresh database at once: the one that read no revision, then
+        found the tables the other had just committed, opens the finished schema instead of
+        calling it unversioned (tables and revision are committed together)."""
+        engine = make_engine(database_url)
+        other = make_engine(database_url)
+        done: list[bool] = []
+
+        def between(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            # The listing of every table (not the look-up of the version table by its name).
+            listing = "sqlite_master" in statement or (
+                "pg_class" in statement and "table_names_1" not in (params or {})
+            )
+            if listing and not done:
+                done.append(True)
+                upgrade(other)
+
+        sa.event.listen(engine, "before_cursor_execute", between)
+        try:
+            with WorkflowStateManager(engine) as store:
+                assert store.list_workflows() == []
+            assert done == [True]
+            assert current_revision(engine) == HEAD_REVISION
+        finally:
+            engine.dispose()
+            other.dispose()
+
     def test_a_refused_schema_leaves_no_connection_open(self, pg_url: str) -> None:
         """The store that refuses a schema closes its engine's connections before it raises.
 

@@ -251,7 +251,10 @@ def check_unversioned(engine: sa.Engine, prefix: str = DEFAULT_TABLE_PREFIX) -> 
     Raises:
         SchemaVersionError: Tables with *prefix* exist but no story_fsm revision does.
     """
-    if current_revision(engine, prefix) is None and _has_tables(engine, prefix):
+    # The tables first, the revision after: a migration commits both at once, so a revision
+    # read later than the tables it created is always seen. The other way round, another
+    # process's migration committing between the two reads would look unversioned.
+    if _has_tables(engine, prefix) and current_revision(engine, prefix) is None:
         raise SchemaVersionError(
             f"tables with prefix {prefix!r} exist but carry no story_fsm revision; "
             "they belong to something else, or were created by hand"
