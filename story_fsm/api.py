@@ -8,7 +8,7 @@ from story_fsm.errors import WorkflowNotFoundError
 from story_fsm.events import ProgressCallback
 from story_fsm.models import WorkflowResult
 from story_fsm.stages import StoryPolisher, StoryReviewer
-from story_fsm.store.engine import missing_sqlite_file
+from story_fsm.store.engine import empty_sqlite_file, missing_sqlite_file
 from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_story_id
 
@@ -31,7 +31,7 @@ def resume(
 
     Raises:
         WorkflowNotFoundError: No workflow for *story_id* there; a SQLite file that does not
-            exist is not created.
+            exist is not created, and an empty (0-byte) one is not written to.
 
     Example::
 
@@ -40,7 +40,7 @@ def resume(
     """
     validate_story_id(story_id)
     # A typo in the path must not leave a new, empty database behind: nothing to resume there.
-    if missing_sqlite_file(database_url) is not None:
+    if missing_sqlite_file(database_url) is not None or empty_sqlite_file(database_url) is not None:
         raise WorkflowNotFoundError(story_id)
     with WorkflowStateManager(database_url) as store:
         orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)

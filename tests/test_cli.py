@@ -1026,6 +1026,31 @@ class TestDb:
         assert result.exit_code == ExitCode.USAGE and "story-fsm db upgrade" in line
         assert "has no story_fsm schema" in line and "None" not in line
 
+    @pytest.mark.parametrize(
+        ("command", "exit_code", "expected"),
+        [
+            (["list"], ExitCode.USAGE, "has no story_fsm schema"),
+            (["status", "x"], ExitCode.USAGE, "story-fsm db upgrade"),
+            (["history", "x"], ExitCode.USAGE, "has no story_fsm schema"),
+            (["retry", "x"], ExitCode.USAGE, "has no story_fsm schema"),
+            (["delete", "x", "--yes"], ExitCode.USAGE, "has no story_fsm schema"),
+            (["db", "current"], 0, "revision none"),
+            (["db", "downgrade", "base"], ExitCode.USAGE, "nothing to downgrade"),
+        ],
+    )
+    def test_an_empty_sqlite_file_is_left_empty(
+        self, tmp_path: Path, command: list[str], exit_code: int, expected: str
+    ) -> None:
+        """A command that only reads (or finds nothing to do) leaves a 0-byte file 0 bytes:
+        opening it would write SQLite's first page (with WAL mode) into it."""
+        path = tmp_path / "empty.db"
+        path.touch()
+        result = invoke(*command, "--db", f"sqlite:///{path}")
+        assert result.exit_code == exit_code, result.stderr
+        assert expected in (result.stdout if exit_code == 0 else one_error_line(result))
+        assert path.stat().st_size == 0
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
+
     def test_unknown_schema_revision_exits_2(self, sqlite_url: str) -> None:
         """A database stamped with a revision this story_fsm does not know exits 2."""
         WorkflowStateManager(sqlite_url).close()

@@ -256,6 +256,20 @@ class TestOneCallResume:
             )
         assert not missing.exists()
 
+    def test_an_empty_sqlite_file_is_not_written(self, tmp_path: Path) -> None:
+        """A 0-byte file holds no workflow: WorkflowNotFoundError, and the file stays empty."""
+        empty = tmp_path / "empty.db"
+        empty.touch()
+        with pytest.raises(story_fsm.WorkflowNotFoundError, match="story-42"):
+            story_fsm.resume(
+                "story-42",
+                reviewer=ScriptedReviewer(),
+                polisher=ScriptedPolisher(),
+                database_url=f"sqlite:///{empty}",
+            )
+        assert empty.stat().st_size == 0
+        assert [p.name for p in tmp_path.iterdir()] == ["empty.db"]
+
 
 class TestReadDuringARun:
     def test_a_result_read_while_a_step_commits_is_of_one_step(

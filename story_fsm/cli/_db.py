@@ -17,7 +17,7 @@ from story_fsm.cli._store import display_url
 from story_fsm.errors import InputValidationError, SchemaVersionError, StoryFSMError
 from story_fsm.store import migrate
 from story_fsm.store._transactions import translate
-from story_fsm.store.engine import make_engine, missing_sqlite_file
+from story_fsm.store.engine import empty_sqlite_file, make_engine, missing_sqlite_file
 
 __all__ = ["current", "downgrade", "upgrade"]
 
@@ -55,8 +55,8 @@ def _revision_info(url: str, current: str | None) -> dict[str, Any]:
 def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) -> None:
     """Show the database's schema revision and the newest one this story_fsm ships."""
     unversioned = False
-    if missing_sqlite_file(db) is not None:
-        revision = None  # asking must not create the file
+    if missing_sqlite_file(db) is not None or empty_sqlite_file(db) is not None:
+        revision = None  # asking must not create the file, nor write an empty one
     else:
         with _engine(db) as engine:
             revision = migrate.current_revision(engine)
@@ -111,6 +111,10 @@ def downgrade(
     """
     if (path := missing_sqlite_file(db)) is not None:
         raise InputValidationError(f"no database file at {str(path)!r}; nothing to downgrade")
+    if (path := empty_sqlite_file(db)) is not None:
+        raise InputValidationError(
+            f"the database file {str(path)!r} is empty; nothing to downgrade"
+        )
     with _engine(db) as engine:
         before = migrate.current_revision(engine)
         migrate.check_known(before)

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
-from story_fsm.errors import InputValidationError
-from story_fsm.store.engine import missing_sqlite_file
+from story_fsm.errors import InputValidationError, SchemaVersionError
+from story_fsm.store.engine import empty_sqlite_file, make_engine, missing_sqlite_file
 from story_fsm.store.sql import WorkflowStateManager
 
 __all__ = ["display_url", "open_store"]
@@ -41,10 +41,18 @@ def open_store(url: str, *, must_exist: bool, migrate: bool) -> Iterator[Workflo
 
     Raises:
         InputValidationError: A bad URL, or a missing SQLite file when *must_exist*.
+        SchemaVersionError: Not at head when *migrate* is False; an empty (0-byte) SQLite file
+            is refused so without being opened, which would write to it.
     """
     if must_exist and (path := missing_sqlite_file(url)) is not None:
         raise InputValidationError(
             f"no database file at {str(path)!r}; check --db or STORY_FSM_DATABASE_URL"
+        )
+    if not migrate and (path := empty_sqlite_file(url)) is not None:
+        make_engine(url).dispose()  # a bad URL (?timeout=x, a driver not installed) comes first
+        raise SchemaVersionError(
+            f"the database {str(path)!r} has no story_fsm schema (the file is empty); "
+            "run 'story-fsm db upgrade'"
         )
     with WorkflowStateManager(url, auto_migrate=migrate) as store:
         yield store

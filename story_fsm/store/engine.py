@@ -18,6 +18,7 @@ from story_fsm.errors import InputValidationError
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
     "DEFAULT_BUSY_TIMEOUT_SECONDS",
+    "empty_sqlite_file",
     "make_engine",
     "missing_sqlite_file",
     "shown_url",
@@ -146,6 +147,27 @@ def missing_sqlite_file(url: str) -> Path | None:
         return None
     path = sqlite_path(parsed)
     return None if path is None or path.exists() else path
+
+
+def empty_sqlite_file(url: str) -> Path | None:
+    """Return the path of the SQLite file *url* names when that file exists and is empty.
+
+    SQLite takes a 0-byte file for an empty database, and opening it as story_fsm does writes
+    the database's first page (WAL mode is recorded there): a command that only reads, or
+    finds nothing to do, must look at the size instead of opening it.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None  # the store reports a bad URL with its own message
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    path = sqlite_path(parsed)
+    try:
+        empty = path is not None and path.is_file() and path.stat().st_size == 0
+    except OSError:  # unreadable: the store reports why when it opens the file
+        return None
+    return path if empty else None
 
 
 #: The options of a ``sqlite://`` URL's query that the driver (``sqlite3.connect``) takes;
