@@ -942,6 +942,20 @@ class TestDb:
         finally:
             engine.dispose()
 
+    def test_downgrade_base_of_a_host_database_changes_nothing(self, database_url: str) -> None:
+        """`db downgrade base` on a database without story_fsm's schema exits 0 (revision
+        none → none) and adds no story_fsm table to it."""
+        engine = sa.create_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE host_things (id INTEGER PRIMARY KEY)"))
+            down = invoke("db", "downgrade", "base", "--db", database_url)
+            assert down.exit_code == 0, down.stderr
+            assert "revision none → none" in down.stdout
+            assert sa.inspect(engine).get_table_names() == ["host_things"]
+        finally:
+            engine.dispose()
+
     def test_current_does_not_create_a_sqlite_file(self, tmp_path: Path) -> None:
         """`db current` on a missing SQLite file reports no revision and creates nothing."""
         result = invoke("db", "current", "--db", f"sqlite:///{tmp_path}/new.db")

@@ -51,6 +51,20 @@ class TestMigrations:
         assert not {"story_fsm_workflows", "story_fsm_transitions"} & tables(engine)
         engine.dispose()
 
+    def test_downgrade_to_base_leaves_a_database_without_story_fsm_as_it_is(
+        self, database_url: str
+    ) -> None:
+        """A database with only a host's tables is at base already: a downgrade to base
+        creates no story_fsm version table in it."""
+        engine = make_engine(database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE host_things (id INTEGER PRIMARY KEY)"))
+            downgrade(engine, "base")
+            assert tables(engine) == {"host_things"}
+        finally:
+            engine.dispose()
+
     def test_models_match_the_migrations(self, database_url: str) -> None:
         """alembic check finds no difference between schema.py and the migrated database."""
         engine = make_engine(database_url)

@@ -216,7 +216,13 @@ def _first_line(error: BaseException | None) -> str:
 
 
 def downgrade(engine: sa.Engine, revision: str, *, prefix: str = DEFAULT_TABLE_PREFIX) -> None:
-    """Downgrade the database to *revision* (``"base"`` drops story_fsm's tables)."""
+    """Downgrade the database to *revision* (``"base"`` drops story_fsm's tables).
+
+    A database with no story_fsm revision is already at base: left as it is (alembic would
+    create an empty version table in it, a host application's database among others).
+    """
+    if revision == "base" and current_revision(engine, prefix) is None:
+        return
     with migration_connection(engine, prefix) as conn:
         from alembic import command
 
