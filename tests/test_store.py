@@ -679,6 +679,8 @@ class TestEngines:
             ("?sslmod=require", "sslmod"),
             ("?connect_timeout=soon", "connect_timeout"),
             ("?application_name=x&colour=blue", "colour"),
+            ("?connect_timeout=1&connect_timeout=2", "connect_timeout more than once"),
+            ("?sslmode=disable&sslmode=require", "sslmode more than once"),
         ],
     )
     def test_a_postgresql_option_libpq_refuses_is_an_input_error(
@@ -700,6 +702,25 @@ class TestEngines:
             assert "hunter2" not in str(caught.value)
             with pytest.raises(TimeoutError):
                 listener.accept()
+
+    @pytest.mark.parametrize(
+        ("query", "key"),
+        [
+            ("?isolation_level=DEFERRED&isolation_level=IMMEDIATE", "isolation_level"),
+            ("?detect_types=1&detect_types=2", "detect_types"),
+            ("?check_same_thread=true&check_same_thread=false", "check_same_thread"),
+            ("?uri=true&uri=false", "uri"),
+            ("?uri=true&mode=rw&mode=ro", "mode"),
+        ],
+    )
+    def test_a_sqlite_option_given_twice_is_an_input_error(
+        self, tmp_path: Path, query: str, key: str
+    ) -> None:
+        """Which of two values a driver would read is anyone's guess (the last, a tuple's
+        text, a ValueError at the first connection): refused, naming it, creating nothing."""
+        with pytest.raises(InputValidationError, match=f"gives {key} more than once"):
+            WorkflowStateManager(f"sqlite:///{tmp_path}/x.db{query}")
+        assert list(tmp_path.iterdir()) == []
 
     def test_a_postgresql_port_out_of_range_is_an_input_error(self) -> None:
         """A port past 65535 is the URL's fault (libpq's "invalid port number"), said as such."""

@@ -251,9 +251,10 @@ def make_engine(
     :data:`CONNECT_TIMEOUT_SECONDS` unless the URL sets ``connect_timeout``.
 
     Raises:
-        InputValidationError: The URL cannot be parsed, names an unsupported database, or
-            gives PostgreSQL an option libpq refuses; or ``busy_timeout_seconds`` (or a
-            SQLite URL's ``timeout``) or ``sqlite_synchronous`` is out of range; or
+        InputValidationError: The URL cannot be parsed, names an unsupported database, gives
+            an option more than once, or gives PostgreSQL an option libpq refuses; or
+            ``busy_timeout_seconds`` (or a SQLite URL's ``timeout``) or
+            ``sqlite_synchronous`` is out of range; or
             ``busy_timeout_seconds`` and the URL's ``timeout`` disagree.
     """
     if not isinstance(url, str | sa.URL):
@@ -278,6 +279,14 @@ def make_engine(
         raise InputValidationError(
             "busy_timeout_seconds must be a number of seconds from 0 to "
             f"{_MAX_BUSY_TIMEOUT_SECONDS:,} (got {busy_timeout_seconds!r})"
+        )
+    # A key given twice comes as a tuple, which each driver reads its own way (the last one,
+    # a ValueError at the first connection, a tuple's text sent to the server): refused.
+    twice = sorted(key for key, value in parsed.query.items() if not isinstance(value, str))
+    if twice:
+        raise InputValidationError(
+            f"the database URL {shown_url(url)!r} gives {', '.join(twice)} more than once: "
+            "give each option once"
         )
     backend = parsed.get_backend_name()
     try:
