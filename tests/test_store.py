@@ -785,6 +785,19 @@ class TestEngines:
             store.create(new(), lease())
         assert (home / "x.db").exists() and not (tmp_path / "~").exists()
 
+    def test_a_tilde_of_an_unknown_user_is_an_input_error(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """sqlite:///~nobody_here/x.db names no folder: an input error (the CLI's missing-file
+        check and the store alike), not expanduser's RuntimeError; nothing is created."""
+        monkeypatch.chdir(tmp_path)
+        url = "sqlite:///~no_such_user_of_story_fsm/x.db"
+        with pytest.raises(InputValidationError, match="home folder that cannot be found"):
+            missing_sqlite_file(url)
+        with pytest.raises(InputValidationError, match="home folder that cannot be found"):
+            WorkflowStateManager(url)
+        assert list(tmp_path.iterdir()) == []
+
     def test_a_read_only_uri_reads_and_refuses_writes(self, tmp_path: Path) -> None:
         """sqlite:///file:PATH?mode=ro&uri=true reads the stored rows; a write is a StoreError
         naming read-only access, and the file keeps what it had."""

@@ -223,7 +223,13 @@ def sqlite_path(url: sa.URL) -> Path | None:
         return None if database in ("", ":memory:") else Path(database)
     if database in ("", ":memory:"):
         return None
-    return Path(database).expanduser()
+    try:
+        return Path(database).expanduser()
+    except RuntimeError:  # "~name/..." for a user this machine does not know, or no $HOME
+        raise InputValidationError(
+            f"the SQLite path {database!r} starts with a home folder that cannot be found; "
+            "give the folder itself"
+        ) from None
 
 
 def with_driver(url: sa.URL) -> sa.URL:
