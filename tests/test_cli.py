@@ -1065,6 +1065,33 @@ class TestDb:
         assert path.stat().st_size == 0
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db"]
 
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["submit", "{story}"],
+            ["worker", "--stop-when-idle"],
+            ["list"],
+            ["status", "keepers_cat"],
+            ["db", "upgrade"],
+            ["db", "current"],
+            ["db", "downgrade", "base"],
+        ],
+    )
+    @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///file:m?mode=memory&uri=true"])
+    def test_an_in_memory_database_is_refused_but_by_run(
+        self, story_file: Path, command: list[str], url: str
+    ) -> None:
+        """An in-memory database ends with the command: a submit, an upgrade or a worker there
+        would do nothing that lasts, a read would find it empty. Exit 2 saying so; a run (which
+        prints its result) still uses one."""
+        args = [arg.format(story=story_file) for arg in command]
+        result = invoke(*args, "--db", url)
+        assert result.exit_code == ExitCode.USAGE, result.stdout
+        assert "in-memory database" in one_error_line(result)
+        ran = invoke("run", str(story_file), "--db", url, "--json")
+        assert ran.exit_code == 0, ran.stderr
+        assert json.loads(ran.stdout)["story_id"] == "keepers_cat"
+
     def test_unknown_schema_revision_exits_2(self, sqlite_url: str) -> None:
         """A database stamped with a revision this story_fsm does not know exits 2."""
         WorkflowStateManager(sqlite_url).close()

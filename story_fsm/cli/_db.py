@@ -13,7 +13,7 @@ from alembic.util import CommandError
 from story_fsm.cli._app import db_app
 from story_fsm.cli._options import DEFAULT_DATABASE_URL, DbOption, JsonOption
 from story_fsm.cli._output import print_json, stdout_console
-from story_fsm.cli._store import display_url
+from story_fsm.cli._store import display_url, refuse_in_memory
 from story_fsm.errors import InputValidationError, SchemaVersionError, StoryFSMError
 from story_fsm.store import migrate
 from story_fsm.store._transactions import translate
@@ -25,6 +25,7 @@ __all__ = ["current", "downgrade", "upgrade"]
 @contextmanager
 def _engine(url: str) -> Iterator[sa.Engine]:
     """An engine on *url* whose alembic and driver errors come out as story_fsm's."""
+    refuse_in_memory(url)
     engine = make_engine(url)
     try:
         yield engine

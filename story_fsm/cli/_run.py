@@ -127,7 +127,7 @@ def run(
     config = _new_config(max_iterations, threshold, editor, model)
     with (
         editor_stages(editor, threshold=threshold, model=model) as stages,
-        open_store(db, must_exist=False, migrate=True) as store,
+        open_store(db, must_exist=False, migrate=True, in_memory_ok=True) as store,
     ):
         orchestrator = StoryWorkflowOrchestrator(stages.reviewer, stages.polisher, store, config)
 

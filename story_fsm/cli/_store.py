@@ -15,10 +15,15 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from story_fsm.errors import InputValidationError, SchemaVersionError
-from story_fsm.store.engine import empty_sqlite_file, make_engine, missing_sqlite_file
+from story_fsm.store.engine import (
+    empty_sqlite_file,
+    make_engine,
+    missing_sqlite_file,
+    sqlite_path,
+)
 from story_fsm.store.sql import WorkflowStateManager
 
-__all__ = ["display_url", "open_store"]
+__all__ = ["display_url", "open_store", "refuse_in_memory"]
 
 
 def display_url(url: str) -> str:
@@ -29,8 +34,30 @@ def display_url(url: str) -> str:
         return url
 
 
+def refuse_in_memory(url: str) -> None:
+    """Refuse an in-memory SQLite URL (``sqlite://``): it is gone when the command ends.
+
+    A workflow submitted there could never be run, one upgraded never opened again, and a
+    read or a worker would always find it empty (each process has its own).
+
+    Raises:
+        InputValidationError: *url* names an in-memory SQLite database.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return  # the store reports a bad URL with its own message
+    if parsed.get_backend_name() == "sqlite" and sqlite_path(parsed) is None:
+        raise InputValidationError(
+            f"{display_url(url)!r} is an in-memory database, gone when this command ends: "
+            "give a file (sqlite:///story_fsm.db) or a PostgreSQL URL"
+        )
+
+
 @contextmanager
-def open_store(url: str, *, must_exist: bool, migrate: bool) -> Iterator[WorkflowStateManager]:
+def open_store(
+    url: str, *, must_exist: bool, migrate: bool, in_memory_ok: bool = False
+) -> Iterator[WorkflowStateManager]:
     """Open the store at *url* for one command, and close it afterwards.
 
     Args:
@@ -38,12 +65,16 @@ def open_store(url: str, *, must_exist: bool, migrate: bool) -> Iterator[Workflo
         must_exist: Refuse a SQLite file that does not exist (instead of creating it).
         migrate: Create or upgrade the schema as needed; when False an old schema raises
             ``SchemaVersionError`` naming ``story-fsm db upgrade``.
+        in_memory_ok: Accept an in-memory SQLite URL (``run``, whose result is printed).
 
     Raises:
-        InputValidationError: A bad URL, or a missing SQLite file when *must_exist*.
+        InputValidationError: A bad URL, a missing SQLite file when *must_exist*, or an
+            in-memory one unless *in_memory_ok*.
         SchemaVersionError: Not at head when *migrate* is False; an empty (0-byte) SQLite file
             is refused so without being opened, which would write to it.
     """
+    if not in_memory_ok:
+        refuse_in_memory(url)
     if must_exist and (path := missing_sqlite_file(url)) is not None:
         raise InputValidationError(
             f"no database file at {str(path)!r}; check --db or STORY_FSM_DATABASE_URL"
