@@ -25,7 +25,7 @@ from story_fsm.editors.openai_compat import (
     OpenAIReviewer,
 )
 from story_fsm.errors import InputValidationError, InvalidStageOutputError
-from story_fsm.stages import normalize_polish, normalize_review
+from story_fsm.stages import attempt_deadline, normalize_polish, normalize_review
 from story_fsm.states import ReviewDecision
 from tests.fake_llm_server import FakeLLMServer, chat_completion_body
 from tests.hermetic import HOST_SETTINGS
@@ -203,6 +203,37 @@ class TestReview:
         ]
         assert "temperature" not in server.requests[1].json
         assert [e["event"] for e in logs].count("llm_temperature_dropped") == 1
+
+    def test_the_request_without_temperature_waits_only_for_the_time_left(
+        self, server: FakeLLMServer
+    ) -> None:
+        """The second request's timeout is what the attempt has left once the 400 came back.
+
+        Not the first request's: the time the rejection took is gone from the attempt.
+        """
+        rejected = {"message": "no", "type": "invalid_request_error", "param": "temperature"}
+        server.enqueue({"error": rejected}, status=400, delay=0.5)
+        server.enqueue_completion(_answer(GOOD_REVIEW))
+        timeouts: list[float] = []
+
+        def sent(request: Any) -> None:
+            timeouts.append(request.extensions["timeout"]["read"])
+
+        http = openai.DefaultHttpxClient(event_hooks={"request": [sent]})
+        token = attempt_deadline.set(time.monotonic() + 30)
+        try:
+            with (
+                openai.OpenAI(
+                    base_url=server.url, api_key="k", max_retries=0, http_client=http
+                ) as client,
+                OpenAIReviewer(client=client) as stage,
+            ):
+                stage.review_story(**REVIEW_ARGS)
+        finally:
+            attempt_deadline.reset(token)
+        first, second = timeouts
+        assert first <= 30
+        assert second <= first - 0.5
 
     def test_a_bad_request_about_anything_else_is_not_asked_again(
         self, server: FakeLLMServer, reviewer: OpenAIReviewer

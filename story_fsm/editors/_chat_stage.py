@@ -330,9 +330,14 @@ class OpenAIStage:
                 raise
         with self._lock:
             self._no_temperature.add(model)
-        log.info("llm_temperature_dropped", temperature=params.pop("temperature"))
+        log.info("llm_temperature_dropped", temperature=params["temperature"])
+        # Built again: without the temperature now, and with the time the attempt has left
+        # after the rejection, not the time it had before the first request.
         return self._sdk().chat.completions.create(
-            model=model, messages=messages, response_format={"type": "json_object"}, **params
+            model=model,
+            messages=messages,
+            response_format={"type": "json_object"},
+            **self._optional_params(model),
         )
 
     def _optional_params(self, model: str) -> dict[str, Any]:
