@@ -691,6 +691,17 @@ class TestConfiguration:
         assert server.requests[0].headers["authorization"] == "Bearer own-key"
         assert server.requests[0].json["model"] == "my-deployment"
 
+    def test_an_async_client_is_refused(self, server: FakeLLMServer) -> None:
+        """An AsyncOpenAI as client= is refused when the stage is built, before any request.
+
+        The stages call the client synchronously: its create() would hand back a coroutine,
+        never awaited, that every attempt took for a reply that is no chat completion.
+        """
+        client = openai.AsyncOpenAI(base_url=server.url, api_key="k", max_retries=0)
+        with pytest.raises(InputValidationError, match="AsyncOpenAI"):
+            OpenAIReviewer(client=client)
+        assert server.requests == []
+
     @pytest.mark.parametrize(
         "kwargs",
         [

@@ -218,6 +218,14 @@ class OpenAIStage:
                 "pass either client= or base_url=/api_key=, not both: a client already "
                 "carries its endpoint and key"
             )
+        if isinstance(client, openai.AsyncOpenAI):
+            # Its create() returns a coroutine that nothing here awaits: every attempt would
+            # fail as a reply that is no chat completion, without a request being sent.
+            raise InputValidationError(
+                f"client= must be a synchronous openai.OpenAI (or AzureOpenAI), got "
+                f"{type(client).__name__}: the stages call it synchronously; pass an "
+                "openai.OpenAI, or base_url=/api_key= and let the stage build one"
+            )
         self.model = model
         self.temperature = temperature
         self.timeout = timeout

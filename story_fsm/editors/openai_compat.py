@@ -82,11 +82,12 @@ class OpenAIReviewer(OpenAIStage):
             retries would multiply those and hide them from the record.
         client: A ready ``openai.OpenAI`` (e.g. ``openai.AzureOpenAI``) to use instead of
             building one; excludes ``base_url``/``api_key``, its own ``max_retries`` apply,
-            and :meth:`close` leaves it open.
+            and :meth:`close` leaves it open. An ``openai.AsyncOpenAI`` is refused: the
+            stages call the client synchronously.
 
     Raises:
-        InputValidationError: A setting is out of range, or ``client`` comes with
-            ``base_url``/``api_key``.
+        InputValidationError: A setting is out of range, ``client`` comes with
+            ``base_url``/``api_key``, or ``client`` is an ``AsyncOpenAI``.
 
     """
 
