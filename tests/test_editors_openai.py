@@ -354,6 +354,43 @@ class TestMalformedAnswers:
         with pytest.raises(InvalidStageOutputError, match=message):
             polisher.polish_story(**POLISH_ARGS)
 
+    @pytest.mark.parametrize(
+        "content",
+        [
+            f"```json\n{_answer(GOOD_REVIEW)}\n```",
+            f"```\n{_answer(GOOD_REVIEW)}\n```\n",
+            f"  ```JSON\r\n{json.dumps(GOOD_REVIEW, indent=2)}\r\n```",
+            f"```json {_answer(GOOD_REVIEW)}```",
+        ],
+        ids=["json", "bare", "crlf-indented", "one-line"],
+    )
+    def test_an_answer_in_a_code_fence_is_read(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer, content: str
+    ) -> None:
+        """A JSON object wrapped whole in a Markdown code fence is read as that object."""
+        server.enqueue_completion(content)
+        review = reviewer.review_story(**REVIEW_ARGS)
+        assert review["criteria"] == GOOD_REVIEW["criteria"]
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            f"Here is my review:\n```json\n{_answer(GOOD_REVIEW)}\n```",
+            f"```json\n{_answer(GOOD_REVIEW)}\n```\nHope this helps.",
+            f"```python\n{_answer(GOOD_REVIEW)}\n```",
+            f"```json\n{_answer(GOOD_REVIEW)}",
+        ],
+        ids=["prose-before", "prose-after", "other-language", "unclosed"],
+    )
+    def test_a_fence_with_anything_else_is_refused(
+        self, server: FakeLLMServer, reviewer: OpenAIReviewer, content: str
+    ) -> None:
+        """Only a reply that is one fenced JSON block is unwrapped; prose or another language
+        around or on it stays an invalid answer."""
+        server.enqueue_completion(content)
+        with pytest.raises(InvalidStageOutputError, match="not valid JSON"):
+            reviewer.review_story(**REVIEW_ARGS)
+
     def test_empty_content_raises(self, server: FakeLLMServer, reviewer: OpenAIReviewer) -> None:
         """A completion without content is an invalid answer, not a crash."""
         server.enqueue_completion(None)

@@ -12,6 +12,7 @@ Every function takes ``where`` (e.g. ``"review of story 's1' by gpt-4o-mini"``) 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,20 +31,31 @@ def _bad(where: str, problem: str) -> InvalidStageOutputError:
     return InvalidStageOutputError(f"{where}: {problem}")
 
 
+#: A reply that is one Markdown code fence, untagged or tagged json, and nothing else: servers
+#: that ignore ``response_format`` (or models that format anyway) wrap the object so.
+_FENCED = re.compile(r"\s*```(?:json)?(?=\s)(.*)```\s*", re.DOTALL | re.IGNORECASE)
+
+
+def _unfenced(content: str) -> str:
+    # Greedy up to the last fence: a ``` inside one of the object's strings stays in it.
+    match = _FENCED.fullmatch(content)
+    return match.group(1) if match else content
+
+
 def _reject_constant(name: str) -> float:
     # json accepts NaN and Infinity by default; no score or count may be either.
     raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_json_object(content: str, where: str) -> dict[str, Any]:
-    """Decode *content* as one JSON object.
+    """Decode *content* as one JSON object, unwrapped first if it is one fenced code block.
 
     Raises:
         InvalidStageOutputError: Not JSON, or JSON that is not an object.
 
     """
     try:
-        data = json.loads(content, parse_constant=_reject_constant)
+        data = json.loads(_unfenced(content), parse_constant=_reject_constant)
     except ValueError as exc:  # also an int past Python's digit limit
         raise _bad(where, f"the answer is not valid JSON ({exc}): {content[:_SNIPPET]!r}") from exc
     except RecursionError as exc:  # "[[[[..." nested deeper than the parser recurses
