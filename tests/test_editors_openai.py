@@ -604,6 +604,7 @@ class TestHTTPErrors:
             (429, None, True),  # a rate limit: waiting ends it
             (429, "insufficient_quota", False),  # a spent quota: waiting does not
             (413, None, False),  # a prompt too large: the same prompt stays too large
+            (402, None, False),  # credits spent (DeepSeek, OpenRouter): billing must be fixed
             (400, None, False),
             (503, None, True),
         ],

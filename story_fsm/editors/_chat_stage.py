@@ -38,8 +38,10 @@ NO_KEY_PLACEHOLDER = "no-key-required"
 _Validator = Callable[[Mapping[str, Any], str], dict[str, Any]]
 
 #: HTTP statuses after which the same request cannot succeed: no further attempt is made
-#: (a bad request, a wrong key, no access, an unknown model, a prompt too large to take).
-_FINAL_STATUSES = frozenset({400, 401, 403, 404, 413, 422})
+#: (a bad request, a wrong key, credits spent, no access, an unknown model, a prompt too large
+#: to take). 402 is how several OpenAI-compatible providers say what OpenAI's 429
+#: insufficient_quota says.
+_FINAL_STATUSES = frozenset({400, 401, 402, 403, 404, 413, 422})
 
 #: Error codes that make any status final: a 429 for a spent quota is not a rate limit
 #: that waiting ends, it needs billing fixed first.
