@@ -369,6 +369,19 @@ class TestStoryFileErrors:
         assert "story_id must not be empty" in one_error_line(result)
         assert not (tmp_path / "story_fsm.db").exists()
 
+    @pytest.mark.parametrize("command", ["run", "submit"])
+    @pytest.mark.parametrize("title", ["Two\nLines", "Two\r\nLines", "Two\rLines"])
+    def test_title_option_with_a_line_break_is_refused(
+        self, tmp_path: Path, command: str, title: str
+    ) -> None:
+        """A --title with a line break exits 2: 'show' would print it as a title and a script."""
+        path = tmp_path / "story.txt"
+        path.write_text("The whole script.", encoding="utf-8")
+        result = invoke(command, str(path), "--title", title)
+        assert result.exit_code == ExitCode.USAGE
+        assert "--title must be one line" in one_error_line(result)
+        assert not (tmp_path / "story_fsm.db").exists()
+
     def test_a_stream_past_the_limit_is_refused_without_reading_it_all(
         self, tmp_path: Path
     ) -> None:

@@ -72,8 +72,8 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
 
     Raises:
         InputValidationError: The file is missing, unreadable, too large, not UTF-8, empty, or
-            has a title line and no script; or the story id, title or script would be refused
-            by the library (e.g. an empty id, a NUL character).
+            has a title line and no script; *title* has a line break; or the story id, title
+            or script would be refused by the library (e.g. an empty id, a NUL character).
     """
     text = _read_text(path).lstrip("\ufeff")
     if not text.strip():
@@ -89,6 +89,9 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         script = text.strip()
     if not title.strip():
         raise InputValidationError("--title must not be empty")
+    if "\n" in title or "\r" in title:
+        # A story file's title is its first line: 'show' would print the rest as the script.
+        raise InputValidationError(f"--title must be one line, got {title!r}")
     story = StoryInput(
         story_id=story_id if story_id is not None else path.stem, title=title, script=script
     )
