@@ -382,6 +382,28 @@ class TestStoryFileErrors:
         assert "--title must be one line" in one_error_line(result)
         assert not (tmp_path / "story_fsm.db").exists()
 
+    @pytest.mark.parametrize(
+        ("name", "reason"),
+        [
+            (" .txt", "must not be empty"),
+            ("e\x1bx.txt", "control characters"),
+            ("a" * 201 + ".txt", "at most 200"),
+        ],
+        ids=["blank", "escape", "too-long"],
+    )
+    def test_story_id_from_a_file_name_that_is_refused_names_the_file(
+        self, tmp_path: Path, name: str, reason: str
+    ) -> None:
+        """An id taken from the file's name that the library refuses points to --story-id."""
+        path = tmp_path / name
+        path.write_text("Title\n\nScript.", encoding="utf-8")
+        result = invoke("run", str(path))
+        assert result.exit_code == ExitCode.USAGE
+        line = one_error_line(result)
+        assert "file's name gives no usable story id" in line and reason in line
+        assert "give one with --story-id" in line
+        assert not (tmp_path / "story_fsm.db").exists()
+
     def test_a_stream_past_the_limit_is_refused_without_reading_it_all(
         self, tmp_path: Path
     ) -> None:

@@ -67,6 +67,17 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def _id_from_name(path: Path) -> str:
+    """The file's name without its suffix, if the library takes it as a story id."""
+    try:
+        return validate_story_id(path.stem)
+    except InputValidationError as exc:
+        # The user gave no id: say where this one came from, and how to give another.
+        raise InputValidationError(
+            f"the story file's name gives no usable story id ({exc}); give one with --story-id"
+        ) from None
+
+
 def read_story(path: Path, *, title: str | None = None, story_id: str | None = None) -> StoryInput:
     """Read *path* into a :class:`StoryInput`.
 
@@ -93,7 +104,9 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         # A story file's title is its first line: 'show' would print the rest as the script.
         raise InputValidationError(f"--title must be one line, got {title!r}")
     story = StoryInput(
-        story_id=story_id if story_id is not None else path.stem, title=title, script=script
+        story_id=story_id if story_id is not None else _id_from_name(path),
+        title=title,
+        script=script,
     )
     validate_story_id(story.story_id)
     validate_text("title", title)
