@@ -404,6 +404,20 @@ class TestStoryFileErrors:
         assert "give one with --story-id" in line
         assert not (tmp_path / "story_fsm.db").exists()
 
+    def test_one_paragraph_file_is_refused_in_a_short_line_naming_title(
+        self, tmp_path: Path
+    ) -> None:
+        """A file of one long line (no title) exits 2 naming --title, not echoing the story."""
+        path = tmp_path / "story.txt"
+        path.write_text("The keeper lit the lamp. " * 400, encoding="utf-8")
+        result = invoke("run", str(path))
+        assert result.exit_code == ExitCode.USAGE
+        line = one_error_line(result)
+        assert "no script after it" in line and "--title" in line
+        assert "'The keeper lit the lamp." in line
+        assert len(line) < 300
+        assert not (tmp_path / "story_fsm.db").exists()
+
     def test_a_stream_past_the_limit_is_refused_without_reading_it_all(
         self, tmp_path: Path
     ) -> None:

@@ -67,6 +67,18 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+#: How much of a refused title line an error message quotes: a story written as one
+#: paragraph is all title line, and the message would print the whole story.
+_QUOTED_TITLE_CHARS = 60
+
+
+def _quoted(title: str) -> str:
+    """*title* as an error message quotes it: its repr, cut short when long."""
+    if len(title) <= _QUOTED_TITLE_CHARS:
+        return repr(title)
+    return f"{title[:_QUOTED_TITLE_CHARS]!r}… ({len(title):,} characters)"
+
+
 def _id_from_name(path: Path) -> str:
     """The file's name without its suffix, if the library takes it as a story id."""
     try:
@@ -94,7 +106,8 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         title, script = first.strip(), rest.strip()
         if not script:
             raise InputValidationError(
-                f"story file {str(path)!r} has a title line ({title!r}) but no script after it"
+                f"story file {str(path)!r} has a title line ({_quoted(title)}) but no script "
+                "after it; to run the whole file as the script, give the title with --title"
             )
     else:
         script = text.strip()
@@ -102,7 +115,7 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         raise InputValidationError("--title must not be empty")
     if "\n" in title or "\r" in title:
         # A story file's title is its first line: 'show' would print the rest as the script.
-        raise InputValidationError(f"--title must be one line, got {title!r}")
+        raise InputValidationError(f"--title must be one line, got {_quoted(title)}")
     story = StoryInput(
         story_id=story_id if story_id is not None else _id_from_name(path),
         title=title,
