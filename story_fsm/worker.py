@@ -156,6 +156,8 @@ class Worker:
         self._fatal: BaseException | None = None
         self._fatal_lock = threading.Lock()
         self._log = get_logger(worker_id=self.worker_id)
+        #: The handlers install_signal_handlers() replaced, put back when run() ends.
+        self._replaced_handlers: dict[int, Any] = {}
 
     def stop(self) -> None:
         """Ask the worker to drain and return from :meth:`run`.
@@ -171,14 +173,29 @@ class Worker:
         return self._stopping.is_set()
 
     def install_signal_handlers(self) -> None:
-        """Make SIGTERM and SIGINT drain the worker (call from the main thread)."""
+        """Make SIGTERM and SIGINT drain the worker (call from the main thread).
+
+        The handlers the two signals had are put back once :meth:`run` returns or raises, so
+        that afterwards a Ctrl-C in the host program does what it did before, instead of
+        asking a finished worker to stop.
+        """
 
         def handler(signum: int, frame: FrameType | None) -> None:
             self._log.info("worker_draining", signal=signal.Signals(signum).name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            before = signal.signal(signum, handler)
+            self._replaced_handlers.setdefault(signum, before)
+
+    def _restore_signal_handlers(self) -> None:
+        """Put back the handlers :meth:`install_signal_handlers` replaced (main thread only)."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal.signal works in the main thread only; they stay until then
+        replaced, self._replaced_handlers = self._replaced_handlers, {}
+        for signum, before in replaced.items():
+            if before is not None:  # None: a handler set outside Python, not ours to restore
+                signal.signal(signum, before)
 
     def run(self, stop_when_idle: bool = False) -> WorkerStats:
         """Claim and advance workflows until stopped.
@@ -210,6 +227,7 @@ class Worker:
             _wait(ended)
             raise
         finally:
+            self._restore_signal_handlers()
             self._log.info("worker_stopped", **self.stats.to_dict())
         if self._fatal is not None:
             raise self._fatal

@@ -389,6 +389,20 @@ class TestDrainAndLoss:
         assert summaries[poisoned].state is WorkflowState.INITIAL
         assert summaries[healthy].state is WorkflowState.COMPLETE
 
+    def test_signal_handlers_are_put_back_when_run_returns(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """install_signal_handlers() lasts for one run(): once it returns, SIGINT and SIGTERM
+        have their handlers of before, so a later Ctrl-C does not go to a finished worker's
+        stop() (the host's own KeyboardInterrupt is back)."""
+        before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        submit(store, 1)
+        w = worker(store, ScriptedReviewer(review(99, "publish")), concurrency=1)
+        w.install_signal_handlers()
+        assert signal.getsignal(signal.SIGINT) is not before[signal.SIGINT]
+        assert w.run(stop_when_idle=True).claimed == 1
+        assert {s: signal.getsignal(s) for s in before} == before
+
     def test_an_interrupted_run_drains_its_threads_before_it_raises(
         self, store: WorkflowStateManager
     ) -> None:
