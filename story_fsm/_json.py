@@ -49,19 +49,38 @@ def _plain_copy(value: Any) -> Any:
     raise _NotPlain
 
 
-def as_stored(value: Any, default: Callable[[Any], Any] | None = None) -> Any:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; two keys written as one string are refused, not merged."""
+    out = dict(pairs)
+    if len(out) < len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(
+            f"two keys are both written as {key!r} (a key that is not a string becomes one), "
+            "so one value would be lost"
+        )
+    return out
+
+
+def as_stored(
+    value: Any, default: Callable[[Any], Any] | None = None, *, unique_keys: bool = False
+) -> Any:
     """Return *value* as it reads back from storage: what a JSON round trip makes of it.
 
     Plain data is copied; anything else takes the round trip (tuples become lists, keys
-    strings, and objects pass through *default*, e.g. ``str``).
+    strings, and objects pass through *default*, e.g. ``str``). With *unique_keys*, a mapping
+    whose keys JSON writes as the same string (``1`` and ``"1"``, ``None`` and ``"null"``) is
+    refused; otherwise the last of them is kept, as ``json.loads`` keeps it.
 
     Raises:
         TypeError: A value JSON cannot encode (and *default* did not convert).
-        ValueError: NaN or an infinity (not JSON), or a circular reference.
+        ValueError: NaN or an infinity (not JSON), a circular reference, or (*unique_keys*)
+            keys that collide.
         RecursionError: Nested too deeply.
     """
     try:
         return _plain_copy(value)
     except _NotPlain:
         pass
-    return json.loads(json.dumps(value, default=default, allow_nan=False))
+    text = json.dumps(value, default=default, allow_nan=False)
+    return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)

@@ -22,6 +22,11 @@ __all__ = [
 ]
 
 MAX_STORY_ID_LENGTH = 200
+#: The deepest nesting of dicts and lists accepted in ``audience_context`` and
+#: ``local_review_summary`` (the context itself is the first level). ``json.loads`` reads
+#: nesting on the call stack: far deeper, an input written from a shallow stack could not be
+#: read back from a deeper one (a worker's thread, a web request's handler).
+MAX_INPUT_DEPTH = 100
 #: The longest lease (and poll interval) accepted: a week. Longer is a mistake, and beyond a
 #: point the expiry it adds to the clock is not a date at all.
 MAX_LEASE_SECONDS = 7 * 24 * 3600.0
@@ -89,14 +94,33 @@ def validate_text(name: str, value: object, *, allow_empty: bool = False) -> str
     return value
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """True when *value* (JSON data) nests dicts and lists more than *limit* levels."""
+    level, layer = 0, [value]
+    while True:
+        containers = [node for node in layer if type(node) is dict or type(node) is list]
+        if not containers:
+            return False
+        level += 1
+        if level > limit:
+            return True
+        layer = [
+            item for node in containers for item in (node.values() if type(node) is dict else node)
+        ]
+
+
 def _json(name: str, value: object) -> Any:
+    too_deep = f"{name} is nested too deeply (more than {MAX_INPUT_DEPTH} levels)"
     try:
         # NaN is refused: it is not JSON, and PostgreSQL's json would refuse it later.
-        return as_stored(value)
+        stored = as_stored(value, unique_keys=True)
     except RecursionError as exc:
-        raise InputValidationError(f"{name} is nested too deeply (or refers to itself)") from exc
+        raise InputValidationError(f"{too_deep}, or refers to itself") from exc
     except (TypeError, ValueError) as exc:
         raise InputValidationError(f"{name} must be JSON-serializable: {exc}") from exc
+    if _deeper_than(stored, MAX_INPUT_DEPTH):
+        raise InputValidationError(too_deep)
+    return stored
 
 
 def validate_new_workflow(

@@ -787,6 +787,14 @@ def _deep(levels: int) -> list[Any]:
     return nested
 
 
+def _deep_mapping(levels: int) -> dict[str, Any]:
+    """A mapping *levels* deep, itself included: {"k": {"k": ... {}}}."""
+    nested: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        nested = {"k": nested}
+    return nested
+
+
 BAD_INPUT = [
     pytest.param({"story_id": ""}, "story_id", id="empty-id"),
     pytest.param({"story_id": "   "}, "story_id", id="blank-id"),
@@ -805,6 +813,11 @@ BAD_INPUT = [
     pytest.param({"original_idea": None}, "original_idea", id="idea-none"),
     pytest.param({"audience_context": _circular()}, "itself", id="audience-circular"),
     pytest.param({"local_review_summary": _deep(100_000)}, "deeply", id="summary-too-deep"),
+    pytest.param({"audience_context": _deep_mapping(101)}, "100 levels", id="audience-101-deep"),
+    pytest.param({"local_review_summary": _deep(101)}, "100 levels", id="summary-101-deep"),
+    # Keys JSON writes as the same string: one value would be lost without a word.
+    pytest.param({"audience_context": {1: "a", "1": "b"}}, "'1'", id="audience-keys-collide"),
+    pytest.param({"local_review_summary": {"n": {None: 1, "null": 2}}}, "'null'", id="keys-null"),
     # Text no backend can store: PostgreSQL refuses NUL, no driver encodes a lone surrogate.
     pytest.param({"title": "T\x00"}, "title contains a NUL", id="title-nul"),
     pytest.param({"script": "S\x00S"}, "script contains a NUL", id="script-nul"),
@@ -916,6 +929,45 @@ class TestInputValidation:
         assert row is not None
         assert row.audience_context == {"ages": [8, 12], "3": "three"}
         assert row.local_review_summary == {"notes": ["a", 1.5]}
+
+    def test_input_too_deep_to_read_back_is_refused_from_a_shallow_stack(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """900 levels, submitted from a fresh thread's stack, are refused: no reader could load them."""
+        orchestrator = StoryWorkflowOrchestrator(None, None, store)
+        caught: list[BaseException] = []
+
+        def submit() -> None:
+            try:
+                orchestrator.submit("s-1", "T", "S", _deep_mapping(900))
+            except BaseException as exc:  # handed to the test's thread
+                caught.append(exc)
+
+        thread = threading.Thread(target=submit)
+        thread.start()
+        thread.join()
+        assert len(caught) == 1 and isinstance(caught[0], InputValidationError)
+        assert "100 levels" in str(caught[0])
+        assert store.list_workflows() == []
+
+    def test_inputs_100_levels_deep_are_kept_and_read_back_from_a_deep_stack(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """An input nested 100 levels is stored, and read back even with 800 frames in use."""
+        orchestrator = StoryWorkflowOrchestrator(None, None, store)
+        context, summary = _deep_mapping(100), _deep(99)
+        orchestrator.submit("s-1", "T", "S", context, "", summary)
+        read: list[Any] = []
+
+        def read_at(frames: int) -> None:
+            if frames:
+                read_at(frames - 1)
+            else:
+                read.append(store.load_row("s-1"))
+
+        read_at(800)
+        assert read[0].audience_context == context
+        assert read[0].local_review_summary == summary
 
     def test_existing_story_is_refused_with_a_hint(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
