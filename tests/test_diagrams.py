@@ -475,6 +475,27 @@ class TestHistoryDiagram:
                 workflow_diagram(store, story_id, "svg")
             )
 
+    @pytest.mark.parametrize(
+        "story_id",
+        [
+            "tale end note classDef current fill:black",
+            "a weekEnd  NOTE direction TB",
+            "tale %%{init: {'theme': 'dark'}}%%",
+        ],
+    )
+    def test_story_id_stays_inside_the_mermaid_note(
+        self, store: WorkflowStateManager, story_id: str
+    ) -> None:
+        """A story id cannot end Mermaid's note early nor carry a %%{...}%% directive."""
+        run_story(store, ScriptReviewer({"decision": "publish", "quality_score": 99}), story_id)
+        mermaid = workflow_diagram(store, story_id, "mmd")
+        # Mermaid's own rules: a note's text runs to the first "end note" (any case), and a
+        # directive is read from anywhere in the text before it is parsed.
+        note = re.search(r"note right of INITIAL\n([\s\S]*?)end note", mermaid, re.IGNORECASE)
+        assert note is not None
+        assert mermaid[note.end() :] == "\n"
+        assert re.search(r"%{2}\{", mermaid) is None
+
     def test_unknown_story_is_not_found(self, store: WorkflowStateManager) -> None:
         """A story with no workflow raises WorkflowNotFoundError."""
         with pytest.raises(WorkflowNotFoundError):
@@ -523,8 +544,10 @@ class TestEscaping:
             ("x#1; y", "x#35;1#59; y"),
             ("<tag>", "#lt;tag#gt;"),
             ("two\nlines", "two lines"),
+            ("50%", "50#37;"),
+            ("the End\tNote", "the End#32;Note"),
         ],
     )
     def test_mermaid_text(self, text: str, expected: str) -> None:
-        """Mermaid labels use entity codes for # ; \" < > and stay on one line."""
+        """Mermaid labels use entity codes for # ; \" < > % and "end note", on one line."""
         assert mermaid_text(text) == expected
