@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -496,6 +497,27 @@ class TestHistoryDiagram:
         assert mermaid[note.end() :] == "\n"
         assert re.search(r"%{2}\{", mermaid) is None
 
+    @pytest.mark.parametrize("title", ["nul\x00here", "bell\x07 esc\x1b[2J", "lone \ud800"])
+    def test_title_with_control_characters_is_drawn(
+        self, looped: WorkflowStateManager, title: str
+    ) -> None:
+        """A title's control characters and unpaired surrogates are shown as escapes.
+
+        dot refused a NUL as a syntax error, the SVG of any other was no well-formed XML, and
+        an unpaired surrogate could not be sent to dot at all.
+        """
+        require_dot()
+        records = looped.history("s-1")
+        shown = title.encode("unicode_escape").decode("ascii")
+        dot = render_history_diagram(records, "dot", title=title)
+        subprocess.run(["dot", "-Tsvg"], input=dot.encode(), capture_output=True, check=True)
+        svg = render_history_diagram(records, "svg", title=title)
+        assert ElementTree.fromstring(svg.encode()).tag.endswith("svg")
+        assert shown in html.unescape(svg)
+        mermaid = render_history_diagram(records, "mmd", title=title)
+        assert f"    {mermaid_text(shown)}" in mermaid.splitlines()
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]", mermaid + dot)
+
     def test_unknown_story_is_not_found(self, store: WorkflowStateManager) -> None:
         """A story with no workflow raises WorkflowNotFoundError."""
         with pytest.raises(WorkflowNotFoundError):
@@ -530,10 +552,15 @@ class TestEscaping:
             ('say "hi"', '"say \\"hi\\""'),
             ("back\\slash", '"back\\\\slash"'),
             ("two\nlines", '"two\\nlines"'),
+            ("two\r\nlines\rthree", '"two\\nlines\\nthree"'),
+            ("nul\x00 del\x7f", '"nul\\\\x00 del\\\\x7f"'),
         ],
     )
     def test_dot_quote(self, text: str, expected: str) -> None:
-        """DOT strings escape quotes and backslashes; a line break becomes \\n."""
+        """DOT strings escape quotes and backslashes; a line break becomes \\n.
+
+        A control character is written as its escape, which DOT shows as it is.
+        """
         assert dot_quote(text) == expected
 
     @pytest.mark.parametrize(

@@ -54,6 +54,10 @@ _MERMAID_ENTITIES = {
 #: would be read as statements of the diagram. An entity code for the space keeps the words.
 _END_NOTE = re.compile(r"(end) (note)", re.IGNORECASE)
 
+#: C0 and C1 control characters but tab and newline, and unpaired surrogates: dot refuses a
+#: NUL, no SVG (XML) may hold the others, and a surrogate cannot be encoded at all.
+_UNDRAWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
 _DOT_TIMEOUT_SECONDS = 60
 
 
@@ -84,17 +88,28 @@ def record_only_triggers(edges: tuple[Edge, ...]) -> list[str]:
     return names
 
 
+def _visible(text: str) -> str:
+    r"""Return *text* with its undrawable characters as escapes (``\x00``, ``\ud800``).
+
+    A line break written as ``\r\n`` or ``\r`` stays a line break (``\n``).
+    """
+    return _UNDRAWABLE.sub(
+        lambda found: found[0].encode("unicode_escape", "backslashreplace").decode("ascii"),
+        text.replace("\r\n", "\n").replace("\r", "\n"),
+    )
+
+
 def mermaid_text(text: str) -> str:
     """Escape *text* for a Mermaid label (edge text, a quoted state name, a note line)."""
-    escaped = "".join(_MERMAID_ENTITIES.get(ch, ch) for ch in text)
+    escaped = "".join(_MERMAID_ENTITIES.get(ch, ch) for ch in _visible(text))
     one_line = " ".join(escaped.split())  # a line break would end the statement
     return _END_NOTE.sub(r"\1#32;\2", one_line)
 
 
 def dot_quote(text: str) -> str:
     r"""Return *text* as a quoted DOT string; a line break becomes DOT's centred ``\n``."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\r\n", "\n").replace("\n", "\\n") + '"'
+    escaped = _visible(text).replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n") + '"'
 
 
 def tidy(source: str) -> str:

@@ -170,7 +170,7 @@ def render_history_diagram(
     title: str = "story_fsm workflow",
     edges: tuple[Edge, ...] = EDGES,
 ) -> str:
-    """Draw one workflow from its history: the path taken, and its current state highlighted.
+    r"""Draw one workflow from its history: the path taken, and its current state highlighted.
 
     Every state of the machine is drawn; the current one (the last record's ``dest``) is
     highlighted and labelled ``(current)``. Each edge the history took is labelled
@@ -181,7 +181,8 @@ def render_history_diagram(
     Args:
         records: The story's history, oldest first (:meth:`WorkflowStateManager.history`).
         fmt: One of ``"mmd"``, ``"dot"``, ``"svg"``.
-        title: The diagram's title (free text; escaped for each format).
+        title: The diagram's title (free text; escaped for each format, its control
+            characters shown as escapes such as ``\x1b``).
         edges: The transition table whose edges and guard labels are drawn.
 
     Raises:
