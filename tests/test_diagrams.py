@@ -518,6 +518,15 @@ class TestHistoryDiagram:
         assert f"    {mermaid_text(shown)}" in mermaid.splitlines()
         assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]", mermaid + dot)
 
+    def test_entity_in_a_story_id_is_drawn_as_written(self, store: WorkflowStateManager) -> None:
+        """Graphviz reads &lt; or &#65; in a label as a character; the SVG shows them as typed."""
+        require_dot()
+        story_id = "R&D &lt;draft&gt; &#65; &amp"
+        run_story(store, ScriptReviewer({"decision": "publish", "quality_score": 99}), story_id)
+        svg = workflow_diagram(store, story_id, "svg")
+        texts = [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+        assert f"story {story_id}" in texts
+
     def test_unknown_story_is_not_found(self, store: WorkflowStateManager) -> None:
         """A story with no workflow raises WorkflowNotFoundError."""
         with pytest.raises(WorkflowNotFoundError):
@@ -554,6 +563,7 @@ class TestEscaping:
             ("two\nlines", '"two\\nlines"'),
             ("two\r\nlines\rthree", '"two\\nlines\\nthree"'),
             ("nul\x00 del\x7f", '"nul\\\\x00 del\\\\x7f"'),
+            ("R&D &lt; &#65;", '"R&D &amp;lt; &amp;#65;"'),
         ],
     )
     def test_dot_quote(self, text: str, expected: str) -> None:

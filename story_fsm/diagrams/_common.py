@@ -58,6 +58,10 @@ _END_NOTE = re.compile(r"(end) (note)", re.IGNORECASE)
 #: NUL, no SVG (XML) may hold the others, and a surrogate cannot be encoded at all.
 _UNDRAWABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
+#: An ``&`` that starts an HTML entity (``&lt;``, ``&#65;``): Graphviz draws the entity's
+#: character in a plain label, so such an ``&`` is written as ``&amp;`` to show the text as is.
+_DOT_ENTITY_START = re.compile(r"&(?=#?\w+;)")
+
 _DOT_TIMEOUT_SECONDS = 60
 
 
@@ -107,8 +111,12 @@ def mermaid_text(text: str) -> str:
 
 
 def dot_quote(text: str) -> str:
-    r"""Return *text* as a quoted DOT string; a line break becomes DOT's centred ``\n``."""
+    r"""Return *text* as a quoted DOT string; a line break becomes DOT's centred ``\n``.
+
+    An ``&`` that starts an entity (``&lt;``) is written ``&amp;``, so the label shows it as is.
+    """
     escaped = _visible(text).replace("\\", "\\\\").replace('"', '\\"')
+    escaped = _DOT_ENTITY_START.sub("&amp;", escaped)
     return '"' + escaped.replace("\n", "\\n") + '"'
 
 
