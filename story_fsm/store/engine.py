@@ -137,15 +137,20 @@ _PASSWORD = re.compile(r"^([^:/?#]+://[^/?#@:]*:)[^/?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """Return the path of the SQLite file *url* names when that file does not exist yet."""
+def _named_sqlite_file(url: str) -> Path | None:
+    """The path of the file a SQLite *url* names; None for another database or a bad URL."""
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         return None  # the store reports a bad URL with its own message
     if parsed.get_backend_name() != "sqlite":
         return None
-    path = sqlite_path(parsed)
+    return sqlite_path(parsed)
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """Return the path of the SQLite file *url* names when that file does not exist yet."""
+    path = _named_sqlite_file(url)
     return None if path is None or path.exists() else path
 
 
@@ -156,13 +161,7 @@ def empty_sqlite_file(url: str) -> Path | None:
     the database's first page (WAL mode is recorded there): a command that only reads, or
     finds nothing to do, must look at the size instead of opening it.
     """
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return None  # the store reports a bad URL with its own message
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    path = sqlite_path(parsed)
+    path = _named_sqlite_file(url)
     try:
         empty = path is not None and path.is_file() and path.stat().st_size == 0
     except OSError:  # unreadable: the store reports why when it opens the file
