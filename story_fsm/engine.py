@@ -23,6 +23,7 @@ from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import (
+    ConcurrentAdvanceError,
     InputValidationError,
     InvalidTransitionError,
     StageFailedError,
@@ -291,9 +292,13 @@ class StoryWorkflowOrchestrator:
         """
         self._require_stages()
         story_id = row.summary.story_id
+        state = row.summary.state
+        if state is WorkflowState.COMPLETE:
+            # An explicit resume took the story over and finished it between the claim and
+            # its read: nothing is left to run, and the lease is not this claim's any more.
+            raise ConcurrentAdvanceError(story_id, "it was finished by another process")
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
-        state = row.summary.state
 
         def announce() -> None:
             # The same events, with the same data, as run_story_workflow's and resume()'s;

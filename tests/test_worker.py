@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from story_fsm import (
+    ConcurrentAdvanceError,
     Event,
     InputValidationError,
     InvalidTransitionError,
@@ -388,6 +389,26 @@ class TestDrainAndLoss:
         assert summaries[poisoned].lease_owner == w.worker_id  # held until it expires
         assert summaries[poisoned].state is WorkflowState.INITIAL
         assert summaries[healthy].state is WorkflowState.COMPLETE
+
+    def test_a_claim_finished_by_a_resume_before_it_is_read_is_lost_not_an_error(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """An explicit resume may take a claimed story over and finish it before the worker
+        reads it: the worker's run is a lost race (ConcurrentAdvanceError), not a KeyError,
+        and no stage is called for it."""
+        (story_id,) = submit(store, 1)
+        lease = Lease("w-1", "token-1", 30.0)
+        assert store.claim_next(lease) is not None
+        StoryWorkflowOrchestrator(
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, CONFIG
+        ).resume(story_id)
+        row = store.load_row(story_id)  # the worker's read, after the resume
+        assert row is not None and row.summary.state is WorkflowState.COMPLETE
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        claimed = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, CONFIG)
+        with pytest.raises(ConcurrentAdvanceError, match="finished by another process"):
+            claimed.advance_claimed(row, lease)
+        assert reviewer.calls == []
 
     def test_signal_handlers_are_put_back_when_run_returns(
         self, store: WorkflowStateManager
