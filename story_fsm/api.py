@@ -8,7 +8,7 @@ from story_fsm.errors import WorkflowNotFoundError
 from story_fsm.events import ProgressCallback
 from story_fsm.models import WorkflowResult
 from story_fsm.stages import StoryPolisher, StoryReviewer
-from story_fsm.store.engine import empty_sqlite_file, missing_sqlite_file
+from story_fsm.store.engine import absent_sqlite_database
 from story_fsm.store.sql import WorkflowStateManager
 from story_fsm.validation import validate_story_id
 
@@ -40,7 +40,7 @@ def resume(
     """
     validate_story_id(story_id)
     # A typo in the path must not leave a new, empty database behind: nothing to resume there.
-    if missing_sqlite_file(database_url) is not None or empty_sqlite_file(database_url) is not None:
+    if absent_sqlite_database(database_url) is not None:
         raise WorkflowNotFoundError(story_id)
     with WorkflowStateManager(database_url) as store:
         orchestrator = StoryWorkflowOrchestrator(reviewer, polisher, store, config)

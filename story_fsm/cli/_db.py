@@ -17,7 +17,12 @@ from story_fsm.cli._store import display_url, refuse_in_memory
 from story_fsm.errors import InputValidationError, SchemaVersionError, StoryFSMError
 from story_fsm.store import migrate
 from story_fsm.store._transactions import translate
-from story_fsm.store.engine import empty_sqlite_file, make_engine, missing_sqlite_file
+from story_fsm.store.engine import (
+    absent_sqlite_database,
+    empty_sqlite_file,
+    make_engine,
+    missing_sqlite_file,
+)
 
 __all__ = ["current", "downgrade", "upgrade"]
 
@@ -56,7 +61,7 @@ def _revision_info(url: str, current: str | None) -> dict[str, Any]:
 def current(db: DbOption = DEFAULT_DATABASE_URL, as_json: JsonOption = False) -> None:
     """Show the database's schema revision and the newest one this story_fsm ships."""
     unversioned = False
-    if missing_sqlite_file(db) is not None or empty_sqlite_file(db) is not None:
+    if absent_sqlite_database(db) is not None:
         revision = None  # asking must not create the file, nor write an empty one
     else:
         with _engine(db) as engine:

@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from story_fsm.errors import InputValidationError, SchemaVersionError
 from story_fsm.store.engine import (
     empty_sqlite_file,
+    in_memory_sqlite,
     make_engine,
     missing_sqlite_file,
-    sqlite_path,
 )
 from story_fsm.store.sql import WorkflowStateManager
 
@@ -43,11 +43,7 @@ def refuse_in_memory(url: str) -> None:
     Raises:
         InputValidationError: *url* names an in-memory SQLite database.
     """
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError):
-        return  # the store reports a bad URL with its own message
-    if parsed.get_backend_name() == "sqlite" and sqlite_path(parsed) is None:
+    if in_memory_sqlite(url):
         raise InputValidationError(
             f"{display_url(url)!r} is an in-memory database, gone when this command ends: "
             "give a file (sqlite:///story_fsm.db) or a PostgreSQL URL"

@@ -18,7 +18,9 @@ from story_fsm.errors import InputValidationError
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
     "DEFAULT_BUSY_TIMEOUT_SECONDS",
+    "absent_sqlite_database",
     "empty_sqlite_file",
+    "in_memory_sqlite",
     "make_engine",
     "missing_sqlite_file",
     "shown_url",
@@ -137,15 +139,25 @@ _PASSWORD = re.compile(r"^([^:/?#]+://[^/?#@:]*:)[^/?#]*@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
-def _named_sqlite_file(url: str) -> Path | None:
-    """The path of the file a SQLite *url* names; None for another database or a bad URL."""
+def _sqlite_url(url: str) -> sa.URL | None:
+    """*url* parsed, when it names a SQLite database; None for another one or a bad URL."""
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         return None  # the store reports a bad URL with its own message
-    if parsed.get_backend_name() != "sqlite":
-        return None
-    return sqlite_path(parsed)
+    return parsed if parsed.get_backend_name() == "sqlite" else None
+
+
+def _named_sqlite_file(url: str) -> Path | None:
+    """The path of the file a SQLite *url* names; None for another database or a bad URL."""
+    parsed = _sqlite_url(url)
+    return None if parsed is None else sqlite_path(parsed)
+
+
+def in_memory_sqlite(url: str) -> bool:
+    """True when *url* names an in-memory SQLite database (``sqlite://``, ``mode=memory``)."""
+    parsed = _sqlite_url(url)
+    return parsed is not None and sqlite_path(parsed) is None
 
 
 def missing_sqlite_file(url: str) -> Path | None:
@@ -167,6 +179,15 @@ def empty_sqlite_file(url: str) -> Path | None:
     except OSError:  # unreadable: the store reports why when it opens the file
         return None
     return path if empty else None
+
+
+def absent_sqlite_database(url: str) -> Path | None:
+    """The path of the SQLite file *url* names when it holds no database: missing or empty.
+
+    What a command that only reads finds there is nothing, and it must not open the file to
+    see it (opening creates a missing file, and writes to an empty one).
+    """
+    return missing_sqlite_file(url) or empty_sqlite_file(url)
 
 
 #: The options of a ``sqlite://`` URL's query that the driver (``sqlite3.connect``) takes;
