@@ -125,7 +125,7 @@ def prune(
         state = state.lower()
     with open_store(db, must_exist=True, migrate=False) as store:
         matched = store.prune_workflows(before, state=state, dry_run=True)
-        which = f"{state.lower()} " if state else "finished "
+        which = f"{state} " if state else "finished "
         asked = f"Delete {matched} {which}workflow(s) ended before {_at(before)}, history included?"
         asking = not dry_run and matched > 0
         go = asking and _confirmed(asked, yes=yes)

@@ -117,11 +117,10 @@ def read_story(path: Path, *, title: str | None = None, story_id: str | None = N
         # A story file's title is its first line: 'show' would print the rest as the script.
         raise InputValidationError(f"--title must be one line, got {_quoted(title)}")
     story = StoryInput(
-        story_id=story_id if story_id is not None else _id_from_name(path),
+        story_id=validate_story_id(story_id) if story_id is not None else _id_from_name(path),
         title=title,
         script=script,
     )
-    validate_story_id(story.story_id)
     validate_text("title", title)
     validate_text("script", script)
     return story
