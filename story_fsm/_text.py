@@ -9,7 +9,7 @@ JSON columns need no check: the JSON encoder escapes both.
 
 from __future__ import annotations
 
-__all__ = ["storable", "unstorable_reason"]
+__all__ = ["error_text", "storable", "unstorable_reason"]
 
 
 def unstorable_reason(text: str) -> str | None:
@@ -46,3 +46,16 @@ def storable(text: str) -> str:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def error_text(error: BaseException) -> str:
+    """Return ``Type: message`` of *error*, even when its ``__str__`` raises.
+
+    A stage's own error class may be broken; its failure must still be recorded (the text
+    stands where the traceback module would print ``<exception str() failed>``).
+    """
+    try:
+        message = str(error)
+    except Exception:
+        message = "<exception str() failed>"
+    return f"{type(error).__name__}: {message}"

@@ -37,7 +37,7 @@ from tenacity import (
 
 from story_fsm._aio import await_answer
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
-from story_fsm._text import storable
+from story_fsm._text import error_text, storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
 from story_fsm.stages import attempt_deadline, kept_answer, readable_cost
@@ -94,12 +94,7 @@ class AttemptFailure:
     @property
     def error_text(self) -> str:
         """``Type: message`` of the error, as stored in the history (storable as text)."""
-        try:
-            message = str(self.error)
-        except Exception:  # a stage's own error class whose __str__ is broken
-            # As the traceback module says it: the failed attempt is still recorded and retried.
-            message = "<exception str() failed>"
-        return storable(f"{type(self.error).__name__}: {message}")
+        return storable(error_text(self.error))
 
 
 @dataclass(frozen=True, slots=True)

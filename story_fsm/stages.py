@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from story_fsm._json import as_stored
 from story_fsm._log import get_logger
-from story_fsm._text import unstorable_reason
+from story_fsm._text import error_text, unstorable_reason
 from story_fsm.errors import InvalidStageOutputError
 from story_fsm.states import ReviewDecision
 
@@ -154,12 +154,8 @@ class PolishOutcome:
 
 def _unreadable(stage: str, exc: Exception) -> InvalidStageOutputError:
     """The refusal of an answer whose reading raised (a to_dict() or a property that fails)."""
-    try:
-        message = str(exc)
-    except Exception:  # an error class whose __str__ is broken, as the traceback module says it
-        message = "<exception str() failed>"
     return InvalidStageOutputError(
-        f"the {stage} stage's answer could not be read: {type(exc).__name__}: {message}"
+        f"the {stage} stage's answer could not be read: {error_text(exc)}"
     )
 
 
