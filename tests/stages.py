@@ -5,7 +5,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from story_fsm import WorkflowStateManager
 
 
 class ScriptedReviewer:
@@ -74,3 +77,16 @@ class CallCounter:
     def hit(self, key: Any) -> None:
         with self._lock:
             self.counts[key] += 1
+
+
+def finish_workflow(store: WorkflowStateManager, story_id: str, *, fail: bool = False) -> None:
+    """Run *story_id* to COMPLETE (or, with *fail*, to FAILED: one attempt, which fails)."""
+    from story_fsm import StageFailedError, StoryWorkflowOrchestrator, WorkflowConfig
+
+    config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
+    reviewer = ScriptedReviewer(RuntimeError("down") if fail else review(99, "publish"))
+    orchestrator = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config)
+    try:
+        orchestrator.run_story_workflow(story_id, "T", "S", {})
+    except StageFailedError:
+        assert fail

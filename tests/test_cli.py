@@ -50,7 +50,7 @@ from story_fsm.store.schema import build_schema
 from tests.cli_runner import cli_runner
 from tests.fake_llm_server import FakeLLMServer
 from tests.hermetic import HOST_SETTINGS
-from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+from tests.stages import ScriptedPolisher, ScriptedReviewer, finish_workflow, review
 
 STORY = (
     "The Keeper's Cat\n"
@@ -922,14 +922,7 @@ class TestPrune:
         """--state FAILED (as status prints it) prunes the failed ones only, as --state failed."""
         assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0
         with WorkflowStateManager(sqlite_url) as store:
-            orchestrator = StoryWorkflowOrchestrator(
-                ScriptedReviewer(RuntimeError("down")),
-                ScriptedPolisher(),
-                store,
-                WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0),
-            )
-            with pytest.raises(StageFailedError):
-                orchestrator.run_story_workflow("broken", "T", "S", {})
+            finish_workflow(store, "broken", fail=True)
         pruned = invoke(
             "prune", "--older-than", "0s", "--state", given, "--yes", "--db", sqlite_url
         )

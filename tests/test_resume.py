@@ -20,7 +20,7 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
-from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+from tests.stages import ScriptedPolisher, ScriptedReviewer, finish_workflow, review
 
 
 class Crash(BaseException):
@@ -302,24 +302,34 @@ class TestReadDuringARun:
         assert result.metadata["history_length"] == at.summary.seq + 1
 
 
+def delete_at_read(store: WorkflowStateManager, method: str, read: int = 1) -> list[str]:
+    """Make *store*'s *method* delete the workflow just before its *read*-th call reads.
+
+    Returns the story ids it was called with, one per call.
+    """
+    real = getattr(store, method)
+    calls: list[str] = []
+
+    def deleting_first(story_id: str) -> Any:
+        calls.append(story_id)
+        if len(calls) == read:
+            store.delete_workflow(story_id)
+        return real(story_id)
+
+    setattr(store, method, deleting_first)
+    return calls
+
+
 class TestDeletedMeanwhile:
     """A workflow deleted (delete_workflow, prune_workflows) between two reads of a call."""
 
     def test_load_state_of_a_workflow_deleted_between_its_reads_is_none(
-        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+        self, store: WorkflowStateManager
     ) -> None:
         """load_state reads the summary, then the history: deleted in between, it is None,
         as for a story never stored."""
-        StoryWorkflowOrchestrator(
-            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
-        ).run_story_workflow("s-1", "T", "S", {})
-        real_history = store.history
-
-        def history_after_a_delete(story_id: str) -> Any:
-            store.delete_workflow(story_id)
-            return real_history(story_id)
-
-        store.history = history_after_a_delete  # type: ignore[method-assign]
+        finish_workflow(store, "s-1")
+        delete_at_read(store, "history")
         assert store.load_state("s-1") is None
 
     @pytest.mark.parametrize("crashed", [False, True])
@@ -331,16 +341,8 @@ class TestDeletedMeanwhile:
         if crashed:
             start(store, ScriptedReviewer(review(60), Crash()), ScriptedPolisher(), fast_config)
         else:
-            StoryWorkflowOrchestrator(
-                ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
-            ).run_story_workflow("s-1", "T", "S", {})
-        real_load_state = store.load_state
-
-        def load_state_after_a_delete(story_id: str) -> Any:
-            store.delete_workflow(story_id)
-            return real_load_state(story_id)
-
-        store.load_state = load_state_after_a_delete  # type: ignore[method-assign]
+            finish_workflow(store, "s-1")
+        delete_at_read(store, "load_state")
         resumer = StoryWorkflowOrchestrator(
             ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store, fast_config
         )
@@ -352,24 +354,11 @@ class TestDeletedMeanwhile:
     ) -> None:
         """requeue reads the summary again after its retry row: deleted in between (it is
         unfinished and unheld then), WorkflowNotFoundError."""
+        finish_workflow(store, "s-1", fail=True)
+        reads = delete_at_read(store, "load_row", read=2)
         orchestrator = StoryWorkflowOrchestrator(
-            ScriptedReviewer(RuntimeError("down")),
-            ScriptedPolisher(),
-            store,
-            WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0),
+            ScriptedReviewer(review(99, "publish")), ScriptedPolisher(), store
         )
-        with pytest.raises(StageFailedError):
-            orchestrator.run_story_workflow("s-1", "T", "S", {})
-        real_load_row = store.load_row
-        reads: list[str] = []
-
-        def load_row_deleted_after_the_first(story_id: str) -> Any:
-            reads.append(story_id)
-            if len(reads) == 2:
-                store.delete_workflow(story_id)
-            return real_load_row(story_id)
-
-        store.load_row = load_row_deleted_after_the_first  # type: ignore[method-assign]
         with pytest.raises(WorkflowNotFoundError):
             orchestrator.requeue("s-1")
         assert len(reads) == 2

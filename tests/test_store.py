@@ -18,7 +18,6 @@ from story_fsm import (
     ConcurrentAdvanceError,
     DatabaseBusyError,
     InputValidationError,
-    StageFailedError,
     StoreError,
     StoryWorkflowOrchestrator,
     Trigger,
@@ -34,7 +33,7 @@ from story_fsm._records import Lease, NewWorkflow, TransitionWrite
 from story_fsm.cli._store import open_store
 from story_fsm.store import sql as sql_module
 from story_fsm.store.engine import make_engine, missing_sqlite_file, sqlite_path, writer_lock
-from tests.stages import ScriptedPolisher, ScriptedReviewer, review
+from tests.stages import ScriptedPolisher, ScriptedReviewer, finish_workflow, review
 
 S = WorkflowState
 
@@ -237,7 +236,7 @@ class TestReads:
     ) -> None:
         """after=N: the records with seq > N ([] when none yet); an unknown story is still
         WorkflowNotFoundError, and an after that is no count an input error."""
-        _finished(store, "s")
+        finish_workflow(store, "s")
         every = store.history("s")
         assert store.history("s", after=0) == every[1:]
         assert store.history("s", after=every[-2].seq) == every[-1:]
@@ -336,17 +335,6 @@ class TestReads:
             store.list_workflows(**kwargs)
 
 
-def _finished(store: WorkflowStateManager, story_id: str, *, fail: bool = False) -> None:
-    """Run *story_id* to COMPLETE (or, with *fail*, to FAILED) through the engine."""
-    config = WorkflowConfig(max_stage_retries=1, retry_backoff_seconds=0)
-    reviewer = ScriptedReviewer(RuntimeError("down") if fail else review(99, "publish"))
-    orchestrator = StoryWorkflowOrchestrator(reviewer, ScriptedPolisher(), store, config)
-    try:
-        orchestrator.run_story_workflow(story_id, "T", "S", {})
-    except StageFailedError:
-        assert fail
-
-
 def _rows(store: WorkflowStateManager, story_id: str) -> tuple[int, int, int]:
     """The story's rows in the workflows, inputs and transitions tables, counted by SQL."""
     schema = store.schema
@@ -374,8 +362,8 @@ class TestDeletion:
         self, store: WorkflowStateManager
     ) -> None:
         """The summary, the inputs and the whole history go; another story keeps all three."""
-        _finished(store, "gone")
-        _finished(store, "kept")
+        finish_workflow(store, "gone")
+        finish_workflow(store, "kept")
         kept = _rows(store, "kept")
         assert _rows(store, "gone")[2] >= 3 and kept[2] >= 3
         store.delete_workflow("gone")
@@ -454,7 +442,7 @@ class TestDeletion:
         """SQLite's SELECT takes no lock: another process that claims the story (delete) or
         requeues it (prune) just after it commits first, and the deletion leaves it whole."""
         with WorkflowStateManager(sqlite_url) as store:
-            _finished(store, "s", fail=True)
+            finish_workflow(store, "s", fail=True)
             rows = _rows(store, "s")
             cut = datetime.now(UTC)
             path = sqlite_url.removeprefix("sqlite:///")
@@ -505,7 +493,7 @@ class TestDeletion:
             with WorkflowStateManager(engine) as store:
                 with engine.connect() as conn:
                     assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 0
-                _finished(store, "gone")
+                finish_workflow(store, "gone")
                 store.delete_workflow("gone")
                 assert _rows(store, "gone") == (0, 0, 0)
         finally:
@@ -520,13 +508,13 @@ class TestPruning:
         after it, and unfinished ones, stay; dry_run and state count and choose."""
         monkeypatch.setattr(sql_module, "_PRUNE_BATCH", 2)  # five stories: three batches
         for n in range(3):
-            _finished(store, f"done-{n}")
-        _finished(store, "failed-0", fail=True)
-        _finished(store, "failed-1", fail=True)
+            finish_workflow(store, f"done-{n}")
+        finish_workflow(store, "failed-0", fail=True)
+        finish_workflow(store, "failed-1", fail=True)
         store.create(new("waiting"), None)
         cut = datetime.now(UTC)
         time.sleep(0.01)
-        _finished(store, "late")
+        finish_workflow(store, "late")
         assert store.prune_workflows(cut, dry_run=True) == 5
         assert store.prune_workflows(cut, state="failed", dry_run=True) == 2
         assert len(store.list_workflows()) == 7  # a dry run deletes nothing
@@ -547,7 +535,7 @@ class TestPruning:
         """A prune that meets a FAILED story's row locked by a requeue waits for it, then
         finds the story unfinished and leaves it whole: summary, inputs and history."""
         with WorkflowStateManager(pg_url) as store:
-            _finished(store, "requeued", fail=True)
+            finish_workflow(store, "requeued", fail=True)
             rows = _rows(store, "requeued")
             cut = datetime.now(UTC)
             wf = store.schema.workflows
@@ -574,7 +562,7 @@ class TestPruning:
         row another transaction holds, a prune holds none of the ids after it."""
         with WorkflowStateManager(pg_url) as store:
             for story_id in ("z-last", "m-middle", "a-first"):  # stored against id order
-                _finished(store, story_id)
+                finish_workflow(store, story_id)
             cut = datetime.now(UTC)
             wf = store.schema.workflows
 
@@ -613,7 +601,7 @@ class TestPruning:
         self, store: WorkflowStateManager, kwargs: dict[str, Any], match: str
     ) -> None:
         """A naive time, or a state that is not a finished one: an input error; all stays."""
-        _finished(store, "done")
+        finish_workflow(store, "done")
         arguments: dict[str, Any] = {"finished_before": datetime.now(UTC), **kwargs}
         with pytest.raises(InputValidationError, match=match):
             store.prune_workflows(**arguments)
