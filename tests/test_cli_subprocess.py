@@ -40,6 +40,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def stored_state(url: str, story_id: str = "keepers_cat") -> WorkflowState | None:
+    """The state *story_id* is stored in at *url* (None: no such workflow)."""
+    with WorkflowStateManager(url) as store:
+        row = store.load_row(story_id)
+    return None if row is None else row.summary.state
+
+
 def piped_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
     """Start the command line with stdout and stderr on pipes, for a test to close one."""
     return subprocess.Popen(
@@ -256,9 +263,7 @@ class TestStdoutRefused:
     ) -> None:
         url = f"sqlite:///{tmp_path}/full.db"
         ran = self.to_full("run", str(story_file), "--db", url, cwd=tmp_path)
-        with WorkflowStateManager(url) as store:
-            stored = store.load_state("keepers_cat")
-        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert stored_state(url) is WorkflowState.COMPLETE
         commands = [
             ("list", "--db", url),  # a rich table
             ("list", "--json", "--db", url),  # JSON
@@ -544,9 +549,7 @@ class TestStderrRefused:
             missing = self.with_stderr(full, "status", "nope", "--db", url, cwd=tmp_path)
             traced = self.with_stderr(full, "--debug", "status", "nope", "--db", url, cwd=tmp_path)
         assert done.returncode == 0 and "publish (complete)" in done.stdout
-        with WorkflowStateManager(url) as store:
-            stored = store.load_state("keepers_cat")
-        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert stored_state(url) is WorkflowState.COMPLETE
         # The error line is lost with stderr; the exit code still says what went wrong.
         assert (missing.returncode, traced.returncode) == (ExitCode.USAGE, ExitCode.USAGE)
 
@@ -561,9 +564,7 @@ class TestStderrRefused:
             out = proc.stdout.read()
             assert proc.wait(timeout=60) == 0
         assert "publish (complete)" in out
-        with WorkflowStateManager(url) as store:
-            stored = store.load_state("keepers_cat")
-        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert stored_state(url) is WorkflowState.COMPLETE
 
 
 class TestClosedAtLaunch:
@@ -583,9 +584,7 @@ class TestClosedAtLaunch:
             assert proc.stderr.splitlines()[-1] == (
                 "error: cannot write the output to stdout (stdout is closed)"
             )
-        with WorkflowStateManager(url) as store:
-            stored = store.load_state("keepers_cat")
-        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert stored_state(url) is WorkflowState.COMPLETE
 
     def test_a_closed_stderr_loses_the_diagnostics_not_the_run(
         self, story_file: Path, tmp_path: Path
@@ -596,9 +595,7 @@ class TestClosedAtLaunch:
         missing = cli("status", "nope", "--db", url, cwd=tmp_path, redirect="2>&-")
         assert done.returncode == 0 and "publish (complete)" in done.stdout
         assert missing.returncode == ExitCode.USAGE
-        with WorkflowStateManager(url) as store:
-            stored = store.load_state("keepers_cat")
-        assert stored is not None and stored.state is WorkflowState.COMPLETE
+        assert stored_state(url) is WorkflowState.COMPLETE
 
     def test_a_closed_stdin_is_no_terminal_to_confirm_on(
         self, story_file: Path, tmp_path: Path
