@@ -12,8 +12,44 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["as_stored"]
+__all__ = ["as_stored", "dumps"]
 
+
+def _reused_encoder() -> Callable[[Any], str]:
+    """``json.dumps`` with its defaults, on one C encoder made once.
+
+    ``json.dumps`` builds a new C encoder on every call, which for the small payloads of the
+    history (a few keys each, several per transition) costs as much as the encoding. The one
+    difference: no check for circular references (a cycle fails as ``RecursionError``, not
+    ``ValueError``); what is written here are fresh copies of plain data, which have none.
+    Without the C accelerator (another interpreter), ``json.dumps`` itself.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    defaults = json.JSONEncoder()
+    encode = make(
+        None,  # markers: no cycle check (see above)
+        defaults.default,
+        json.encoder.encode_basestring_ascii,  # ensure_ascii=True, as json.dumps
+        defaults.indent,
+        defaults.key_separator,
+        defaults.item_separator,
+        defaults.sort_keys,
+        defaults.skipkeys,
+        defaults.allow_nan,
+    )
+
+    def dumps(value: Any) -> str:
+        if type(value) is str:  # the C encoder's top level takes containers and scalars
+            return json.dumps(value)
+        return "".join(encode(value, 0))
+
+    return dumps
+
+
+#: Encode *value* exactly as ``json.dumps(value)`` does (plain data: see :func:`_reused_encoder`).
+dumps: Callable[[Any], str] = _reused_encoder()
 
 #: Past this an int may have more digits than ``int`` turns into text by default (4,300).
 _HUGE = 2**14_000

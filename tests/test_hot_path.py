@@ -575,6 +575,30 @@ class TestPreparedWrites:
         assert fast(value) == expected
         assert fast(None) is None
 
+    def test_sqlite_datetime_text_is_remembered_per_value_not_per_instant(self) -> None:
+        """The processor's memo of its last two values never hands one value another's text.
+
+        Equal instants in other zones, and a value formatted three values ago, are each
+        formatted as they are; a naive value is refused even after an equal aware one.
+        """
+        from sqlalchemy.dialects import sqlite
+
+        from story_fsm.store.schema import UTCDateTime
+
+        dialect = sqlite.dialect()
+        fast = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+        core = sa.DateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert fast is not None and core is not None
+        now = datetime(2026, 3, 4, 5, 6, 7, 8, tzinfo=UTC)
+        expiry = now + timedelta(seconds=60)
+        same_instant = now.astimezone(timezone(timedelta(hours=2)))
+        values = [now, None, expiry, now, expiry, same_instant, now, now + timedelta(1), expiry]
+        for value in values:
+            expected = None if value is None else core(value.astimezone(UTC).replace(tzinfo=None))
+            assert fast(value) == expected
+        with pytest.raises(ValueError, match="timezone-aware"):
+            fast(now.replace(tzinfo=None))
+
     def test_sqlite_datetime_refuses_a_naive_value(self) -> None:
         from sqlalchemy.dialects import sqlite
 
@@ -613,3 +637,39 @@ class TestPreparedWrites:
         assert isinstance(params[1], float)
         with pytest.raises(KeyError):
             write.params({"p_id": 7, "p_score": 3})  # a required value is missing
+
+
+class TestReusedJsonEncoder:
+    """``_json.dumps``, the history's encoder, writes what ``json.dumps`` writes."""
+
+    @pytest.mark.parametrize(
+        "value",
+        [
+            {"decision": "polish", "quality_score": 72.5, "notes": ["a", "b"], "cost": None},
+            {"nested": {"deep": [{"x": 1}, [], {}]}, "flag": True, "n": -(10**30)},
+            {"text": 'quotes " and \\ and \n and é and 漢 and \U0001f600'},
+            {"nan": float("nan"), "inf": float("inf")},  # json.dumps' default allow_nan
+            [1, "two", 3.0],
+            {},
+            "a bare string",
+            None,
+            17,
+            0.1,
+        ],
+    )
+    def test_text_is_json_dumps(self, value: object) -> None:
+        """Byte for byte the standard library's default output, for every JSON type."""
+        import json
+
+        from story_fsm._json import dumps
+
+        assert dumps(value) == json.dumps(value)
+
+    def test_an_unencodable_value_is_a_type_error(self) -> None:
+        """An object JSON cannot hold raises TypeError, as json.dumps does, and the encoder
+        stays usable afterwards."""
+        from story_fsm._json import dumps
+
+        with pytest.raises(TypeError, match="not JSON serializable"):
+            dumps({"when": object()})
+        assert dumps({"ok": 1}) == '{"ok": 1}'

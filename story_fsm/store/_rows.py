@@ -7,6 +7,7 @@ import reprlib
 from datetime import datetime, timedelta
 from typing import Any
 
+from story_fsm._json import dumps
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm.models import TransitionRecord, WorkflowSummary
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
@@ -163,7 +164,7 @@ def transition_values(
         "cost": write.cost,
         "error": write.error,
         "created_at": now,
-        "payload": json.dumps(write.payload),
+        "payload": dumps(write.payload),
     }
 
 
@@ -211,12 +212,12 @@ def creation_values(
         "story_id": new.story_id,
         "initial_title": new.title,
         "initial_script": new.script,
-        "audience_context": json.dumps(new.audience_context),
+        "audience_context": dumps(new.audience_context),
         "original_idea": new.original_idea,
         "local_review_summary": (
-            json.dumps(new.local_review_summary) if new.local_review_summary is not None else None
+            dumps(new.local_review_summary) if new.local_review_summary is not None else None
         ),
-        "config": json.dumps(new.config),
+        "config": dumps(new.config),
     }
     values = {
         "story_id": new.story_id,

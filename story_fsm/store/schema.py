@@ -80,12 +80,26 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         """
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
+        # The last two values formatted, with their text. A transition binds the same two
+        # datetimes (its time, and the lease's expiry after it) up to four times, and
+        # ``isoformat`` of an aware datetime is the dearest call of the whole bind; a datetime
+        # is immutable, so the same object always gives the same text. Kept as one tuple,
+        # replaced whole: threads that share the processor read a consistent pair.
+        memo: tuple[object, str, object, str] = (None, "", None, "")
 
         def process(value: datetime | None) -> str | None:
+            nonlocal memo
             if value is None:
                 return None
+            last, text, before, before_text = memo
+            if value is last:
+                return text
+            if value is before:
+                return before_text
             # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the first 26 characters are SQLite's text.
-            return _in_utc(value).isoformat(" ", "microseconds")[:26]
+            formatted = _in_utc(value).isoformat(" ", "microseconds")[:26]
+            memo = (value, formatted, last, text)
+            return formatted
 
         return process
 
