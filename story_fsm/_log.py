@@ -31,11 +31,11 @@ def get_logger(**context: Any) -> Any:
     """Return a structlog logger bound to *context* (story_id, iteration, stage, ...)."""
     if structlog.is_configured():
         return structlog.get_logger(LOGGER_NAME, **context)
-    return structlog.wrap_logger(
-        logging.getLogger(LOGGER_NAME),
-        processors=_STDLIB_PROCESSORS,
-        wrapper_class=structlog.stdlib.BoundLogger,
-        **context,
+    # Built directly, not through ``structlog.wrap_logger``: its lazy proxy would build a
+    # bound logger again on every call, and a run takes a logger per story; with the
+    # processors given here it has no configuration left to resolve.
+    return structlog.stdlib.BoundLogger(
+        logging.getLogger(LOGGER_NAME), _STDLIB_PROCESSORS, dict(context)
     )
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -326,27 +325,37 @@ def kept_answer(data: object) -> object:
         return None
 
 
-@contextmanager
-def _charged(cost: float, data: dict[str, Any], stage: str) -> Iterator[None]:
+class _Charged:
     """Charge an answer refused here with the cost its stage said it paid, and keep it.
 
     The call was made and paid for; refusing its answer must not drop that from the failed
     attempt's row and the workflow's total (a stage's own refusal may already carry a cost),
     nor hide what the answer was. An answer whose reading raised (a property of its object,
     a value whose str() fails) is refused the same way.
+
+    A class rather than a ``@contextmanager`` generator: it wraps every answer, and a
+    generator's exit raises and catches a ``StopIteration`` each time.
     """
-    try:
-        yield
-    except InvalidStageOutputError as exc:
-        if not exc.cost:
-            exc.cost = cost
-        if exc.answer is None:
-            exc.answer = kept_answer(data)
-        raise
-    except Exception as exc:
-        refused = _unreadable(stage, exc)
-        refused.cost, refused.answer = cost, kept_answer(data)
-        raise refused from exc
+
+    __slots__ = ("_cost", "_data", "_stage")
+
+    def __init__(self, cost: float, data: dict[str, Any], stage: str) -> None:
+        self._cost, self._data, self._stage = cost, data, stage
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, InvalidStageOutputError):
+            if not exc.cost:
+                exc.cost = self._cost
+            if exc.answer is None:
+                exc.answer = kept_answer(self._data)
+            return  # not swallowed: the with statement raises it on
+        if isinstance(exc, Exception):
+            refused = _unreadable(self._stage, exc)
+            refused.cost, refused.answer = self._cost, kept_answer(self._data)
+            raise refused from exc
 
 
 def normalize_review(raw: object) -> ReviewOutcome:
@@ -362,7 +371,7 @@ def normalize_review(raw: object) -> ReviewOutcome:
     """
     data = _as_dict(raw, "review")
     cost, data = _cost(data)
-    with _charged(cost, data, "review"):
+    with _Charged(cost, data, "review"):
         decision, score = _decision(raw, data), _score(raw, data)
         stored = _jsonable(data, "review")
     return ReviewOutcome(decision, score, cost, stored)
@@ -388,7 +397,7 @@ def normalize_polish(raw: object, current_title: str) -> PolishOutcome:
     """
     data = _as_dict(raw, "polish")
     cost, data = _cost(data)
-    with _charged(cost, data, "polish"):
+    with _Charged(cost, data, "polish"):
         script = _field(raw, data, "polished_script")
         if not isinstance(script, str) or not script.strip():
             raise InvalidStageOutputError(

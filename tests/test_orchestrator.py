@@ -773,6 +773,31 @@ class TestEvents:
         retry = next(e for e in logs if e["event"] == "stage_retry")
         assert (retry["iteration"], retry["stage"]) == (1, "review")
 
+    @pytest.mark.parametrize("level", [logging.INFO, logging.WARNING])
+    def test_an_unconfigured_host_gets_lines_through_stdlib_logging(
+        self,
+        store: WorkflowStateManager,
+        fast_config: WorkflowConfig,
+        level: int,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """With structlog never configured, a run's lines reach the ``story_fsm`` stdlib
+        logger, rendered with their story id, and only at the levels the host lets through."""
+        assert not structlog.is_configured()
+        caplog.set_level(level, logger="story_fsm")
+        run(
+            store,
+            ScriptedReviewer(RuntimeError("x"), review(99, "publish")),
+            ScriptedPolisher(),
+            fast_config,
+        )
+        lines = [r for r in caplog.records if r.name == "story_fsm"]
+        events = {r.getMessage().split("event='")[1].split("'")[0] for r in lines}
+        assert all("story_id='s-1'" in r.getMessage() for r in lines)
+        assert "stage_retry" in events  # a warning: let through at both levels
+        assert ("workflow_started" in events) is (level == logging.INFO)
+        assert ("workflow_complete" in events) is (level == logging.INFO)
+
 
 def _circular() -> dict[str, Any]:
     loop: dict[str, Any] = {}
