@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import html
 import os
@@ -299,6 +300,34 @@ class TestSvg:
             f"{DIAGRAM_NAME}.dot",
             f"{DIAGRAM_NAME}.mmd",
         ]
+
+    @pytest.mark.parametrize(
+        ("outdir", "failing", "reason"),
+        [
+            ("a-file/out", "a-file/out", errno.ENOTDIR),
+            ("a-file", "a-file", errno.EEXIST),
+            ("out", f"out/{DIAGRAM_NAME}.mmd", errno.EISDIR),
+        ],
+        ids=["under-a-file", "a-file", "mmd-name-is-a-folder"],
+    )
+    def test_unwritable_outdir_is_one_line_and_exit_2(
+        self,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+        outdir: str,
+        failing: str,
+        reason: int,
+    ) -> None:
+        """An OUTDIR that cannot be written: one line naming the path and why, exit 2."""
+        (tmp_path / "a-file").write_text("x", encoding="utf-8")
+        (tmp_path / "out" / f"{DIAGRAM_NAME}.mmd").mkdir(parents=True)
+        assert main([str(tmp_path / outdir)]) == 2
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert err == (
+            f"error: cannot write the diagrams to {str(tmp_path / failing)!r}: "
+            f"{os.strerror(reason)}\n"
+        )
 
     @pytest.mark.slow
     def test_python_dash_m_regenerates_the_files(self, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Writing the workflow's diagram files, and the command that regenerates them.
 
 ``python -m story_fsm.diagrams [OUTDIR]`` (default ``diagrams/``) rewrites
-``story_workflow.mmd``, ``.dot`` and, where Graphviz's ``dot`` is installed, ``.svg``. The
-files are never edited by hand: a test compares the committed ones with what the code draws.
+``story_workflow.mmd``, ``.dot`` and, where Graphviz's ``dot`` is installed, ``.svg``; a
+folder it cannot write is one ``error:`` line on stderr and exit 2. The files are never edited
+by hand: a test compares the committed ones with what the code draws.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def write_diagrams(outdir: str | Path = DEFAULT_OUTDIR) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Regenerate the diagram files (``python -m story_fsm.diagrams [OUTDIR]``); return 0."""
+    """Regenerate the diagram files (``python -m story_fsm.diagrams [OUTDIR]``).
+
+    Returns:
+        0 once the files are written; 2, after one line on stderr, when *OUTDIR* or a file in
+        it cannot be written (a path under a regular file, no permission, a full disk).
+    """
     parser = argparse.ArgumentParser(
         prog="python -m story_fsm.diagrams",
         description="Regenerate the workflow's state diagram (.mmd, .dot, .svg).",
@@ -61,7 +67,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "outdir", nargs="?", default=str(DEFAULT_OUTDIR), help="folder (default: diagrams/)"
     )
     outdir = Path(parser.parse_args(argv).outdir)
-    written = write_diagrams(outdir)
+    try:
+        written = write_diagrams(outdir)
+    except OSError as exc:
+        # As ``story-fsm diagram --output-dir`` reports it: one line and exit 2, naming the
+        # path that failed (the folder, or a file in it that a folder's name holds).
+        where = outdir if exc.filename is None else exc.filename
+        print(
+            f"error: cannot write the diagrams to {str(where)!r}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
     for path in written:
         print(f"wrote {path}")
     if not any(path.suffix == ".svg" for path in written):
