@@ -678,6 +678,21 @@ class TestHistory:
         result = invoke("history", "ghost", "--db", database_url)
         assert result.exit_code == ExitCode.USAGE and "'ghost'" in one_error_line(result)
 
+    @pytest.mark.parametrize("value", ["2", "1"])
+    def test_interval_without_follow_exits_2(
+        self, store: WorkflowStateManager, database_url: str, tmp_path: Path, value: str
+    ) -> None:
+        """--interval without --follow exits 2 saying it needs --follow, even at the default
+        value, before any database is opened (a missing file is not created)."""
+        failing_then_passing(store)
+        result = invoke("history", "s-1", "--interval", value, "--db", database_url)
+        assert result.exit_code == ExitCode.USAGE and result.stdout == ""
+        assert "--interval needs --follow" in one_error_line(result)
+        missing = tmp_path / "none.db"
+        result = invoke("history", "x", "--interval", value, "--db", f"sqlite:///{missing}")
+        assert result.exit_code == ExitCode.USAGE and "needs --follow" in one_error_line(result)
+        assert not missing.exists()
+
 
 class TestHistoryFollow:
     def test_a_finished_workflow_is_printed_line_by_line_and_follow_ends(

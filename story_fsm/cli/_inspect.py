@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DiagramFormat", "diagram", "history", "list_workflows", "show", "status", "story_text"]
 
+#: Seconds between two looks of ``history --follow`` when no ``--interval`` is given.
+_FOLLOW_INTERVAL = 1.0
+
 StoryIdArgument = Annotated[str, typer.Argument(help="The story's id.", show_default=False)]
 
 
@@ -142,14 +145,27 @@ def history(
         ),
     ] = False,
     interval: Annotated[
-        float,
-        typer.Option(min=0.05, max=3600, help="--follow: seconds between two looks."),
-    ] = 1.0,
+        float | None,
+        typer.Option(
+            min=0.05,
+            max=3600,
+            help=f"With --follow: seconds between two looks (default {_FOLLOW_INTERVAL:g}).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """List every stored step of a workflow: transitions and failed attempts, in order."""
+    # None tells an --interval the user gave from none: given without --follow, it would be
+    # ignored without a word.
+    if interval is not None and not follow:
+        raise InputValidationError(
+            "--interval needs --follow (it is the wait between two looks): add --follow, "
+            "or drop --interval"
+        )
     with open_store(db, must_exist=True, migrate=False) as store:
         if follow:
-            _follow(store, story_id, interval, as_json=as_json)
+            wait = _FOLLOW_INTERVAL if interval is None else interval
+            _follow(store, story_id, wait, as_json=as_json)
             return
         records = store.history(story_id)
     if as_json:
