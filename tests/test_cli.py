@@ -40,6 +40,7 @@ from story_fsm import (
     WorkflowState,
     WorkflowStateManager,
 )
+from story_fsm._records import Lease
 from story_fsm.cli import EXTENSION_MODULES, ExitCode, app, load_extensions
 from story_fsm.cli._errors import Interrupted, exit_code_for, message_for
 from story_fsm.cli._inspect import DiagramFormat
@@ -898,6 +899,38 @@ class TestDelete:
         assert "held by host-b:42" in one_error_line(refused)
         with WorkflowStateManager(database_url) as store:
             assert len(store.history("busy")) == rows
+
+    def test_a_held_workflow_is_refused_before_asking_for_yes(self, database_url: str) -> None:
+        """Without --yes and no terminal, a workflow a live process runs exits 3 for its
+        lease, not 2 for the missing --yes: the lease is checked before any question."""
+        with WorkflowStateManager(database_url) as store:
+            orchestrator = StoryWorkflowOrchestrator(
+                ScriptedReviewer(Crash()), ScriptedPolisher(), store, owner="host-b:42"
+            )
+            with pytest.raises(Crash):
+                orchestrator.run_story_workflow("busy", "T", "S", {})
+            rows = len(store.history("busy"))
+        refused = invoke("delete", "busy", "--db", database_url)
+        assert refused.exit_code == ExitCode.LOST_RACE and refused.stdout == ""
+        assert "held by host-b:42" in one_error_line(refused)
+        with WorkflowStateManager(database_url) as store:
+            assert len(store.history("busy")) == rows
+
+    def test_a_workflow_claimed_after_the_check_is_still_refused(
+        self, monkeypatch: pytest.MonkeyPatch, store: WorkflowStateManager, database_url: str
+    ) -> None:
+        """Claimed by a worker between the command's read and its deletion (while the user
+        answers): the deletion's own check refuses it, exit 3, and every row is kept."""
+        StoryWorkflowOrchestrator(ScriptedReviewer(), ScriptedPolisher(), store).submit(
+            "s-1", "T", "S", {}
+        )
+        TestHistoryFollow.after_each_look(
+            monkeypatch, store, "load_row", [lambda: store.claim_next(Lease("box-7:123", "t", 600))]
+        )
+        refused = invoke("delete", "s-1", "--yes", "--db", database_url)
+        assert refused.exit_code == ExitCode.LOST_RACE, refused.stderr
+        assert "held by box-7:123" in one_error_line(refused)
+        assert len(store.history("s-1")) == 1
 
     def test_unknown_story_is_a_usage_error(self, sqlite_url: str, story_file: Path) -> None:
         assert invoke("run", str(story_file), "--db", sqlite_url, "-q").exit_code == 0

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from story_fsm import WorkflowState, WorkflowStateManager
+from story_fsm._records import Lease
 from story_fsm.cli import ExitCode
 from tests.fake_llm_server import FakeLLMServer
 from tests.hermetic import HOST_SETTINGS
@@ -379,8 +380,11 @@ class TestShowOnATerminal:
         assert piped.stdout.startswith("Evil \x1b[2J title\n\n")
 
 
-def answered_on_a_terminal(command: list[str], answer: str, *, cwd: Path) -> tuple[int, str, str]:
-    """Run *command* with stdin and stderr on a pty; type *answer* once it asks [y/N].
+def answered_on_a_terminal(
+    command: list[str], answer: str, *, cwd: Path, typed_ahead: bool = False
+) -> tuple[int, str, str]:
+    """Run *command* with stdin and stderr on a pty; type *answer* once it asks [y/N]
+    (*typed_ahead*: at once, whether it asks or not).
 
     Returns the exit code, what the terminal showed, and stdout.
     """
@@ -399,7 +403,7 @@ def answered_on_a_terminal(command: list[str], answer: str, *, cwd: Path) -> tup
             os.close(follower)
             follower = -1
             seen = b""
-            while b"[y/N]" not in seen:
+            while not typed_ahead and b"[y/N]" not in seen:
                 chunk = os.read(leader, 4096)
                 assert chunk, seen
                 seen += chunk
@@ -441,6 +445,22 @@ class TestConfirmOnATerminal:
         assert code == 0 and out.startswith("deleted 1 finished workflow(s)")
         listed = cli("list", "--json", "--db", url, cwd=tmp_path)
         assert json.loads(listed.stdout) == []
+
+    def test_a_held_workflow_is_refused_without_a_question(self, tmp_path: Path) -> None:
+        """Deleting a workflow a worker holds exits 3 naming the holder before asking [y/N]
+        (a "y" could not be acted on); every row is kept."""
+        story = tmp_path / "tale.txt"
+        story.write_text("A Tale\nThe cat sat on the mat. It was warm.\n")
+        url = f"sqlite:///{tmp_path}/ask.db"
+        made = cli("submit", str(story), "--db", url, cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        with WorkflowStateManager(url) as store:
+            assert store.claim_next(Lease("box-7:123", "t", 600)) is not None
+        delete = [sys.executable, "-m", "story_fsm.cli", "delete", "tale", "--db", url]
+        code, seen, out = answered_on_a_terminal(delete, "y", cwd=tmp_path, typed_ahead=True)
+        assert (code, out) == (ExitCode.LOST_RACE, "")
+        assert "[y/N]" not in seen and "held by box-7:123" in seen
+        assert stored_state(url, "tale") is WorkflowState.INITIAL
 
     def test_a_declined_json_command_still_prints_its_object(self, tmp_path: Path) -> None:
         """With --json, "n" prints the object with nothing deleted (deleted false, or 0), so

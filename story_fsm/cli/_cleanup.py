@@ -23,7 +23,8 @@ from story_fsm.cli._output import (
     write_stderr,
 )
 from story_fsm.cli._store import open_store
-from story_fsm.errors import InputValidationError, WorkflowNotFoundError
+from story_fsm.errors import InputValidationError, WorkflowLeasedError, WorkflowNotFoundError
+from story_fsm.models import WorkflowSummary
 from story_fsm.store.sql import utcnow
 
 __all__ = ["delete", "parse_age", "prune"]
@@ -84,6 +85,9 @@ def delete(
         row = store.load_row(story_id)
         if row is None:
             raise WorkflowNotFoundError(story_id)
+        # Refused before the question: a "y" could not be acted on. The deletion checks the
+        # lease again, for a run that claims the story while the user answers.
+        _refuse_if_held(row.summary)
         state = row.summary.state.name
         asked = f"Delete workflow {shown(story_id)!r} ({state}, {row.summary.seq + 1} rows)?"
         deleted = _confirmed(asked, yes=yes)
@@ -95,6 +99,14 @@ def delete(
         print_json({"story_id": story_id, "deleted": deleted, "state": row.summary.state.value})
     elif deleted:
         stdout_console().print(f"deleted workflow {shown(story_id)!r} ({state})")
+
+
+def _refuse_if_held(summary: WorkflowSummary) -> None:
+    """Raise :class:`WorkflowLeasedError` when a live process holds *summary*'s workflow."""
+    owner, expires = summary.lease_owner, summary.lease_expires_at
+    # As the deletion judges a lease: held until the moment it expires.
+    if owner is not None and expires is not None and expires >= utcnow():
+        raise WorkflowLeasedError(summary.story_id, owner, expires)
 
 
 @app.command()
