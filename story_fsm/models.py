@@ -2,15 +2,18 @@
 
 Nothing here does I/O. :func:`build_result` folds a workflow's summary row and its history
 into a :class:`WorkflowResult`; the store calls it, so a result read after a crash is the same
-object a live run returns.
+object a live run returns. Each ``to_dict()`` returns data of its own: a caller may change it
+without changing the record it came from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from story_fsm._json import as_stored
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 
 if TYPE_CHECKING:
@@ -34,6 +37,12 @@ def _iso(value: datetime | None) -> str | None:
 
 def _from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
+
+
+def _known(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of *data* that name a field of *cls*: a newer version's extra keys go."""
+    names = {f.name for f in fields(cls)}
+    return {key: value for key, value in dict(data).items() if key in names}
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +84,10 @@ class TransitionRecord:
         return self.source is not self.dest or self.trigger is Trigger.RESUME
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the record as JSON-serializable data."""
+        """Return the record as JSON-serializable data, sharing no dict or list with it."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["created_at"] = _iso(self.created_at)
+        data["payload"] = as_stored(self.payload)
         return data
 
 
@@ -154,14 +164,26 @@ class WorkflowIteration:
     cost: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the iteration as JSON-serializable data."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Return the iteration as JSON-serializable data, sharing no dict or list with it."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["review_data"] = as_stored(self.review_data)
+        data["polish_data"] = as_stored(self.polish_data)
+        return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkflowIteration:
-        """Rebuild an iteration from :meth:`to_dict` output."""
-        values = dict(data)
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowIteration:
+        """Rebuild an iteration from :meth:`to_dict` output, sharing no dict or list with it.
+
+        Keys this version does not know (written by a newer one) are ignored. A missing
+        ``iteration_number``, ``story_version``, ``quality_score``, ``decision`` or
+        ``review_data`` is still refused (``KeyError`` or ``TypeError``), as is a decision
+        that is no :class:`ReviewDecision` (``ValueError``).
+        """
+        values = _known(cls, data)
         values["decision"] = ReviewDecision(values["decision"])
+        for key in ("review_data", "polish_data"):
+            if key in values:
+                values[key] = as_stored(values[key])
         return cls(**values)
 
 
@@ -219,23 +241,41 @@ class WorkflowResult:
         return self.state is WorkflowState.COMPLETE
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the result as JSON-serializable data; :meth:`from_dict` reverses it."""
+        """Return the result as JSON-serializable data; :meth:`from_dict` reverses it.
+
+        The data is a copy: changing it (a stage's answer in ``iterations``, the config in
+        ``metadata``) leaves the result as it was.
+        """
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["state"] = self.state.value
         data["iterations"] = [it.to_dict() for it in self.iterations]
         data["started_at"] = _iso(self.started_at)
         data["completed_at"] = _iso(self.completed_at)
+        data["metadata"] = as_stored(self.metadata)
         data["quality_scores"] = list(self.quality_scores)
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkflowResult:
-        """Rebuild a result from :meth:`to_dict` output."""
-        values = dict(data)
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkflowResult:
+        """Rebuild a result from :meth:`to_dict` output, sharing no dict or list with it.
+
+        Keys this version does not know (a result written by a newer story_fsm) are ignored,
+        in the result and in each iteration. A missing ``story_id``, ``initial_title``,
+        ``initial_script``, ``final_title``, ``final_script``, ``state`` or ``iterations`` is
+        still refused (``KeyError`` or ``TypeError``), as is a value of the wrong kind (a
+        state that is no :class:`WorkflowState`, a date that is no ISO date, an iteration
+        that is no mapping: ``ValueError`` or ``TypeError``). The other keys may be missing:
+        they take their defaults.
+        """
+        values = _known(cls, data)
         values["state"] = WorkflowState(values["state"])
         values["iterations"] = [WorkflowIteration.from_dict(it) for it in values["iterations"]]
         values["started_at"] = _from_iso(values.get("started_at"))
         values["completed_at"] = _from_iso(values.get("completed_at"))
+        if "metadata" in values:
+            values["metadata"] = as_stored(values["metadata"])
+        if "quality_scores" in values:
+            values["quality_scores"] = list(values["quality_scores"])
         return cls(**values)
 
 
