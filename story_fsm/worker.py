@@ -23,6 +23,7 @@ from story_fsm.config import WorkflowConfig
 from story_fsm.engine import StoryWorkflowOrchestrator, default_owner
 from story_fsm.errors import (
     ConcurrentAdvanceError,
+    DatabaseBusyError,
     InputValidationError,
     StageFailedError,
     StoreError,
@@ -53,6 +54,9 @@ class WorkerStats:
         released: Claims it handed back while draining.
         errors: Claims that ended in an unexpected error (logged as ``workflow_error``); each
             is left to expire, so the story is tried again after ``lease_seconds``.
+        busy: Polls (a claim, or the check for unfinished work) that found the SQLite file
+            locked past its busy timeout (logged as ``worker_database_busy``); each is tried
+            again after ``poll_seconds``.
     """
 
     claimed: int = 0
@@ -61,6 +65,7 @@ class WorkerStats:
     lost: int = 0
     released: int = 0
     errors: int = 0
+    busy: int = 0
 
     def __post_init__(self) -> None:
         # Not a field: asdict(), copy and pickle see the counts only.
@@ -249,15 +254,18 @@ class Worker:
                 lease = Lease(self.worker_id, secrets.token_hex(16), self.lease_seconds)
                 try:
                     row = self.state_manager.claim_next(lease)
+                    if row is None and stop_when_idle and not self.state_manager.has_unfinished():
+                        return
                 except UnreadableRowError as exc:  # claimed, and then unreadable
                     self.stats.add("claimed")
                     self._unrunnable(exc, self._log.bind(story_id=exc.story_id), lease)
                     continue
+                except DatabaseBusyError as exc:
+                    self._busy(exc)
+                    continue
                 if row is not None:
                     self.stats.add("claimed")
                     self._advance(row, lease)
-                elif stop_when_idle and not self.state_manager.has_unfinished():
-                    return
                 else:
                     self._stopping.wait(self.poll_seconds)
         except StoreError as exc:
@@ -269,6 +277,17 @@ class Worker:
             # thread alone and leave a worker that claims nothing but exits 0: stop them all.
             self._log.error("worker_failed", error=f"{type(exc).__name__}: {exc}")
             self._fail(exc)
+
+    def _busy(self, error: DatabaseBusyError) -> None:
+        # Another process held the SQLite file's lock past the busy timeout while this thread
+        # polled: the database is there, only taken for now, so poll again after a while
+        # instead of stopping the worker. (A claim written whose read then found the file
+        # busy is held until its lease expires, like any claim of a thread that went away.)
+        self._log.warning(
+            "worker_database_busy", error=str(error), retry_after_seconds=self.poll_seconds
+        )
+        self.stats.add("busy")
+        self._stopping.wait(self.poll_seconds)
 
     def _fail(self, error: BaseException) -> None:
         """Stop every thread; :meth:`run` raises the first error (the others follow from it)."""

@@ -12,14 +12,18 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from story_fsm import (
     ConcurrentAdvanceError,
+    DatabaseBusyError,
     Event,
     InputValidationError,
     InvalidTransitionError,
@@ -236,7 +240,8 @@ class TestClaims:
         (stopped,) = [e for e in logs if e["event"] == "worker_stopped"]
         counters = [f.name for f in dataclasses.fields(WorkerStats)]
         assert {name: stopped[name] for name in counters} == {
-            "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "released": 0, "errors": 0
+            "claimed": 1, "completed": 1, "failed": 0, "lost": 0, "released": 0, "errors": 0,
+            "busy": 0,
         }  # fmt: skip
 
     def test_stats_copy_pickle_and_serialize_as_their_counts(self) -> None:
@@ -253,7 +258,10 @@ class TestClaims:
             assert twin == stats and twin.completed == 1
             twin.add("completed")  # a lock of its own
             assert stats.completed == 1
-        counts = {"claimed": 0, "completed": 1, "failed": 0, "lost": 1, "released": 0, "errors": 0}
+        counts = {
+            "claimed": 0, "completed": 1, "failed": 0, "lost": 1, "released": 0, "errors": 0,
+            "busy": 0,
+        }  # fmt: skip
         assert dataclasses.asdict(stats) == stats.to_dict() == counts
         assert json.loads(json.dumps(stats.to_dict())) == counts
 
@@ -622,6 +630,87 @@ class TestDrainAndLoss:
         assert w.run().released == 1
         assert events[-1] == ("polish_complete", 1)
         assert store.load_row(story_id).summary.state is WorkflowState.REVIEWING  # type: ignore[union-attr]
+
+
+@contextmanager
+def write_lock_held(url: str, seconds: float) -> Iterator[None]:
+    """Take the SQLite file's write lock from a connection of its own, as another process
+    writing would, and give it back after *seconds* (the block's end waits for that)."""
+    other = sqlite3.connect(
+        sa.make_url(url).database or "", isolation_level=None, check_same_thread=False
+    )
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(seconds, other.commit)
+    release.start()
+    try:
+        yield
+    finally:
+        release.join()
+        other.close()
+
+
+class TestBusyDatabase:
+    def test_a_claim_that_finds_the_file_locked_is_tried_again(self, sqlite_url: str) -> None:
+        """Another writer holding the file past the busy timeout is waited out, not fatal.
+
+        The claim's DatabaseBusyError stopped the worker (run() raised it) though the
+        database was there; now each busy poll is logged and counted, and the story is run
+        once the lock is free.
+        """
+        with WorkflowStateManager(sqlite_url, busy_timeout_seconds=0.2) as store:
+            [story_id] = submit(store, 1)
+            with write_lock_held(sqlite_url, 1.0), capture_logs() as logs:
+                stats = worker(store, concurrency=2).run(stop_when_idle=True)
+            assert (stats.claimed, stats.completed, stats.errors) == (1, 1, 0)
+            busy = [e for e in logs if e["event"] == "worker_database_busy"]
+            assert stats.busy == len(busy) >= 1
+            assert {e["log_level"] for e in busy} == {"warning"}
+            assert "locked past the busy timeout" in busy[0]["error"]
+            assert busy[0]["retry_after_seconds"] == 0.05
+            assert store.load_row(story_id).summary.state is WorkflowState.COMPLETE  # type: ignore[union-attr]
+
+    def test_a_stop_ends_the_wait_after_a_busy_claim(self, sqlite_url: str) -> None:
+        """A worker asked to stop while it waits to poll a busy file again returns at once."""
+        with WorkflowStateManager(sqlite_url, busy_timeout_seconds=0.1) as store:
+            submit(store, 1)
+            w = worker(store, concurrency=1, poll_seconds=30)
+            runner = threading.Thread(target=w.run)
+            with write_lock_held(sqlite_url, 1.0):
+                runner.start()
+                wait_until(lambda: w.stats.busy >= 1, 5, "a busy claim")
+                w.stop()
+                runner.join(5)
+            assert not runner.is_alive()
+            assert (w.stats.busy, w.stats.claimed) == (1, 0)
+
+    def test_a_write_of_a_run_that_finds_the_file_locked_still_stops_the_worker(
+        self, sqlite_url: str
+    ) -> None:
+        """Busy while a claimed story's run writes is as before: run() raises it, claim kept.
+
+        The review's answer was not written, so the story stays in REVIEWING, held until its
+        lease expires; then a worker takes it over and the review runs again.
+        """
+        with WorkflowStateManager(sqlite_url, busy_timeout_seconds=0.2) as store:
+            [story_id] = submit(store, 1)
+            reviewer = ScriptedReviewer(review(99, "publish"))
+            w = worker(store, reviewer, concurrency=1, lease_seconds=1.5)
+            with ExitStack() as held:
+
+                def review_while_another_writes() -> dict[str, Any]:
+                    if len(reviewer.calls) == 1:
+                        held.enter_context(write_lock_held(sqlite_url, 1.0))
+                    return review(99, "publish")
+
+                reviewer.script = [review_while_another_writes]
+                with pytest.raises(DatabaseBusyError, match=story_id):
+                    w.run()
+                summary = store.load_row(story_id).summary  # type: ignore[union-attr]
+            assert (summary.state, summary.lease_owner) == (WorkflowState.REVIEWING, w.worker_id)
+            assert w.stats.busy == 0
+            # The next worker polls until that lease lapses, then runs the review again.
+            assert worker(store, reviewer).run(stop_when_idle=True).completed == 1
+            assert len(reviewer.calls) == 2
 
 
 class TestRateLimit:
