@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 
 from limits import RateLimitItemPerMinute, storage, strategies
@@ -18,7 +20,9 @@ class StageRateLimiter:
     """Blocks a stage call until its per-minute budget allows it (a moving window).
 
     The budget is per process: N worker processes may together make N × the limit, so size
-    the limit for one process.
+    the limit for one process. A process forked from one that holds a limiter starts its
+    copy with new locks and a budget of its own (the calls counted before the fork are
+    the parent's).
 
     Args:
         per_minute: Requests per minute for each stage that has a cap, e.g.
@@ -47,6 +51,13 @@ class StageRateLimiter:
                     f"rate limit for unknown stage {stage!r}; use one of {stages}"
                 ) from None
             self._items[named] = RateLimitItemPerMinute(limit)
+        self._start_afresh()
+        _limiters.add(self)
+
+    def _start_afresh(self) -> None:
+        """A new window and new locks (at first, and in a forked child)."""
+        # In a child only the forking thread exists: a lock another thread held at the fork,
+        # ours or the in-memory storage's own, would never be released there.
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._lock = threading.Lock()
 
@@ -70,3 +81,15 @@ class StageRateLimiter:
         """Wait until *stage* may make one more call, then count it."""
         while (wait := self.try_acquire(stage)) > 0:
             time.sleep(min(wait, 1.0))
+
+
+#: Every limiter of this process, for :func:`_after_fork` (weakly: a limiter dropped goes away).
+_limiters: weakref.WeakSet[StageRateLimiter] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for limiter in list(_limiters):
+        limiter._start_afresh()
+
+
+os.register_at_fork(after_in_child=_after_fork)
