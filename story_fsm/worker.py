@@ -105,8 +105,7 @@ class Worker:
         config: Overrides each workflow's stored config when given.
         concurrency: Workflows advanced at once (threads); stages are I/O-bound.
         lease_seconds: How long a claim lasts without a heartbeat or a write.
-        worker_id: Name recorded as lease owner; ``None`` gives ``host:pid``. An empty or
-            blank name is refused like any unusable one (:class:`InputValidationError`).
+        worker_id: Name recorded as lease owner (default ``host:pid``).
         poll_seconds: Wait between claims when nothing is runnable.
         rate_limits: Optional per-stage caps in calls per minute, e.g. ``{"review": 60}``.
         progress_callback: Receives every workflow's progress events.
@@ -142,10 +141,7 @@ class Worker:
             )
         if reviewer is None or polisher is None:
             raise InputValidationError("a worker needs a reviewer and a polisher (got None)")
-        # Only None means the default: an empty name given is refused, not replaced.
-        self.worker_id = (
-            default_owner() if worker_id is None else validate_name("worker_id", worker_id)
-        )
+        self.worker_id = validate_name("worker_id", worker_id) if worker_id else default_owner()
         self.concurrency = concurrency
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self.poll_seconds = validate_seconds("poll_seconds", poll_seconds)

@@ -72,19 +72,12 @@ class TestSubmitAndWorker:
         assert "lease" in result.stderr
         assert not (tmp_path / "w.db").exists()
 
-    @pytest.mark.parametrize(
-        ("worker_id", "reason"),
-        [("a\tb", "control characters"), ("", "must not be empty"), ("  ", "must not be empty")],
-    )
-    def test_a_bad_worker_id_is_refused_before_any_database_is_made(
-        self, tmp_path: Path, worker_id: str, reason: str
-    ) -> None:
-        """A --worker-id with a control character, or empty, exits 2 and leaves no new
-        database (an empty one is not taken for the host:pid default)."""
+    def test_a_bad_worker_id_is_refused_before_any_database_is_made(self, tmp_path: Path) -> None:
+        """A --worker-id with a control character exits 2 and leaves no new database."""
         url = f"sqlite:///{tmp_path}/w.db"
-        result = invoke("worker", "--db", url, "--worker-id", worker_id, "--stop-when-idle")
+        result = invoke("worker", "--db", url, "--worker-id", "a\tb", "--stop-when-idle")
         assert result.exit_code == 2, result.output
-        assert "--worker-id" in result.stderr and reason in result.stderr
+        assert "worker-id" in result.stderr
         assert not (tmp_path / "w.db").exists()
 
     def test_openai_worker_without_key_creates_no_database(

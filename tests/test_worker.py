@@ -5,7 +5,6 @@ from __future__ import annotations
 import _thread
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -204,14 +203,6 @@ class TestClaims:
         """Checked when the worker is built, not met as a StoreError at its first claim."""
         with pytest.raises(InputValidationError, match="worker_id"):
             worker(store, worker_id=worker_id)
-
-    def test_an_empty_worker_id_is_refused_and_none_is_host_pid(
-        self, store: WorkflowStateManager
-    ) -> None:
-        """worker_id="" is refused, not replaced by the default; None gives host:pid."""
-        with pytest.raises(InputValidationError, match="worker_id must not be empty"):
-            worker(store, worker_id="")
-        assert worker(store).worker_id == f"{socket.gethostname()}:{os.getpid()}"
 
     def test_a_worker_needs_both_stages(self, store: WorkflowStateManager) -> None:
         """A worker without a polisher could claim but never finish a story."""

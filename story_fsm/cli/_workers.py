@@ -127,7 +127,7 @@ def worker(
         int, typer.Option(min=1, max=MAX_CONCURRENCY, help="Workflows advanced at once.")
     ] = 4,
     worker_id: Annotated[
-        str | None, typer.Option(help="Lease owner name (not empty). Default: host:pid.")
+        str | None, typer.Option(help="Lease owner name. Default: host:pid.")
     ] = None,
     editor: Annotated[Editor, typer.Option(case_sensitive=False)] = Editor.OFFLINE,
     model: Annotated[str, typer.Option(envvar=MODEL_ENV, show_envvar=True)] = DEFAULT_MODEL,
@@ -145,7 +145,7 @@ def worker(
     """Claim runnable workflows and advance them until SIGTERM (which drains, then exits 0)."""
     limits = parse_rate_limits(rate_limit or [])
     validate_seconds("--lease-seconds", lease_seconds)
-    if worker_id is not None:  # checked here too: a refused id must not leave a new database
+    if worker_id:  # checked here too: a refused id must not leave a new database behind
         validate_name("--worker-id", worker_id)
     # The editor first: a missing API key must not leave a new database behind.
     with (
