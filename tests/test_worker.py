@@ -204,6 +204,15 @@ class TestClaims:
         with pytest.raises(InputValidationError, match="worker_id"):
             worker(store, worker_id=worker_id)
 
+    @pytest.mark.parametrize("worker_id", [None, ""])
+    def test_no_worker_id_is_the_default_one(
+        self, store: WorkflowStateManager, worker_id: str | None
+    ) -> None:
+        """None and "" (an unset environment variable) give host:pid, as for an owner."""
+        from story_fsm.engine import default_owner
+
+        assert worker(store, worker_id=worker_id).worker_id == default_owner()
+
     def test_a_worker_needs_both_stages(self, store: WorkflowStateManager) -> None:
         """A worker without a polisher could claim but never finish a story."""
         with pytest.raises(InputValidationError, match="reviewer and a polisher"):
