@@ -170,7 +170,7 @@ def worker(
     stderr_console().print(
         f"worker {runner.worker_id}: claimed {stats.claimed}, completed {stats.completed}, "
         f"failed {stats.failed}, taken over {stats.lost}, released {stats.released}, "
-        f"errors {stats.errors}"
+        f"errors {stats.errors}, database busy {stats.busy}"
     )
 
 
