@@ -53,6 +53,31 @@ def _in_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+#: The last two datetimes :func:`_sqlite_text` formatted, with their text: one for the whole
+#: process, since each bind of each compiled statement has a processor of its own. A
+#: transition binds the same two datetimes (its time, and its lease's expiry) up to four
+#: times across its two statements, and ``isoformat`` of an aware datetime is the dearest
+#: call of the bind. A datetime is immutable, so one object always gives the same text. One
+#: tuple, replaced whole: threads that format at once read a consistent pair.
+_last_texts: tuple[object, str, object, str] = (None, "", None, "")
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    """SQLite's stored text of an aware datetime, as SQLAlchemy's chain would write it."""
+    global _last_texts  # noqa: PLW0603 - the memo described above
+    if value is None:
+        return None
+    last, text, before, before_text = _last_texts
+    if value is last:
+        return text
+    if value is before:
+        return before_text
+    # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the first 26 characters are SQLite's text.
+    formatted = _in_utc(value).isoformat(" ", "microseconds")[:26]
+    _last_texts = (value, formatted, last, text)
+    return formatted
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend.
 
@@ -80,28 +105,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         """
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        # The last two values formatted, with their text. A transition binds the same two
-        # datetimes (its time, and the lease's expiry after it) up to four times, and
-        # ``isoformat`` of an aware datetime is the dearest call of the whole bind; a datetime
-        # is immutable, so the same object always gives the same text. Kept as one tuple,
-        # replaced whole: threads that share the processor read a consistent pair.
-        memo: tuple[object, str, object, str] = (None, "", None, "")
-
-        def process(value: datetime | None) -> str | None:
-            nonlocal memo
-            if value is None:
-                return None
-            last, text, before, before_text = memo
-            if value is last:
-                return text
-            if value is before:
-                return before_text
-            # "YYYY-MM-DD HH:MM:SS.ffffff+00:00": the first 26 characters are SQLite's text.
-            formatted = _in_utc(value).isoformat(" ", "microseconds")[:26]
-            memo = (value, formatted, last, text)
-            return formatted
-
-        return process
+        return _sqlite_text
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         """Return an aware UTC datetime."""
