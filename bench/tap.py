@@ -39,6 +39,11 @@ class _TappedConnection:
         self._connection = connection
         self._on_statement, self._on_commit = on_statement, on_commit
 
+    @property
+    def dbapi_connection(self) -> _TappedConnection:
+        """The store's way to the driver's connection: the tap itself, so COMMITs are timed."""
+        return self
+
     def cursor(self) -> _TappedCursor:
         return _TappedCursor(self._connection.cursor(), self._on_statement)
 

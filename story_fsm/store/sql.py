@@ -180,6 +180,7 @@ class WorkflowStateManager:
         )
         self._writer: Any = None
         self._writer_cursor: Any = None
+        self._writer_driver: Any = None
         self._closed = False
         dbapi = self._engine.dialect.dbapi
         self._driver_errors: tuple[type[BaseException], ...] = (
@@ -274,7 +275,11 @@ class WorkflowStateManager:
         writer = self._writer_connection()
         if self._writer_cursor is None:
             self._writer_cursor = writer.cursor()
-        return writer, self._writer_cursor
+            # The driver's own connection, for each transaction's in_transaction, commit
+            # and rollback: the pool's proxy forwards those through a __getattr__ that runs
+            # only once a normal lookup failed (an AttributeError built and dropped per use).
+            self._writer_driver = writer.dbapi_connection
+        return self._writer_driver, self._writer_cursor
 
     def _renew_pool(self, error: StoreError) -> None:
         """Drop the pool after a connection turned out dead: its siblings may be dead too."""
@@ -394,6 +399,7 @@ class WorkflowStateManager:
         if self._writer_cursor is not None:
             self._writer_cursor.close()
             self._writer_cursor = None
+            self._writer_driver = None
         if self._writer is not None:
             self._writer.close()  # back to the pool
             self._writer = None
