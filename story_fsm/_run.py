@@ -243,11 +243,14 @@ class WorkflowRun(MachineModel):
         )
         self.pending = None
         self.iteration = self.row.summary.iteration
-        self.emit(Event.WORKFLOW_STARTED, title=new.title, config=self.deps.config.to_dict())
+        if self.emit.wanted:  # the config's dict is not built for nobody
+            self.emit(Event.WORKFLOW_STARTED, title=new.title, config=self.deps.config.to_dict())
         self.log.info("workflow_started", owner=self.deps.lease.owner)
 
     def _announce(self, trigger: Trigger, iteration: int, kw: dict[str, Any]) -> None:
         """Emit the progress event a just-committed row stands for."""
+        if not self.emit.wanted:  # once per transition: no event data built for nobody
+            return
         if trigger is Trigger.REVIEWED:
             review: ReviewOutcome = kw["outcome"]
             self.emit(
@@ -321,9 +324,9 @@ class WorkflowRun(MachineModel):
     ) -> None:
         runner = self.deps.runner
         on_start = None
-        if after is None:
-            if self.deps.should_stop() or runner.interrupted:
-                raise Drained  # before the paid call: the state stays, committed, for the next
+        if after is None and (self.deps.should_stop() or runner.interrupted):
+            raise Drained  # before the paid call: the state stays, committed, for the next
+        if after is None and self.emit.wanted:  # nobody listens: no closure per stage
 
             def on_start() -> None:
                 # Sent by the runner just before the call, after any rate-limit wait (which a

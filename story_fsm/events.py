@@ -46,6 +46,8 @@ class Emitter:
     def __init__(self, story_id: str, callback: ProgressCallback | None) -> None:
         self._story_id = story_id
         self._callback = callback
+        #: False when nobody listens: a caller may skip building an event's data then.
+        self.wanted = callback is not None
 
     def __call__(self, event: Event, **data: Any) -> None:
         """Send *event* with *data* (plus ``story_id``) to the callback, if any."""

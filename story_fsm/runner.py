@@ -429,7 +429,9 @@ class StageRunner:
             deadline = attempt_deadline.set(flight.deadline)  # for stage_time_left()
             try:
                 raw = call()
-                if inspect.isawaitable(raw):  # an async stage: run on the stage loop
+                # An async stage: run on the stage loop. (A dict, the usual answer, is let
+                # through without isawaitable's three isinstance checks, one of them an ABC's.)
+                if type(raw) is not dict and inspect.isawaitable(raw):
                     raw = await_answer(raw, flight.deadline, self._late(stage))
             finally:
                 attempt_deadline.reset(deadline)

@@ -26,7 +26,11 @@ class WorkflowState(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """True for COMPLETE and FAILED: no stage runs without an explicit resume/retry."""
-        return self in (WorkflowState.COMPLETE, WorkflowState.FAILED)
+        return self in _TERMINAL
+
+
+#: Read once per transition: a set lookup, not two comparisons of enum members.
+_TERMINAL = frozenset((WorkflowState.COMPLETE, WorkflowState.FAILED))
 
 
 class ReviewDecision(StrEnum):
