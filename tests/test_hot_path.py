@@ -292,6 +292,40 @@ class TestDroppedConnections:
             ).resume("s-1")
             assert result.decision == "publish" and len(reviewer.calls) == 1
 
+    @pytest.mark.parametrize("write", ["create", "append"])
+    def test_a_write_run_again_after_an_outage_takes_a_lease_from_then(
+        self, pg_url: str, write: str
+    ) -> None:
+        """A write that waited out an outage longer than its lease holds a lease counted from
+        when it lands, not from its first try (already over then: the story would be
+        claimable by another worker while this run goes on); the row it returns says so."""
+        from story_fsm._records import NewWorkflow
+
+        held = Lease("me", "token-1", 0.5)
+        start = TransitionWrite(Trigger.START, WorkflowState.INITIAL, WorkflowState.REVIEWING, 1, 1)
+        new = NewWorkflow("s-1", "T", "S", {}, "", None, WorkflowConfig().to_dict())
+        with (
+            reply_dropping_proxy(pg_url) as proxy,
+            WorkflowStateManager(proxy.url(pg_url), reconnect_seconds=20) as store,
+        ):
+            if write == "append":
+                current = store.create(new, held)
+            proxy.outage(1.5)  # three times the lease
+            if write == "create":
+                row, _records = store.create_with_record(new, held, first=start)
+            else:
+                applied = store.append("s-1", 0, start, held, current)
+                assert applied is not None
+                row, _record = applied
+            landed = utcnow()
+            assert proxy.refused >= 1  # the write did wait for the server
+            stored = store.load_row("s-1")
+        assert stored is not None and stored.summary.lease_owner == "me"
+        assert row.summary.lease_expires_at == stored.summary.lease_expires_at
+        expires = stored.summary.lease_expires_at
+        assert expires is not None and expires > landed - timedelta(seconds=0.2)
+        assert stored.summary.state is WorkflowState.REVIEWING
+
 
 Proxied = tuple[ReplyDroppingProxy, WorkflowStateManager]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
@@ -327,14 +328,21 @@ class WorkflowStateManager:
         )
         return retrying(again)
 
-    def _settled(self, story_id: str | None, write: Callable[[], _T], landed: _Landed[_T]) -> _T:
+    def _settled(
+        self,
+        story_id: str | None,
+        write: Callable[[], _T],
+        landed: _Landed[_T],
+        again: Callable[[], _T] | None = None,
+    ) -> _T:
         """Run the write transaction *write*; if its connection dies, look before a second run.
 
         A connection that dies while a COMMIT is on its way leaves the outcome unknown: the
         server may have committed before the reply was lost. Running the write again would then
         be refused (by the fence or the unique key) although the row is this caller's own. So
         *landed*, a read, is asked first: it returns the write's result when the write is in
-        the database, or None; only then is the write run again, once.
+        the database, or None; only then is the write run again, once (as *again* when given:
+        the write with what must be reckoned afresh after the wait, like a lease's end).
         """
         try:
             return write()
@@ -349,7 +357,7 @@ class WorkflowStateManager:
             if found is not None:
                 get_logger().info("write_landed", story_id=story_id)
                 return found
-            return write()
+            return (again or write)()
 
         return self._after_lost(lost, look_then_write)
 
@@ -457,14 +465,27 @@ class WorkflowStateManager:
                     )
             return True
 
+        def insert_again() -> bool:
+            if lease is not None:
+                values["lease_expires_at"] = _lease_end(lease)
+            return insert()
+
         try:
-            self._settled(new.story_id, insert, lambda: self._row_written_at(new.story_id, 0, now))
+            self._settled(
+                new.story_id,
+                insert,
+                lambda: self._row_written_at(new.story_id, 0, now),
+                insert_again,
+            )
         except StoreError as exc:
             # A refused key means the story exists, unless the refusal came from elsewhere
             # (a constraint or trigger of the host's): look before saying which.
             if self._is_integrity(exc.__cause__) and self.load_row(new.story_id) is not None:
                 raise WorkflowExistsError(new.story_id) from exc.__cause__
             raise
+        expires = values["lease_expires_at"]
+        if expires != row.summary.lease_expires_at:  # reckoned again by a write run again
+            row = replace(row, summary=replace(row.summary, lease_expires_at=expires))
         return row, [record_from_write(seq, write, now) for seq, write in enumerate(writes)]
 
     def _advance(
@@ -510,9 +531,17 @@ class WorkflowStateManager:
                 self._advance(tx, params, values, write.takeover)
             return True
 
+        def advance_again() -> bool:
+            if params["p_lease_expires_at"] is not None:  # None: the write frees the lease
+                params["p_lease_expires_at"] = _lease_end(lease)
+            return advance()
+
         try:
             self._settled(
-                story_id, advance, lambda: self._row_written_at(story_id, expected_seq + 1, now)
+                story_id,
+                advance,
+                lambda: self._row_written_at(story_id, expected_seq + 1, now),
+                advance_again,
             )
         except _LostRace:
             raise self._why_lost(story_id, expected_seq, lease) from None
@@ -857,13 +886,19 @@ def _claim_params(lease: Lease) -> dict[str, Any]:
     }
 
 
+def _lease_end(lease: Lease) -> datetime:
+    """When *lease* ends if written now.
+
+    Reckoned again for a write run again once a lost server answers: its first try's end
+    may have passed while it waited (an outage longer than the lease), and a lease written
+    expired would let another worker claim the story this run goes on with.
+    """
+    return utcnow() + timedelta(seconds=lease.seconds)
+
+
 def _beat_params(story_id: str, lease: Lease) -> dict[str, Any]:
     """A heartbeat's values: *lease* on the story, expiring ``lease.seconds`` from now."""
-    return {
-        "p_story_id": story_id,
-        "p_token": lease.token,
-        "p_expires": utcnow() + timedelta(seconds=lease.seconds),
-    }
+    return {"p_story_id": story_id, "p_token": lease.token, "p_expires": _lease_end(lease)}
 
 
 #: Workflows deleted per transaction by :meth:`WorkflowStateManager.prune_workflows`.
