@@ -799,6 +799,51 @@ class TestEvents:
         assert ("workflow_complete" in events) is (level == logging.INFO)
 
 
+class TestAnswerDepth:
+    """A stage's answer is kept only as deep as an input may be (100 levels), so that the
+    history stays readable from a deep stack."""
+
+    def test_an_answer_101_levels_deep_is_refused_and_kept_as_text(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """Refused as an invalid answer (retried, then FAILED); the failed attempts keep its
+        repr, and the whole history reads back with 800 frames in use."""
+        deep = {"decision": "publish", "quality_score": 99, "notes": _deep(99)}  # 101 levels
+        with pytest.raises(StageFailedError):
+            run(store, ScriptedReviewer(deep, deep, deep), ScriptedPolisher(), fast_config)
+        read: list[Any] = []
+
+        def read_at(frames: int) -> None:
+            if frames:
+                read_at(frames - 1)
+            else:
+                read.append(store.history("s-1"))
+
+        read_at(800)
+        failed = [r for r in read[0] if r.trigger in (Trigger.ATTEMPT_FAILED, Trigger.FAIL)]
+        assert failed and all("100 levels" in (r.error or "") for r in failed)
+        assert all(isinstance(r.payload["rejected_answer"], str) for r in failed)
+        assert failed[0].payload["rejected_answer"].startswith("{'decision': 'publish'")
+
+    def test_an_answer_100_levels_deep_is_kept_and_read_back_from_a_deep_stack(
+        self, store: WorkflowStateManager, fast_config: WorkflowConfig
+    ) -> None:
+        """At the limit, the answer is the review's, stored as given and read back whole."""
+        notes = _deep(98)  # with the answer's own mapping: 100 levels
+        answer = {"decision": "publish", "quality_score": 99, "notes": notes}
+        run(store, ScriptedReviewer(answer), ScriptedPolisher(), fast_config)
+        read: list[Any] = []
+
+        def read_at(frames: int) -> None:
+            if frames:
+                read_at(frames - 1)
+            else:
+                read.append(store.load_state("s-1"))
+
+        read_at(800)
+        assert read[0].iterations[0].review_data["notes"] == notes
+
+
 def _circular() -> dict[str, Any]:
     loop: dict[str, Any] = {}
     loop["self"] = loop
