@@ -9,7 +9,7 @@ without changing the record it came from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -280,31 +280,31 @@ class WorkflowResult:
 
 
 def _iterations(records: list[TransitionRecord]) -> list[WorkflowIteration]:
-    built: list[WorkflowIteration] = []
+    # Each iteration's fields are gathered first and the iteration built once: a frozen
+    # record rebuilt by dataclasses.replace for its polish cost more than the rest together.
+    gathered: list[dict[str, Any]] = []
     for rec in records:
         if rec.trigger is Trigger.REVIEWED:
-            built.append(
-                WorkflowIteration(
-                    iteration_number=rec.iteration,
-                    story_version=rec.payload.get("story_version", f"v{rec.iteration}"),
-                    quality_score=float(rec.payload["quality_score"]),
-                    decision=ReviewDecision(rec.payload["decision"]),
-                    review_data=rec.payload.get("review", {}),
-                    review_seconds=rec.duration_seconds or 0.0,
-                    cost=rec.cost or 0.0,
-                )
+            payload = rec.payload
+            gathered.append(
+                {
+                    "iteration_number": rec.iteration,
+                    "story_version": payload.get("story_version", f"v{rec.iteration}"),
+                    "quality_score": float(payload["quality_score"]),
+                    "decision": ReviewDecision(payload["decision"]),
+                    "review_data": payload.get("review", {}),
+                    "review_seconds": rec.duration_seconds or 0.0,
+                    "cost": rec.cost or 0.0,
+                }
             )
-        elif rec.trigger is Trigger.POLISHED and built:
-            last = built[-1]
-            built[-1] = replace(
-                last,
-                polish_data=rec.payload.get("polish", {}),
-                polished_title=rec.payload.get("title"),
-                changes_count=int(rec.payload.get("changes_count", 0)),
-                polish_seconds=rec.duration_seconds or 0.0,
-                cost=last.cost + (rec.cost or 0.0),
-            )
-    return built
+        elif rec.trigger is Trigger.POLISHED and gathered:
+            last = gathered[-1]
+            last["polish_data"] = rec.payload.get("polish", {})
+            last["polished_title"] = rec.payload.get("title")
+            last["changes_count"] = int(rec.payload.get("changes_count", 0))
+            last["polish_seconds"] = rec.duration_seconds or 0.0
+            last["cost"] += rec.cost or 0.0
+    return [WorkflowIteration(**fields) for fields in gathered]
 
 
 #: The rows a run of the loop starts with; one carries ``config`` when that run's config was
