@@ -130,6 +130,18 @@ def interrupted_workflow(store: WorkflowStateManager, story_id: str = "s-1") -> 
         orchestrator.run_story_workflow(story_id, "The Keeper's Cat", STORY, {})
 
 
+def _held_by_host_b(database_url: str, story_id: str) -> int:
+    """Leave *story_id* held by a live-looking 'host-b:42' (its run crashed in the first
+    review, the lease not expired); return how many history rows it has."""
+    with WorkflowStateManager(database_url) as store:
+        orchestrator = StoryWorkflowOrchestrator(
+            ScriptedReviewer(Crash()), ScriptedPolisher(), store, owner="host-b:42"
+        )
+        with pytest.raises(Crash):
+            orchestrator.run_story_workflow(story_id, "T", "S", {})
+        return len(store.history(story_id))
+
+
 class TestRun:
     def test_json_output_is_the_stored_result(self, database_url: str, story_file: Path) -> None:
         """`run --json` prints WorkflowResult.to_dict() of what was stored, and only that."""
@@ -887,13 +899,7 @@ class TestDelete:
 
     def test_a_workflow_a_live_process_runs_is_refused_with_exit_3(self, database_url: str) -> None:
         """A live lease: exit 3, the holder named, every row kept; --json prints nothing."""
-        with WorkflowStateManager(database_url) as store:
-            orchestrator = StoryWorkflowOrchestrator(
-                ScriptedReviewer(Crash()), ScriptedPolisher(), store, owner="host-b:42"
-            )
-            with pytest.raises(Crash):
-                orchestrator.run_story_workflow("busy", "T", "S", {})
-            rows = len(store.history("busy"))
+        rows = _held_by_host_b(database_url, "busy")
         refused = invoke("delete", "busy", "--yes", "--json", "--db", database_url)
         assert refused.exit_code == ExitCode.LOST_RACE and refused.stdout == ""
         assert "held by host-b:42" in one_error_line(refused)
@@ -903,13 +909,7 @@ class TestDelete:
     def test_a_held_workflow_is_refused_before_asking_for_yes(self, database_url: str) -> None:
         """Without --yes and no terminal, a workflow a live process runs exits 3 for its
         lease, not 2 for the missing --yes: the lease is checked before any question."""
-        with WorkflowStateManager(database_url) as store:
-            orchestrator = StoryWorkflowOrchestrator(
-                ScriptedReviewer(Crash()), ScriptedPolisher(), store, owner="host-b:42"
-            )
-            with pytest.raises(Crash):
-                orchestrator.run_story_workflow("busy", "T", "S", {})
-            rows = len(store.history("busy"))
+        rows = _held_by_host_b(database_url, "busy")
         refused = invoke("delete", "busy", "--db", database_url)
         assert refused.exit_code == ExitCode.LOST_RACE and refused.stdout == ""
         assert "held by host-b:42" in one_error_line(refused)

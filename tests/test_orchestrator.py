@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -799,6 +800,13 @@ class TestEvents:
         assert ("workflow_complete" in events) is (level == logging.INFO)
 
 
+def _read_deep(read: Callable[[], Any], frames: int = 800) -> Any:
+    """What *read* returns when called with *frames* frames already in use on the stack."""
+    if frames:
+        return _read_deep(read, frames - 1)
+    return read()
+
+
 class TestAnswerDepth:
     """A stage's answer is kept only as deep as an input may be (100 levels), so that the
     history stays readable from a deep stack."""
@@ -811,16 +819,8 @@ class TestAnswerDepth:
         deep = {"decision": "publish", "quality_score": 99, "notes": _deep(99)}  # 101 levels
         with pytest.raises(StageFailedError):
             run(store, ScriptedReviewer(deep, deep, deep), ScriptedPolisher(), fast_config)
-        read: list[Any] = []
-
-        def read_at(frames: int) -> None:
-            if frames:
-                read_at(frames - 1)
-            else:
-                read.append(store.history("s-1"))
-
-        read_at(800)
-        failed = [r for r in read[0] if r.trigger in (Trigger.ATTEMPT_FAILED, Trigger.FAIL)]
+        history = _read_deep(lambda: store.history("s-1"))
+        failed = [r for r in history if r.trigger in (Trigger.ATTEMPT_FAILED, Trigger.FAIL)]
         assert failed and all("100 levels" in (r.error or "") for r in failed)
         assert all(isinstance(r.payload["rejected_answer"], str) for r in failed)
         assert failed[0].payload["rejected_answer"].startswith("{'decision': 'publish'")
@@ -832,16 +832,8 @@ class TestAnswerDepth:
         notes = _deep(98)  # with the answer's own mapping: 100 levels
         answer = {"decision": "publish", "quality_score": 99, "notes": notes}
         run(store, ScriptedReviewer(answer), ScriptedPolisher(), fast_config)
-        read: list[Any] = []
-
-        def read_at(frames: int) -> None:
-            if frames:
-                read_at(frames - 1)
-            else:
-                read.append(store.load_state("s-1"))
-
-        read_at(800)
-        assert read[0].iterations[0].review_data["notes"] == notes
+        result = _read_deep(lambda: store.load_state("s-1"))
+        assert result.iterations[0].review_data["notes"] == notes
 
 
 def _circular() -> dict[str, Any]:
@@ -1027,17 +1019,9 @@ class TestInputValidation:
         orchestrator = StoryWorkflowOrchestrator(None, None, store)
         context, summary = _deep_mapping(100), _deep(99)
         orchestrator.submit("s-1", "T", "S", context, "", summary)
-        read: list[Any] = []
-
-        def read_at(frames: int) -> None:
-            if frames:
-                read_at(frames - 1)
-            else:
-                read.append(store.load_row("s-1"))
-
-        read_at(800)
-        assert read[0].audience_context == context
-        assert read[0].local_review_summary == summary
+        row = _read_deep(lambda: store.load_row("s-1"))
+        assert row.audience_context == context
+        assert row.local_review_summary == summary
 
     def test_existing_story_is_refused_with_a_hint(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
