@@ -301,6 +301,28 @@ class TestSvg:
             f"{DIAGRAM_NAME}.mmd",
         ]
 
+    def test_a_failing_dot_is_one_line_and_exit_1(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A dot on PATH that fails: one line with its complaint and what was written, exit 1
+        (as `story-fsm diagram` exits), not a traceback."""
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        dot = bin_dir / "dot"
+        dot.write_text("#!/bin/sh\necho 'dot: out of ink' >&2\nexit 3\n", encoding="utf-8")
+        dot.chmod(0o755)
+        monkeypatch.setenv("PATH", str(bin_dir))
+        assert main([str(tmp_path / "out")]) == 1
+        out, err = capsys.readouterr()
+        assert out == ""
+        [line] = err.splitlines()
+        assert line.startswith("error: Graphviz's dot could not draw the diagram")
+        assert "out of ink" in line and ".mmd and .dot were written" in line
+        assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+            f"{DIAGRAM_NAME}.dot",
+            f"{DIAGRAM_NAME}.mmd",
+        ]
+
     @pytest.mark.parametrize(
         ("outdir", "failing", "reason"),
         [

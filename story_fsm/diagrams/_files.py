@@ -2,7 +2,8 @@
 
 ``python -m story_fsm.diagrams [OUTDIR]`` (default ``diagrams/``) rewrites
 ``story_workflow.mmd``, ``.dot`` and, where Graphviz's ``dot`` is installed, ``.svg``; a
-folder it cannot write is one ``error:`` line on stderr and exit 2. The files are never edited
+folder it cannot write is one ``error:`` line on stderr and exit 2, a ``dot`` that fails one
+line and exit 1. The files are never edited
 by hand: a test compares the committed ones with what the code draws.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from story_fsm._log import get_logger
 from story_fsm.diagrams._common import SVG_SKIPPED_HINT
 from story_fsm.diagrams._workflow import render_workflow_diagram
+from story_fsm.errors import StoryFSMError
 
 __all__ = ["DEFAULT_OUTDIR", "DIAGRAM_NAME", "main", "write_diagrams"]
 
@@ -57,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 once the files are written; 2, after one line on stderr, when *OUTDIR* or a file in
-        it cannot be written (a path under a regular file, no permission, a full disk).
+        it cannot be written (a path under a regular file, no permission, a full disk); 1,
+        after one line, when Graphviz's ``dot`` failed to draw the SVG (as ``story-fsm
+        diagram`` reports it).
     """
     parser = argparse.ArgumentParser(
         prog="python -m story_fsm.diagrams",
@@ -78,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except StoryFSMError as exc:  # Graphviz's dot failed; the .mmd and .dot went first
+        print(
+            f"error: {exc}; {outdir / DIAGRAM_NAME}.mmd and .dot were written, the .svg was not",
+            file=sys.stderr,
+        )
+        return 1
     for path in written:
         print(f"wrote {path}")
     if not any(path.suffix == ".svg" for path in written):
