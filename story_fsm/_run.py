@@ -16,6 +16,12 @@ from typing import Any
 from transitions import EventData
 
 from story_fsm._log import debug_enabled, get_logger
+from story_fsm._normalize import (
+    PolishOutcome,
+    ReviewOutcome,
+    normalize_polish,
+    normalize_review,
+)
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._writes import failure_write, polish_write, review_write
 from story_fsm.config import WorkflowConfig
@@ -29,14 +35,7 @@ from story_fsm.runner import (
     StageStopped,
     StageSuccess,
 )
-from story_fsm.stages import (
-    PolishOutcome,
-    ReviewOutcome,
-    StoryPolisher,
-    StoryReviewer,
-    normalize_polish,
-    normalize_review,
-)
+from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
 from story_fsm.store.sql import WorkflowStateManager, utcnow
 

@@ -37,10 +37,11 @@ from tenacity import (
 
 from story_fsm._aio import await_answer
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
+from story_fsm._normalize import kept_answer, readable_cost
 from story_fsm._text import error_text, storable
 from story_fsm.config import WorkflowConfig
 from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
-from story_fsm.stages import attempt_deadline, kept_answer, readable_cost
+from story_fsm.stages import attempt_deadline
 from story_fsm.states import Stage
 
 __all__ = [

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from story_fsm._normalize import normalize_polish, normalize_review
 from story_fsm.editors import _prose, _prose_lint
 from story_fsm.editors.offline import RULES_VERSION, OfflinePolisher, OfflineReviewer
 from story_fsm.errors import InputValidationError
-from story_fsm.stages import StoryPolisher, StoryReviewer, normalize_polish, normalize_review
+from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import ReviewDecision
 
 ROOT = Path(__file__).resolve().parent.parent

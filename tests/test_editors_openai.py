@@ -17,6 +17,7 @@ import openai
 import pytest
 from structlog.testing import capture_logs
 
+from story_fsm._normalize import normalize_polish, normalize_review
 from story_fsm.editors._pricing import PriceTable
 from story_fsm.editors.openai_compat import (
     DEFAULT_PRICES,
@@ -25,7 +26,7 @@ from story_fsm.editors.openai_compat import (
     OpenAIReviewer,
 )
 from story_fsm.errors import InputValidationError, InvalidStageOutputError
-from story_fsm.stages import attempt_deadline, normalize_polish, normalize_review
+from story_fsm.stages import attempt_deadline
 from story_fsm.states import ReviewDecision
 from tests.fake_llm_server import FakeLLMServer, chat_completion_body
 from tests.hermetic import HOST_SETTINGS

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from story_fsm import InvalidStageOutputError, ReviewDecision
-from story_fsm.stages import normalize_polish, normalize_review
+from story_fsm._normalize import normalize_polish, normalize_review
 
 
 class Assessment:
