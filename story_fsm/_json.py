@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["as_stored", "dumps"]
+__all__ = ["as_stored", "deeper_than", "dumps"]
 
 
 def _reused_encoder() -> Callable[[Any], str]:
@@ -120,3 +120,21 @@ def as_stored(
         pass
     text = json.dumps(value, default=default, allow_nan=False)
     return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
+
+
+def deeper_than(value: Any, levels: int) -> bool:
+    """True when *value* (JSON data) nests dicts and lists more than *levels* levels.
+
+    *value* itself is the first level when it is a dict or a list; a scalar has none.
+    Recursive over the containers only, and never past *levels* + 1 frames: the data it is
+    asked about was copied by :func:`as_stored` first, which recurses all the way down.
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    if levels == 0:
+        return True
+    for item in value.values() if kind is dict else value:
+        if deeper_than(item, levels - 1):
+            return True
+    return False

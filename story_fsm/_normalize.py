@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from story_fsm._json import as_stored
+from story_fsm._json import as_stored, deeper_than
 from story_fsm._log import get_logger
 from story_fsm._text import error_text, unstorable_reason
 from story_fsm.errors import InvalidStageOutputError
@@ -104,21 +104,6 @@ def _as_dict(raw: object, stage: str) -> dict[str, Any]:
         raise _unreadable(stage, exc) from exc
 
 
-def _nested_past(value: Any, levels: int) -> bool:
-    """True when *value* (JSON data) nests dicts and lists more than *levels* levels.
-
-    Recursive over the containers only: an answer is a few levels deep, and one deeper than
-    the interpreter's recursion limit was refused already, when it was copied.
-    """
-    if levels == 0:
-        return True
-    for item in value.values() if type(value) is dict else value:
-        kind = type(item)
-        if (kind is dict or kind is list) and _nested_past(item, levels - 1):
-            return True
-    return False
-
-
 def _jsonable(data: dict[str, Any], stage: str) -> dict[str, Any]:
     # The audit trail must store exactly what later reads return: a JSON round trip's result
     # (tuples become lists, keys strings, objects str()); NaN is refused.
@@ -131,7 +116,7 @@ def _jsonable(data: dict[str, Any], stage: str) -> dict[str, Any]:
     # As for the inputs: an answer far deeper could be written from this stack and then not
     # be read back from a deeper one (a worker's thread), which would leave the history
     # unreadable.
-    if _nested_past(result, MAX_INPUT_DEPTH):
+    if deeper_than(result, MAX_INPUT_DEPTH):
         raise InvalidStageOutputError(
             f"the {stage} stage's answer is nested too deeply (more than {MAX_INPUT_DEPTH} levels)"
         )
@@ -263,7 +248,7 @@ def kept_answer(data: object) -> object:
         pass
     else:
         # Deeper than an answer may be stored (see _jsonable): its text instead.
-        if not (type(kept) in (dict, list) and _nested_past(kept, MAX_INPUT_DEPTH)):
+        if not deeper_than(kept, MAX_INPUT_DEPTH):
             return kept
     try:
         return repr(data)[:_REPR_KEPT]

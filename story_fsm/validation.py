@@ -6,7 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from story_fsm._json import as_stored
+from story_fsm._json import as_stored, deeper_than
 from story_fsm._records import NewWorkflow
 from story_fsm._text import unstorable_reason
 from story_fsm.config import WorkflowConfig
@@ -94,21 +94,6 @@ def validate_text(name: str, value: object, *, allow_empty: bool = False) -> str
     return value
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    """True when *value* (JSON data) nests dicts and lists more than *limit* levels."""
-    level, layer = 0, [value]
-    while True:
-        containers = [node for node in layer if type(node) is dict or type(node) is list]
-        if not containers:
-            return False
-        level += 1
-        if level > limit:
-            return True
-        layer = [
-            item for node in containers for item in (node.values() if type(node) is dict else node)
-        ]
-
-
 def _json(name: str, value: object) -> Any:
     too_deep = f"{name} is nested too deeply (more than {MAX_INPUT_DEPTH} levels)"
     try:
@@ -118,7 +103,7 @@ def _json(name: str, value: object) -> Any:
         raise InputValidationError(f"{too_deep}, or refers to itself") from exc
     except (TypeError, ValueError) as exc:
         raise InputValidationError(f"{name} must be JSON-serializable: {exc}") from exc
-    if _deeper_than(stored, MAX_INPUT_DEPTH):
+    if deeper_than(stored, MAX_INPUT_DEPTH):
         raise InputValidationError(too_deep)
     return stored
 
