@@ -612,8 +612,10 @@ class TestPreparedWrites:
     def test_sqlite_datetime_text_is_remembered_per_value_not_per_instant(self) -> None:
         """The processor's memo of its last two values never hands one value another's text.
 
-        Equal instants in other zones, and a value formatted three values ago, are each
-        formatted as they are; a naive value is refused even after an equal aware one.
+        Two values alternating (a transition's time and its lease's expiry), the same wall
+        clock in another zone (another instant), and a value pushed out of the memo are each
+        written as SQLAlchemy writes them; a naive value is refused even after an aware one
+        with the same fields.
         """
         from sqlalchemy.dialects import sqlite
 
@@ -625,8 +627,8 @@ class TestPreparedWrites:
         assert fast is not None and core is not None
         now = datetime(2026, 3, 4, 5, 6, 7, 8, tzinfo=UTC)
         expiry = now + timedelta(seconds=60)
-        same_instant = now.astimezone(timezone(timedelta(hours=2)))
-        values = [now, None, expiry, now, expiry, same_instant, now, now + timedelta(1), expiry]
+        same_clock = now.replace(tzinfo=timezone(timedelta(hours=2)))  # two hours earlier
+        values = [now, None, expiry, now, expiry, same_clock, now, now + timedelta(1), expiry]
         for value in values:
             expected = None if value is None else core(value.astimezone(UTC).replace(tzinfo=None))
             assert fast(value) == expected

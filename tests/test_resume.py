@@ -244,31 +244,25 @@ class TestOneCallResume:
         assert result.decision == "publish"
         assert [c["story_version"] for c in reviewer.calls] == ["v2"]
 
-    def test_a_mistyped_sqlite_path_is_not_created(self, tmp_path: Path) -> None:
-        """No file at the path: WorkflowNotFoundError, and no new empty database left there."""
-        missing = tmp_path / "typo.db"
+    @pytest.mark.parametrize("empty_file", [False, True], ids=["mistyped-path", "empty-file"])
+    def test_a_sqlite_file_holding_no_workflow_is_left_as_it_was(
+        self, tmp_path: Path, empty_file: bool
+    ) -> None:
+        """No file at the path, or a 0-byte one: WorkflowNotFoundError, and no new database
+        created there (nor the empty file written)."""
+        path = tmp_path / "typo.db"
+        if empty_file:
+            path.touch()
         with pytest.raises(story_fsm.WorkflowNotFoundError, match="story-42"):
             story_fsm.resume(
                 "story-42",
                 reviewer=ScriptedReviewer(),
                 polisher=ScriptedPolisher(),
-                database_url=f"sqlite:///{missing}",
+                database_url=f"sqlite:///{path}",
             )
-        assert not missing.exists()
-
-    def test_an_empty_sqlite_file_is_not_written(self, tmp_path: Path) -> None:
-        """A 0-byte file holds no workflow: WorkflowNotFoundError, and the file stays empty."""
-        empty = tmp_path / "empty.db"
-        empty.touch()
-        with pytest.raises(story_fsm.WorkflowNotFoundError, match="story-42"):
-            story_fsm.resume(
-                "story-42",
-                reviewer=ScriptedReviewer(),
-                polisher=ScriptedPolisher(),
-                database_url=f"sqlite:///{empty}",
-            )
-        assert empty.stat().st_size == 0
-        assert [p.name for p in tmp_path.iterdir()] == ["empty.db"]
+        assert not empty_file or path.stat().st_size == 0
+        # Nothing else either (a journal, a WAL file).
+        assert [p.name for p in tmp_path.iterdir()] == (["typo.db"] if empty_file else [])
 
 
 class TestReadDuringARun:
