@@ -3,8 +3,8 @@
 ``python -m story_fsm.diagrams [OUTDIR]`` (default ``diagrams/``) rewrites
 ``story_workflow.mmd``, ``.dot`` and, where Graphviz's ``dot`` is installed, ``.svg``; a
 folder it cannot write is one ``error:`` line on stderr and exit 2, a ``dot`` that fails one
-line and exit 1. The files are never edited
-by hand: a test compares the committed ones with what the code draws.
+line and exit 1. The files are never edited by hand: a test compares the committed ones with
+what the code draws.
 """
 
 from __future__ import annotations
