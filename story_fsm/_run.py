@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NoReturn
 
 from transitions import EventData
 
@@ -324,7 +324,7 @@ class WorkflowRun(MachineModel):
         runner = self.deps.runner
         on_start = None
         if after is None and (self.deps.should_stop() or runner.interrupted):
-            raise Drained  # before the paid call: the state stays, committed, for the next
+            self._drain()  # before the paid call: the state stays, committed, for the next
         if after is None and self.emit.wanted:  # nobody listens: no closure per stage
 
             def on_start() -> None:
@@ -356,10 +356,43 @@ class WorkflowRun(MachineModel):
             self.fire(Trigger.FAIL, failure=exc.failure)
             return
         except StageStopped:
-            raise Drained from None  # asked to stop before a call (rate limit, backoff, retry)
+            self._drain()  # asked to stop before a call (rate limit, backoff, retry)
         self.fire(
             done, outcome=success.value, attempt=success.attempt, duration=success.duration_seconds
         )
+
+    def _drain(self) -> NoReturn:
+        """Stop the run at a stage boundary, with :class:`Drained`.
+
+        A worker's drain releases the lease once the run is back (``advance_claimed``). An
+        interrupted caller is not waiting any more: the run gives the lease up itself, for
+        the case where its first write (a resume's takeover) landed after the caller's own
+        release found nothing to release.
+        """
+        if self.deps.runner.interrupted:
+            self.let_go()
+        raise Drained
+
+    def let_go(self) -> None:
+        """Give the run's lease up at once: its caller was interrupted and stops waiting.
+
+        Nothing else changes: the last committed row stays, and ``resume``, a worker or
+        ``delete`` may take the story without waiting for the lease to lapse. A write of the
+        run still under way lands first (the store's lock, or the row's, orders the two);
+        any later one is fenced off. A release that fails is logged: the lease then lapses
+        after ``lease_seconds``, as when a process dies.
+        """
+        if not self._holds or self._freeing:
+            return  # nothing of this run's on the row yet, or a last write freed it
+        self._freeing = True  # no heartbeat renews it after this
+        lease = self.deps.lease
+        try:
+            released = self.deps.store.release(self.story_id, lease)
+        except Exception as exc:
+            self.log.warning("lease_release_failed", owner=lease.owner, error=str(exc))
+            return
+        if released:
+            self.log.info("workflow_released", owner=lease.owner, reason="interrupted")
 
     # -- carriers ------------------------------------------------------------------------------
 

@@ -370,11 +370,18 @@ class StoryWorkflowOrchestrator:
         run = WorkflowRun(row, deps, emit, records, pending, claimed=announce is not None)
         # The run is carried by a thread of the pool, which calls the stages inline; this
         # thread waits for it, sends the heartbeats and enforces the stage timeouts.
-        deps.runner.carry(
-            partial(run.carried, trigger, announce=announce, takeover=takeover),
-            on_expired=run.after_timeout,
-            on_wait=run.heartbeat,
-        )
+        try:
+            deps.runner.carry(
+                partial(run.carried, trigger, announce=announce, takeover=takeover),
+                on_expired=run.after_timeout,
+                on_wait=run.heartbeat,
+            )
+        except BaseException:
+            if deps.runner.interrupted:
+                # Ctrl-C: the caller stops waiting now. The run's lease goes with it, so a
+                # resume, a worker or a delete need not wait for it to lapse.
+                run.let_go()
+            raise
         if run.records is not None:  # a run that wrote the whole history knows the result
             result = build_result(run.row, run.records)
         else:

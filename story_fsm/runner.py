@@ -255,7 +255,8 @@ class StageRunner:
 
         Returns what the last carrier returned; raises what it raised. If this thread is
         interrupted (``KeyboardInterrupt``), :attr:`interrupted` is set so that the run stops
-        before its next stage.
+        before its next stage, and the attempt in flight is abandoned as a timed-out one is:
+        its late answer is dropped, the carrier touching nothing more.
         """
         pending = self._launch(start)
         self._beat_at = time.monotonic()
@@ -271,6 +272,11 @@ class StageRunner:
         except BaseException:
             if not pending.done():  # this thread was interrupted, not the run ended in error
                 self.interrupted = True
+                # The caller gives the run's lease up (the engine does, at once): an answer
+                # landing later must not be written under a lease that is no longer held.
+                current = self.in_flight
+                if current is not None and current.settle():
+                    self.in_flight = None
             raise
 
     def _until_next_look(self, beats: bool) -> float:

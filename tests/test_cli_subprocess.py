@@ -162,7 +162,8 @@ class TestProcess:
     def test_sigint_exits_130_with_a_resume_hint(
         self, server: FakeLLMServer, story_file: Path, tmp_path: Path
     ) -> None:
-        """Ctrl-C during a stage exits 130, says how to resume, and leaves the workflow resumable."""
+        """Ctrl-C during a stage exits 130, says how to resume, and leaves the workflow resumable
+        and unheld: a delete right after needs no wait."""
         server.enqueue_completion(_review(70, "polish"), delay=30)
         url = f"sqlite:///{tmp_path}/interrupted.db"
         proc = subprocess.Popen(
@@ -199,6 +200,9 @@ class TestProcess:
         with WorkflowStateManager(url) as store:
             row = store.load_row("keepers_cat")
         assert row is not None and row.summary.state is WorkflowState.REVIEWING
+        assert row.summary.lease_owner is None  # given up on the way out: nobody waits for it
+        deleted = cli("delete", "keepers_cat", "--db", url, "--yes", cwd=tmp_path)
+        assert deleted.returncode == 0, deleted.stderr
 
 
 class TestExitWithAThreadInACall:

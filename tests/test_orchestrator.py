@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from story_fsm import (
     WorkflowStateManager,
     stage_time_left,
 )
+from story_fsm._executor import StageExecutor
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 AUDIENCE = {"age_range": "8-12", "tone": "warm"}
@@ -636,36 +638,63 @@ class TestFailures:
         assert triggers.count(Trigger.ATTEMPT_FAILED) == 1
         assert triggers[-1] is Trigger.REVIEWED
 
-    def test_an_interrupted_caller_stops_the_run_before_its_next_stage(
-        self, store: WorkflowStateManager, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Ctrl-C while a stage runs: the stage's result is kept, no further stage is called."""
-        reviewer_done = threading.Event()
+    @staticmethod
+    def _interrupted_run(
+        store: WorkflowStateManager, release: threading.Event
+    ) -> tuple[StageExecutor, ScriptedPolisher, threading.Event]:
+        """Run a story whose first review interrupts the caller (Ctrl-C), then waits."""
+        returned = threading.Event()
 
-        def slow_review() -> dict[str, Any]:
-            time.sleep(0.3)
-            reviewer_done.set()
-            return review(60)
+        def review_then_wait() -> dict[str, Any]:
+            try:
+                _thread.interrupt_main()  # as a Ctrl-C: KeyboardInterrupt in the caller
+                release.wait(10)
+                return review(60)
+            finally:
+                returned.set()
 
-        def interrupt(story_id: str, lease: Any) -> bool:
-            raise KeyboardInterrupt
-
-        monkeypatch.setattr(store, "heartbeat", interrupt)
-        polisher = ScriptedPolisher()
+        executor, polisher = StageExecutor(), ScriptedPolisher()
         orchestrator = StoryWorkflowOrchestrator(
-            ScriptedReviewer(slow_review), polisher, store, WorkflowConfig(), lease_seconds=0.15
-        )
+            ScriptedReviewer(review_then_wait), polisher, store, WorkflowConfig(),
+            executor=executor,
+        )  # fmt: skip
         with pytest.raises(KeyboardInterrupt):
             orchestrator.run_story_workflow("s-1", "T", "Once upon a time.", {})
-        assert reviewer_done.wait(5)
-        deadline = time.monotonic() + 5
-        while (stored := store.load_row("s-1")) is None or stored.summary.seq < 2:
-            assert time.monotonic() < deadline, "the review was not recorded"
+        return executor, polisher, returned
+
+    def test_an_interrupted_caller_stops_the_run_and_frees_its_lease_at_once(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """Ctrl-C while a stage runs: the lease is free when the caller gets the interrupt,
+        the stage's late answer is dropped (as after a timeout), no further stage is called."""
+        release = threading.Event()
+        try:
+            executor, polisher, returned = self._interrupted_run(store, release)
+            row = store.load_row("s-1")
+            assert row is not None and row.summary.lease_owner is None
+            assert row.summary.lease_expires_at is None
+        finally:
+            release.set()
+        assert returned.wait(10)
+        deadline = time.monotonic() + 10
+        while executor.busy():  # the carrier is past the stage call: let it end
+            assert time.monotonic() < deadline, "the carrier did not end"
             time.sleep(0.01)
-        time.sleep(0.1)
         row = store.load_row("s-1")
-        assert row is not None and row.summary.state is WorkflowState.POLISHING
+        assert row is not None and row.summary.state is WorkflowState.REVIEWING
+        assert row.summary.lease_owner is None
+        assert [r.trigger for r in store.history("s-1")] == [Trigger.SUBMIT, Trigger.START]
         assert polisher.calls == []
+
+    def test_an_interrupted_story_can_be_deleted_at_once(self, store: WorkflowStateManager) -> None:
+        """Right after Ctrl-C, the story is nobody's: delete does not wait for a lease."""
+        release = threading.Event()
+        try:
+            self._interrupted_run(store, release)
+            store.delete_workflow("s-1")
+            assert store.load_row("s-1") is None
+        finally:
+            release.set()
 
     def test_callback_errors_are_logged_and_ignored(
         self, store: WorkflowStateManager, fast_config: WorkflowConfig
