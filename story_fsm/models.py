@@ -8,12 +8,14 @@ without changing the record it came from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from story_fsm._json import as_stored
+from story_fsm.errors import InputValidationError
 from story_fsm.states import ReviewDecision, Stage, Trigger, WorkflowState
 
 if TYPE_CHECKING:
@@ -39,10 +41,41 @@ def _from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
-def _known(cls: type[Any], data: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of *data* that name a field of *cls*: a newer version's extra keys go."""
-    names = {f.name for f in fields(cls)}
-    return {key: value for key, value in dict(data).items() if key in names}
+def _known(cls: type[Any], data: Mapping[str, Any], *required: str) -> dict[str, Any]:
+    """The entries of *data* that name a field of *cls*: a newer version's extra keys go.
+
+    Raises:
+        InputValidationError: *data* is no mapping, or lacks a field that has no default
+            (or one of *required*).
+    """
+    if not isinstance(data, Mapping):
+        raise InputValidationError(
+            f"{cls.__name__} data must be a mapping, got {type(data).__name__}"
+        )
+    known = {f.name: f for f in fields(cls)}
+    values = {key: value for key, value in data.items() if key in known}
+    missing = [
+        name
+        for name, f in known.items()
+        if name not in values
+        and (name in required or (f.default is MISSING and f.default_factory is MISSING))
+    ]
+    if missing:
+        raise InputValidationError(
+            f"{cls.__name__} data lacks {', '.join(repr(name) for name in missing)}"
+        )
+    return values
+
+
+@contextmanager
+def _rebuilding(cls: type[Any]) -> Iterator[None]:
+    """Report a value of the wrong kind met while rebuilding *cls* as bad input, not a crash."""
+    try:
+        yield
+    except InputValidationError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise InputValidationError(f"{cls.__name__} data holds a bad value: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,17 +207,20 @@ class WorkflowIteration:
     def from_dict(cls, data: Mapping[str, Any]) -> WorkflowIteration:
         """Rebuild an iteration from :meth:`to_dict` output, sharing no dict or list with it.
 
-        Keys this version does not know (written by a newer one) are ignored. A missing
-        ``iteration_number``, ``story_version``, ``quality_score``, ``decision`` or
-        ``review_data`` is still refused (``KeyError`` or ``TypeError``), as is a decision
-        that is no :class:`ReviewDecision` (``ValueError``).
+        Keys this version does not know (written by a newer one) are ignored.
+
+        Raises:
+            InputValidationError: *data* is no mapping, lacks ``iteration_number``,
+                ``story_version``, ``quality_score``, ``decision`` or ``review_data``, or
+                holds a decision that is no :class:`ReviewDecision`.
         """
-        values = _known(cls, data)
-        values["decision"] = ReviewDecision(values["decision"])
-        for key in ("review_data", "polish_data"):
-            if key in values:
-                values[key] = as_stored(values[key])
-        return cls(**values)
+        with _rebuilding(cls):
+            values = _known(cls, data)
+            values["decision"] = ReviewDecision(values["decision"])
+            for key in ("review_data", "polish_data"):
+                if key in values:
+                    values[key] = as_stored(values[key])
+            return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,23 +296,27 @@ class WorkflowResult:
         """Rebuild a result from :meth:`to_dict` output, sharing no dict or list with it.
 
         Keys this version does not know (a result written by a newer story_fsm) are ignored,
-        in the result and in each iteration. A missing ``story_id``, ``initial_title``,
-        ``initial_script``, ``final_title``, ``final_script``, ``state`` or ``iterations`` is
-        still refused (``KeyError`` or ``TypeError``), as is a value of the wrong kind (a
-        state that is no :class:`WorkflowState`, a date that is no ISO date, an iteration
-        that is no mapping: ``ValueError`` or ``TypeError``). The other keys may be missing:
-        they take their defaults.
+        in the result and in each iteration. The keys other than the required ones may be
+        missing: they take their defaults.
+
+        Raises:
+            InputValidationError: *data* is no mapping; it lacks ``story_id``,
+                ``initial_title``, ``initial_script``, ``final_title``, ``final_script``,
+                ``state`` or ``iterations``; or it holds a value of the wrong kind (a state
+                that is no :class:`WorkflowState`, a date that is no ISO date, an iteration
+                that is no iteration's data).
         """
-        values = _known(cls, data)
-        values["state"] = WorkflowState(values["state"])
-        values["iterations"] = [WorkflowIteration.from_dict(it) for it in values["iterations"]]
-        values["started_at"] = _from_iso(values.get("started_at"))
-        values["completed_at"] = _from_iso(values.get("completed_at"))
-        if "metadata" in values:
-            values["metadata"] = as_stored(values["metadata"])
-        if "quality_scores" in values:
-            values["quality_scores"] = list(values["quality_scores"])
-        return cls(**values)
+        with _rebuilding(cls):
+            values = _known(cls, data, "iterations")
+            values["state"] = WorkflowState(values["state"])
+            values["iterations"] = [WorkflowIteration.from_dict(it) for it in values["iterations"]]
+            values["started_at"] = _from_iso(values.get("started_at"))
+            values["completed_at"] = _from_iso(values.get("completed_at"))
+            if "metadata" in values:
+                values["metadata"] = as_stored(values["metadata"])
+            if "quality_scores" in values:
+                values["quality_scores"] = list(values["quality_scores"])
+            return cls(**values)
 
 
 def _iterations(records: list[TransitionRecord]) -> list[WorkflowIteration]:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from story_fsm import (
+    InputValidationError,
+    StoryFSMError,
     StoryWorkflowOrchestrator,
     WorkflowConfig,
     WorkflowIteration,
@@ -100,45 +102,44 @@ class TestFromDictAcrossVersions:
         assert (rebuilt.metadata, rebuilt.quality_scores, rebuilt.total_cost) == ({}, [], 0.0)
         assert rebuilt.final_script == result.final_script
 
-    @pytest.mark.parametrize(
-        ("key", "error"),
-        [
-            ("story_id", TypeError),
-            ("final_script", TypeError),
-            ("state", KeyError),
-            ("iterations", KeyError),
-        ],
-    )
-    def test_a_missing_required_key_is_refused(
-        self, stored: WorkflowResult, key: str, error: type[Exception]
-    ) -> None:
-        """Ignoring unknown keys does not make a required one optional."""
+    @pytest.mark.parametrize("key", ["story_id", "final_script", "state", "iterations"])
+    def test_a_missing_required_key_is_refused(self, stored: WorkflowResult, key: str) -> None:
+        """Ignoring unknown keys does not make a required one optional: the error names it."""
         data = stored.to_dict()
         del data[key]
-        with pytest.raises(error, match=key):
+        with pytest.raises(InputValidationError, match=f"WorkflowResult data lacks '{key}'"):
             WorkflowResult.from_dict(data)
 
     @pytest.mark.parametrize(
-        ("key", "value", "error"),
+        ("key", "value", "said"),
         [
-            ("state", "publishing", ValueError),
-            ("started_at", "yesterday", ValueError),
-            ("completed_at", 17, TypeError),
-            ("iterations", [42], TypeError),
+            ("state", "publishing", "'publishing' is not a valid WorkflowState"),
+            ("started_at", "yesterday", "Invalid isoformat string"),
+            ("completed_at", 17, "must be str"),
+            ("iterations", [42], "WorkflowIteration data must be a mapping, got int"),
+            ("iterations", [{"quality_score": 1.0}], "WorkflowIteration data lacks"),
+            ("iterations", 7, "'int' object is not iterable"),
         ],
     )
     def test_a_value_of_the_wrong_kind_is_refused(
-        self, stored: WorkflowResult, key: str, value: Any, error: type[Exception]
+        self, stored: WorkflowResult, key: str, value: Any, said: str
     ) -> None:
-        """A state, a date or an iteration that is not one raises instead of loading."""
+        """A state, a date or an iteration that is not one is bad input, said as such."""
         data = stored.to_dict()
         data[key] = value
-        with pytest.raises(error):
+        with pytest.raises(InputValidationError, match=said) as refused:
+            WorkflowResult.from_dict(data)
+        assert isinstance(refused.value, StoryFSMError)
+
+    @pytest.mark.parametrize("data", [None, [], "story"])
+    def test_data_that_is_no_mapping_is_refused(self, data: Any) -> None:
+        """Something that is no mapping is refused with its type named."""
+        with pytest.raises(InputValidationError, match="WorkflowResult data must be a mapping"):
             WorkflowResult.from_dict(data)
 
     def test_an_iteration_without_its_decision_is_refused(self) -> None:
         """An iteration's required keys stay required (its decision, here)."""
-        with pytest.raises(KeyError, match="decision"):
+        with pytest.raises(InputValidationError, match="lacks 'decision'"):
             WorkflowIteration.from_dict(
                 {"iteration_number": 1, "story_version": "v1", "quality_score": 50.0,
                  "review_data": {}, "newer_key": 1}
