@@ -90,9 +90,11 @@ class StageExecutor:
     """Runs callables on reusable daemon threads, at most *max_workers* (None: no cap).
 
     The default pool has no cap: each run in progress holds one thread (its caller waits on
-    another), so the count follows the callers' own concurrency, plus any thread left in a
-    call that never returned. A cap makes runs past it wait for a thread; a run started from
-    a callback of another needs one more thread while the other waits for it.
+    another), and one more while its heartbeat is being written, so the count follows the
+    callers' own concurrency, plus any thread left in a call that never returned. A cap makes
+    runs past it wait for a thread (and heartbeats: one queued behind a run's carrier is sent
+    late); a run started from a callback of another needs one more thread while the other
+    waits for it.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:

@@ -10,9 +10,11 @@ round trip cost about as much as the rest of a transition's work. The thread tha
 the run waits for it and watches the attempt in flight (:attr:`StageRunner.in_flight`); when an
 attempt outlives its timeout, the waiter takes the attempt over (the carrier's late answer is
 then discarded), and the run goes on from that failed attempt on a new carrier thread. So a
-call that never returns costs one abandoned thread, never the caller's. An async stage's
-coroutine is run to its end on the process's stage loop (``story_fsm._aio``), bounded by the
-same deadline, and cancelled there when it runs out.
+call that never returns costs one abandoned thread, never the caller's. The waiter does no
+I/O itself: the lease's heartbeat, a write that can wait long for a lock, is made on another
+thread of the pool, so that a heartbeat stuck behind a lock never delays a timeout. An async
+stage's coroutine is run to its end on the process's stage loop (``story_fsm._aio``), bounded
+by the same deadline, and cancelled there when it runs out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -192,9 +195,11 @@ class StageRunner:
     Args:
         config: Supplies ``max_stage_retries``, ``stage_timeout_seconds`` and
             ``retry_backoff_seconds``.
-        executor: Where carriers run (a shared pool of daemon threads by default).
+        executor: Where carriers and heartbeats run (a shared pool of daemon threads by
+            default).
         sleep: The backoff's sleep (injectable for a stop signal).
-        heartbeat_seconds: While a run goes on, ``on_wait`` is called this often.
+        heartbeat_seconds: While a run goes on, ``on_wait`` is sent this often, on a thread
+            of *executor* (one at a time: see :meth:`_beat`).
         throttle: Asked before each attempt with its stage (a rate limiter's
             ``try_acquire``): 0 lets the attempt go, more is the seconds to wait first.
         should_stop: While an attempt waits for the throttle, checked between waits: true
@@ -227,9 +232,14 @@ class StageRunner:
         self.in_flight: _InFlight | None = None
         #: Set when the waiting thread was interrupted: the run should stop at its next stage.
         self.interrupted = False
-        #: When the last heartbeat went out, from either thread (the waiter, or the carrier in
-        #: a backoff or a rate-limit wait): each sends one only when an interval has passed.
+        #: When a heartbeat was last due (sent, or skipped behind one in flight), to either
+        #: thread (the waiter, or the carrier in a backoff or a rate-limit wait): each sends
+        #: one only when an interval has passed.
         self._beat_at = time.monotonic()
+        #: The heartbeat sent last, running on a thread of the executor until it returns.
+        self._beating: StageCall[None] | None = None
+        #: Both threads may find a heartbeat due at once: one of them sends it.
+        self._beat_lock = threading.Lock()
 
     # -- the waiting side ---------------------------------------------------------------------
 
@@ -246,9 +256,10 @@ class StageRunner:
     ) -> T:
         """Run *start* on a carrier thread and wait for it, enforcing the stage timeouts.
 
-        While the run goes on, this thread calls *on_wait* every ``heartbeat_seconds`` (in a
-        stage call, and between stages too: a slow progress callback must not let the lease
-        lapse); once an attempt outlives ``stage_timeout_seconds``, this
+        While the run goes on, this thread sends *on_wait* every ``heartbeat_seconds`` to a
+        thread of the executor (in a stage call, and between stages too: a slow progress
+        callback must not let the lease lapse), without waiting for it (see :meth:`_beat`);
+        once an attempt outlives ``stage_timeout_seconds``, this
         thread takes it over (its late answer will be discarded: the carrier stops with
         :class:`RunAbandoned` when the call returns, touching nothing) and runs
         ``on_expired(failure)`` on a new carrier, from that failed attempt on.
@@ -256,7 +267,9 @@ class StageRunner:
         Returns what the last carrier returned; raises what it raised. If this thread is
         interrupted (``KeyboardInterrupt``), :attr:`interrupted` is set so that the run stops
         before its next stage, and the attempt in flight is abandoned as a timed-out one is:
-        its late answer is dropped, the carrier touching nothing more.
+        its late answer is dropped, the carrier touching nothing more. Either way, a heartbeat
+        still in flight is not waited for: it ends on its own thread, and *on_wait* must not
+        renew a lease the run gave up since.
         """
         pending = self._launch(start)
         self._beat_at = time.monotonic()
@@ -295,9 +308,26 @@ class StageRunner:
         return since + self._heartbeat_seconds
 
     def _beat(self, on_wait: Callable[[], None]) -> None:
-        """Send a heartbeat; whichever thread sends it, the other's next is an interval later."""
-        self._beat_at = time.monotonic()
-        on_wait()
+        """Send a heartbeat to a thread of the executor and return at once.
+
+        A heartbeat is a write, which can wait for a lock: another process's on a SQLite file
+        (up to the busy timeout), another run's transaction in this process, a row lock on
+        PostgreSQL. Made on the waiting thread, it would hold the timeouts up that long; made
+        on the carrier in a backoff, it would stretch the backoff and delay a stop's notice,
+        and run beside a heartbeat of the waiter's found due meanwhile.
+
+        While the last heartbeat is still in flight, a new one is skipped, not queued: the
+        one in flight renews the lease once it gets through (its expiry is reckoned then),
+        and a queue would pile writes on a database that is already slow. Either way the
+        next is due an interval from now, whichever thread (waiter or carrier) found it due.
+        What *on_wait* raises is dropped: it reports its own failures (a run's heartbeat
+        logs them).
+        """
+        with self._beat_lock:
+            self._beat_at = time.monotonic()
+            beating = self._beating
+            if beating is None or beating.done():
+                self._beating = self._launch(on_wait)
 
     def _look(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextvars
 import threading
 import time
@@ -44,12 +45,13 @@ def unexpected(failure: AttemptFailure) -> Callable[[], object]:
 
 class TestStageRunner:
     def test_heartbeat_runs_while_a_slow_stage_runs(self) -> None:
-        """The waiting thread calls on_wait periodically while the carrier's call is in flight."""
+        """on_wait runs periodically while the carrier's call is in flight, on neither of them."""
         beats: list[int] = []
         runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.05)
-        waiter = threading.get_ident()
+        waiter, carriers = threading.get_ident(), []
 
         def stage() -> str:
+            carriers.append(threading.get_ident())
             time.sleep(0.3)
             return "ok"
 
@@ -60,7 +62,7 @@ class TestStageRunner:
             start, on_expired=unexpected, on_wait=lambda: beats.append(threading.get_ident())
         )
         assert result.value == "ok" and result.attempt == 1
-        assert len(beats) >= 3 and set(beats) == {waiter}
+        assert len(beats) >= 3 and not set(beats) & {waiter, *carriers}
 
     def test_heartbeat_runs_between_stages_too(self) -> None:
         """The carrier busy outside a stage (a slow progress callback) keeps the lease alive."""
@@ -447,17 +449,138 @@ class TestCarry:
         runner = StageRunner(WorkflowConfig(stage_timeout_seconds=5), heartbeat_seconds=0.02)
         release = threading.Event()
 
-        def interrupt() -> None:
-            raise KeyboardInterrupt
+        def interrupted_stage() -> bool:
+            _thread.interrupt_main()  # as a Ctrl-C: KeyboardInterrupt in the waiting thread
+            return release.wait(5)
 
         def start() -> object:
-            return runner.run(
-                Stage.REVIEW, lambda: release.wait(5), identity, on_retry=lambda f: None
+            return runner.run(Stage.REVIEW, interrupted_stage, identity, on_retry=lambda f: None)
+
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                runner.carry(start, on_expired=unexpected, on_wait=lambda: None)
+        finally:
+            release.set()
+        assert runner.interrupted is True
+
+
+class TestHeartbeatOffTheWaiter:
+    """The heartbeat goes to a thread of the pool: a slow one never holds the waiter up."""
+
+    def test_a_heartbeat_stuck_in_its_write_does_not_hold_a_timeout_up(self) -> None:
+        """An attempt runs out of time while a heartbeat is stuck: it is taken over at once.
+
+        The heartbeat used to be made by the waiting thread, which took the attempt over
+        only once the heartbeat's write got through (after SQLite's busy timeout, 30 s).
+        """
+        config = WorkflowConfig(stage_timeout_seconds=0.3, retry_backoff_seconds=0)
+        runner = StageRunner(config, heartbeat_seconds=0.05)
+        beat_sent, beat_returned, unstick, late = (threading.Event() for _ in range(4))
+        stuck_at_takeover: list[bool] = []
+
+        def stuck_heartbeat() -> None:
+            beat_sent.set()
+            unstick.wait(10)  # the write waits for a lock another process holds
+            beat_returned.set()
+
+        def stage() -> str:
+            if late.is_set():
+                return "on time"
+            late.wait(10)  # past the timeout: this answer is dropped
+            return "late"
+
+        def go_on(failure: AttemptFailure) -> Callable[[], StageSuccess[object]]:
+            stuck_at_takeover.append(beat_sent.is_set() and not beat_returned.is_set())
+            late.set()  # the abandoned call returns; the next attempt answers at once
+            unstick.set()
+            return lambda: runner.run(
+                Stage.REVIEW, stage, identity, on_retry=lambda f: None, after=failure
             )
 
-        with pytest.raises(KeyboardInterrupt):
-            runner.carry(start, on_expired=unexpected, on_wait=interrupt)
-        release.set()
+        def start() -> StageSuccess[object]:
+            return runner.run(Stage.REVIEW, stage, identity, on_retry=lambda f: None)
+
+        try:
+            result = runner.carry(start, on_expired=go_on, on_wait=stuck_heartbeat)
+        finally:
+            late.set()
+            unstick.set()
+        assert stuck_at_takeover == [True]
+        assert (result.value, result.attempt) == ("on time", 2)
+
+    def test_at_most_one_heartbeat_is_in_flight(self) -> None:
+        """Beats due while one is stuck (the waiter's, the backoff's) are skipped, not queued.
+
+        Once it returns, the next ones go out again.
+        """
+        config = WorkflowConfig(stage_timeout_seconds=5, retry_backoff_seconds=0.3)
+        runner = StageRunner(config, heartbeat_seconds=0.01)
+        entered, unstick = threading.Event(), threading.Event()
+        guard = threading.Lock()
+        beats = {"sent": 0, "in_flight": 0, "most": 0}
+
+        def heartbeat() -> None:
+            with guard:
+                beats["sent"] += 1
+                beats["in_flight"] += 1
+                beats["most"] = max(beats["most"], beats["in_flight"])
+            entered.set()
+            unstick.wait(10)
+            with guard:
+                beats["in_flight"] -= 1
+
+        calls: list[int] = []
+
+        def stage() -> int:
+            calls.append(1)
+            if len(calls) == 1:
+                entered.wait(5)
+                raise RuntimeError("fails: a backoff of thirty intervals follows")
+            time.sleep(0.1)  # ten intervals more, the stuck heartbeat still out
+            with guard:
+                sent_while_stuck = beats["sent"]
+            unstick.set()
+            time.sleep(0.2)
+            return sent_while_stuck
+
+        def start() -> StageSuccess[object]:
+            return runner.run(
+                Stage.REVIEW, stage, identity, on_retry=lambda f: None, on_wait=heartbeat
+            )
+
+        try:
+            result = runner.carry(start, on_expired=unexpected, on_wait=heartbeat)
+        finally:
+            unstick.set()
+        assert result.value == 1 and result.attempt == 2
+        assert beats["most"] == 1
+        assert beats["sent"] >= 2  # they went on once the stuck one returned
+
+    def test_a_ctrl_c_reaches_the_caller_while_a_heartbeat_is_stuck(self) -> None:
+        """KeyboardInterrupt is raised to the caller at once, the stuck heartbeat left behind."""
+        runner = StageRunner(WorkflowConfig(stage_timeout_seconds=30), heartbeat_seconds=0.02)
+        beat_sent, beat_returned, release = (threading.Event() for _ in range(3))
+
+        def stuck_heartbeat() -> None:
+            beat_sent.set()
+            release.wait(10)
+            beat_returned.set()
+
+        def interrupted_stage() -> bool:
+            beat_sent.wait(5)
+            _thread.interrupt_main()  # as a Ctrl-C: KeyboardInterrupt in the waiting thread
+            return release.wait(10)
+
+        def start() -> object:
+            return runner.run(Stage.REVIEW, interrupted_stage, identity, on_retry=lambda f: None)
+
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                runner.carry(start, on_expired=unexpected, on_wait=stuck_heartbeat)
+            returned_first = beat_returned.is_set()
+        finally:
+            release.set()
+        assert beat_sent.is_set() and not returned_first
         assert runner.interrupted is True
 
 
