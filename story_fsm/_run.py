@@ -103,6 +103,7 @@ class WorkflowRun(MachineModel):
         #: This run's lease is on the row (a worker's claim put it there; else the run's first
         #: write does), and not freed by a last write.
         self._holds = claimed
+        #: No more heartbeats: the run's last write frees the lease, or the run is over here.
         self._freeing = False
         self.log = get_logger(story_id=self.story_id)
         self._debug = debug_enabled()
@@ -382,8 +383,11 @@ class WorkflowRun(MachineModel):
         any later one is fenced off. A release that fails is logged: the lease then lapses
         after ``lease_seconds``, as when a process dies.
         """
-        if not self._holds or self._freeing:
-            return  # nothing of this run's on the row yet, or a last write freed it
+        if not self._holds:
+            return  # nothing of this run's on the row yet
+        # No check of _freeing: the caller's end of the run (ended()) sets it too, and this
+        # must still release then. A second release, or one after a last write freed the
+        # lease, finds no row holding the token and changes nothing.
         self._freeing = True  # no heartbeat renews it after this
         lease = self.deps.lease
         try:
@@ -403,8 +407,8 @@ class WorkflowRun(MachineModel):
 
         The thread that waits for the run (:meth:`StageRunner.carry`) calls this on a
         carrier; the stages are called here, inline. *announce* (the event that opens the
-        run) goes first, here too, so that the waiting thread renews a claimed lease while a
-        slow progress callback takes its time.
+        run) goes first, here too, so that the waiting thread has a claimed lease renewed
+        while a slow progress callback takes its time.
         """
         if announce is not None:
             announce()
@@ -453,6 +457,16 @@ class WorkflowRun(MachineModel):
             error=failure.error_text,
             wait_seconds=failure.next_wait_seconds,
         )
+
+    def ended(self) -> None:
+        """Stop renewing the lease: the run is over in this process (or its caller gone).
+
+        A heartbeat may still be in flight on another thread (the runner does not wait for
+        it). The store fences it on the lease's token, so it renews nothing once a terminal
+        row or a release freed the lease; this keeps it from reporting that as a lost lease,
+        and keeps a heartbeat not begun yet from being sent at all.
+        """
+        self._freeing = True
 
     def heartbeat(self) -> None:
         """Renew the run's lease while the run goes on (failures are logged, not raised)."""

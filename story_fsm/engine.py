@@ -302,7 +302,7 @@ class StoryWorkflowOrchestrator:
 
         def announce() -> None:
             # The same events, with the same data, as run_story_workflow's and resume()'s;
-            # sent from the carried run, while this thread renews the claim's lease.
+            # sent from the carried run, while this thread has the claim's lease renewed.
             if state is WorkflowState.INITIAL:
                 emit(Event.WORKFLOW_STARTED, title=row.summary.title, config=config.to_dict())
             else:
@@ -369,7 +369,7 @@ class StoryWorkflowOrchestrator:
         """
         run = WorkflowRun(row, deps, emit, records, pending, claimed=announce is not None)
         # The run is carried by a thread of the pool, which calls the stages inline; this
-        # thread waits for it, sends the heartbeats and enforces the stage timeouts.
+        # thread waits for it, has the heartbeats sent and enforces the stage timeouts.
         try:
             deps.runner.carry(
                 partial(run.carried, trigger, announce=announce, takeover=takeover),
@@ -382,6 +382,10 @@ class StoryWorkflowOrchestrator:
                 # resume, a worker or a delete need not wait for it to lapse.
                 run.let_go()
             raise
+        finally:
+            # Before a drained run's release: a heartbeat still in flight must not call the
+            # lease it then finds freed lost.
+            run.ended()
         if run.records is not None:  # a run that wrote the whole history knows the result
             result = build_result(run.row, run.records)
         else:
