@@ -43,7 +43,11 @@ __all__ = ["Drained", "RunDeps", "WorkflowRun"]
 
 
 class Drained(Exception):
-    """The host asked to stop: no new stage is started (internal; the caller releases)."""
+    """The host asked to stop: no new stage is started (internal).
+
+    Raised at a stage boundary, or before the run's first write; the orchestrator then
+    releases the lease if the run holds it.
+    """
 
 
 _TRIGGERS: dict[str, Trigger] = {t.value: t for t in Trigger}
@@ -117,6 +121,11 @@ class WorkflowRun(MachineModel):
     def seq(self) -> int:
         """The last stored history position."""
         return self.row.summary.seq
+
+    @property
+    def holds_lease(self) -> bool:
+        """True while the stored workflow is held by this run's lease (its to release)."""
+        return self._holds and not self._freeing
 
     @property
     def title(self) -> str:
@@ -396,7 +405,13 @@ class WorkflowRun(MachineModel):
             self.log.warning("lease_release_failed", owner=lease.owner, error=str(exc))
             return
         if released:
-            self.log.info("workflow_released", owner=lease.owner, reason="interrupted")
+            self.log.info(
+                "workflow_released",
+                owner=lease.owner,
+                state=self.row.summary.state.value,
+                seq=self.seq,
+                reason="interrupted",
+            )
 
     # -- carriers ------------------------------------------------------------------------------
 
@@ -410,6 +425,10 @@ class WorkflowRun(MachineModel):
         run) goes first, here too, so that the waiting thread has a claimed lease renewed
         while a slow progress callback takes its time.
         """
+        if self.deps.should_stop():
+            # Asked to stop before the run's first write (a cancelled await, a draining
+            # worker): no row and no event of this run; a new story is not created at all.
+            raise Drained
         if announce is not None:
             announce()
         with bound_machine(self, self.state):

@@ -18,7 +18,6 @@ from typing import Any
 from transitions import EventData
 
 from story_fsm._executor import StageExecutor
-from story_fsm._log import get_logger
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
@@ -321,9 +320,7 @@ class StoryWorkflowOrchestrator:
             return self._drive(
                 row, _RESUME_TRIGGERS[state], deps, emit, records=known, announce=announce
             )
-        except Drained:
-            self.state_manager.release(story_id, lease)
-            get_logger(story_id=story_id).info("workflow_released", owner=lease.owner)
+        except Drained:  # released by _drive
             return None
 
     def requeue(self, story_id: str) -> WorkflowSummary:
@@ -350,6 +347,17 @@ class StoryWorkflowOrchestrator:
             raise WorkflowNotFoundError(story_id)
         return refreshed.summary
 
+    def _release(self, run: WorkflowRun) -> None:
+        """Give up the lease of a run that stopped (another holder may go on at once)."""
+        if not run.holds_lease:  # stopped before its first write: there is nothing to free
+            run.log.info("workflow_stopped", owner=run.deps.lease.owner)
+            return
+        self.state_manager.release(run.story_id, run.deps.lease)
+        summary = run.row.summary
+        run.log.info(
+            "workflow_released", owner=run.deps.lease.owner, state=summary.state.value, seq=run.seq
+        )
+
     def _drive(
         self,
         row: WorkflowRow,
@@ -366,6 +374,9 @@ class StoryWorkflowOrchestrator:
 
         With *announce* (a worker's run, whose claim already holds the lease), the run opens
         with it, carried, and its lease is renewed from the start.
+
+        Raises:
+            Drained: The run was asked to stop (``deps.should_stop``); its lease is released.
         """
         run = WorkflowRun(row, deps, emit, records, pending, claimed=announce is not None)
         # The run is carried by a thread of the pool, which calls the stages inline; this
@@ -376,6 +387,9 @@ class StoryWorkflowOrchestrator:
                 on_expired=run.after_timeout,
                 on_wait=run.heartbeat,
             )
+        except Drained:
+            self._release(run)
+            raise
         except BaseException:
             if deps.runner.interrupted:
                 # Ctrl-C: the caller stops waiting now. The run's lease goes with it, so a
@@ -383,7 +397,7 @@ class StoryWorkflowOrchestrator:
                 run.let_go()
             raise
         finally:
-            # Before a drained run's release: a heartbeat still in flight must not call the
+            # After a drained run's release: a heartbeat still in flight must not call the
             # lease it then finds freed lost.
             run.ended()
         if run.records is not None:  # a run that wrote the whole history knows the result
