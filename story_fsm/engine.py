@@ -17,6 +17,7 @@ from typing import Any
 
 from transitions import EventData
 
+from story_fsm._awaited import await_run
 from story_fsm._executor import StageExecutor
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
@@ -196,7 +197,21 @@ class StoryWorkflowOrchestrator:
             InputValidationError: Bad input; nothing was written.
             WorkflowExistsError: The story already has a workflow.
         """
-        new = validate_new_workflow(
+        new = self._validated(
+            story_id, title, script, audience_context, original_idea, local_review_summary
+        )
+        return self.state_manager.create(new, None).summary
+
+    def _validated(
+        self,
+        story_id: str,
+        title: str,
+        script: str,
+        audience_context: Mapping[str, Any],
+        original_idea: str,
+        local_review_summary: Any,
+    ) -> NewWorkflow:
+        return validate_new_workflow(
             story_id,
             title,
             script,
@@ -205,7 +220,6 @@ class StoryWorkflowOrchestrator:
             local_review_summary,
             self.config,
         )
-        return self.state_manager.create(new, None).summary
 
     def run_story_workflow(
         self,
@@ -224,22 +238,65 @@ class StoryWorkflowOrchestrator:
             WorkflowExistsError: The story already has a workflow (resume it instead).
             StageFailedError: A stage failed on every attempt; the workflow is FAILED.
         """
-        new = validate_new_workflow(
-            story_id,
-            title,
-            script,
-            audience_context,
-            original_idea,
-            local_review_summary,
-            self.config,
+        new = self._validated(
+            story_id, title, script, audience_context, original_idea, local_review_summary
         )
+        return self._start(new, progress_callback)
+
+    async def run_story_workflow_async(
+        self,
+        story_id: str,
+        title: str,
+        script: str,
+        audience_context: Mapping[str, Any],
+        original_idea: str = "",
+        local_review_summary: Any = None,
+        progress_callback: ProgressCallback | None = None,
+    ) -> WorkflowResult:
+        """Await :meth:`run_story_workflow`: the same run, without blocking the event loop.
+
+        The input is checked on the calling loop (no I/O); the run then waits on a thread of
+        story_fsm's pool of daemon threads, as the thread of a blocking call would: its
+        stages, writes and progress callbacks run on the engine's threads, never on the
+        loop. A callback that touches the loop's objects must hand its work over with
+        ``loop.call_soon_threadsafe``.
+
+        Cancelling the awaiting task (``task.cancel()``, ``asyncio.timeout``) stops the
+        run: no stage is started after the cancel; a stage call in flight finishes and its
+        result is committed; then the lease is released (log ``workflow_released``), so
+        that :meth:`resume`, a worker or ``delete_workflow`` may take the story at once.
+        ``CancelledError`` is raised at once, without waiting for the call in flight.
+        Cancelled before the run's first write, nothing is stored (no workflow, no event;
+        log ``workflow_stopped``); later, the workflow stays where its last committed row
+        left it, resumable. A cancelled run sends neither ``workflow_complete`` nor
+        ``workflow_failed``, unless the stage in flight ended the workflow. A process that
+        exits meanwhile takes the daemon threads with it: the call in flight is lost, as in
+        a crash, and the lease lapses after ``lease_seconds`` (``resume`` needs no wait).
+
+        Raises:
+            InputValidationError: Bad input; nothing was written.
+            WorkflowExistsError: The story already has a workflow (resume it instead).
+            StageFailedError: A stage failed on every attempt; the workflow is FAILED.
+            asyncio.CancelledError: The awaiting task was cancelled; the run stops as above.
+        """
+        new = self._validated(
+            story_id, title, script, audience_context, original_idea, local_review_summary
+        )
+        return await await_run(partial(self._start, new, progress_callback), new.story_id)
+
+    def _start(
+        self,
+        new: NewWorkflow,
+        progress_callback: ProgressCallback | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> WorkflowResult:
         self._require_stages()
         lease = self._lease()
         # Nothing is written yet: the run's first edge (``start``) writes the workflow and
         # itself in one transaction, so a new story costs one commit before its first stage.
         row = planned_row(new, lease, utcnow())
-        emit = Emitter(story_id, progress_callback)
-        deps = self._deps(self.config, lease, None)
+        emit = Emitter(new.story_id, progress_callback)
+        deps = self._deps(self.config, lease, should_stop)
         return self._drive(row, Trigger.START, deps, emit, pending=new)
 
     def resume(
@@ -258,7 +315,36 @@ class StoryWorkflowOrchestrator:
                 no ``workflow_resumed`` was sent.
             StageFailedError: The stage failed on every attempt again.
         """
-        row = self.state_manager.load_row(validate_story_id(story_id))
+        return self._resume(validate_story_id(story_id), progress_callback)
+
+    async def resume_async(
+        self, story_id: str, progress_callback: ProgressCallback | None = None
+    ) -> WorkflowResult:
+        """Await :meth:`resume`: the same resume, without blocking the event loop.
+
+        The run waits on a thread of story_fsm's pool, and its stages, writes and progress
+        callbacks run on the engine's threads (a callback that touches the loop's objects
+        uses ``loop.call_soon_threadsafe``). A cancel of the awaiting task stops the run as
+        it stops :meth:`run_story_workflow_async`'s: no new stage, the call in flight
+        committed, the lease released, ``CancelledError`` raised at once. Cancelled before
+        the resume's first write, the workflow is left as it was found.
+
+        Raises:
+            WorkflowNotFoundError: No workflow for *story_id*.
+            ConcurrentAdvanceError: Another resumer claimed it first; no stage was called.
+            StageFailedError: The stage failed on every attempt again.
+            asyncio.CancelledError: The awaiting task was cancelled; the run stops as above.
+        """
+        story_id = validate_story_id(story_id)
+        return await await_run(partial(self._resume, story_id, progress_callback), story_id)
+
+    def _resume(
+        self,
+        story_id: str,
+        progress_callback: ProgressCallback | None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> WorkflowResult:
+        row = self.state_manager.load_row(story_id)
         if row is None:
             raise WorkflowNotFoundError(story_id)
         state = row.summary.state
@@ -271,7 +357,7 @@ class StoryWorkflowOrchestrator:
         config = self._config or WorkflowConfig.from_dict(row.config)
         emit = Emitter(story_id, progress_callback)
         # workflow_resumed is sent by the run once its opening row holds the lease.
-        deps = self._deps(config, self._lease(), None)
+        deps = self._deps(config, self._lease(), should_stop)
         return self._drive(row, _RESUME_TRIGGERS[state], deps, emit, takeover=True)
 
     def advance_claimed(
