@@ -396,6 +396,25 @@ class TestCancellation:
         assert events.names[-2:] == ["review_complete", "workflow_complete"]
         assert "workflow_released" not in logs.events()
 
+    def test_a_cancelled_run_taken_over_meanwhile_logs_its_refused_write(
+        self, store: WorkflowStateManager, logs: LogWatch
+    ) -> None:
+        """Resumed elsewhere while its review was in flight: the late answer is refused by the
+        fence, and the error nobody awaits any more is logged."""
+        gate = Gate(review(50))
+        live = orchestrator(store, ScriptedReviewer(gate), lease_seconds=600)
+        asyncio.run(
+            cancelled_mid_stage(lambda: live.run_story_workflow_async("s", "T", "S", {}), gate)
+        )
+        operator = orchestrator(store, ScriptedReviewer(review(99, "publish")), owner="operator")
+        assert operator.resume("s").decision == "publish"
+        gate.opened.set()
+        refused = logs.wait_for("workflow_error_after_cancel")
+        assert (refused["story_id"], refused["log_level"]) == ("s", "error")
+        assert "ConcurrentAdvanceError" in refused["error"]
+        assert stored(store, "s").state is WorkflowState.COMPLETE
+        assert "workflow_released" not in logs.events()
+
     def test_a_cancel_before_the_first_write_stores_nothing(
         self, store: WorkflowStateManager, logs: LogWatch
     ) -> None:
