@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 from transitions import EventData
 
+from story_fsm._attempts import AttemptFailure, StageExhausted, StageStopped, StageSuccess
 from story_fsm._log import debug_enabled, get_logger
 from story_fsm._normalize import (
     PolishOutcome,
@@ -28,13 +29,7 @@ from story_fsm.config import WorkflowConfig
 from story_fsm.events import Emitter, Event
 from story_fsm.machine import MachineModel, bound_machine
 from story_fsm.models import TransitionRecord, WorkflowSummary
-from story_fsm.runner import (
-    AttemptFailure,
-    StageExhausted,
-    StageRunner,
-    StageStopped,
-    StageSuccess,
-)
+from story_fsm.runner import StageRunner
 from story_fsm.stages import StoryPolisher, StoryReviewer
 from story_fsm.states import Stage, Trigger, WorkflowState
 from story_fsm.store.sql import WorkflowStateManager, utcnow

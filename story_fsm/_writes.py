@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from story_fsm._attempts import AttemptFailure
 from story_fsm._normalize import PolishOutcome, ReviewOutcome
 from story_fsm._records import TransitionWrite
 from story_fsm.models import DECISION_MAX_ITERATIONS, DECISION_PUBLISH
-from story_fsm.runner import AttemptFailure
 from story_fsm.states import Stage, Trigger, WorkflowState
 
 __all__ = ["failure_write", "polish_write", "review_write"]

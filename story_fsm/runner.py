@@ -25,10 +25,10 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from types import SimpleNamespace
-from typing import Generic, TypeVar, cast
+from typing import TypeVar, cast
 
 from tenacity import (
     RetryCallState,
@@ -39,150 +39,29 @@ from tenacity import (
 )
 
 from story_fsm._aio import await_answer
+from story_fsm._attempts import (
+    AttemptFailure,
+    InFlight,
+    StageExhausted,
+    StageStopped,
+    StageSuccess,
+    retryable,
+    said,
+)
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor, default_executor
-from story_fsm._normalize import kept_answer, readable_cost
-from story_fsm._text import error_text, storable
 from story_fsm.config import WorkflowConfig
-from story_fsm.errors import InvalidStageOutputError, StageTimeoutError
+from story_fsm.errors import StageTimeoutError
 from story_fsm.stages import attempt_deadline
 from story_fsm.states import Stage
 
-__all__ = [
-    "AttemptFailure",
-    "RunAbandoned",
-    "StageExhausted",
-    "StageRunner",
-    "StageStopped",
-    "StageSuccess",
-]
+__all__ = ["RunAbandoned", "StageRunner"]
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptFailure:
-    """One failed attempt of a stage.
-
-    Attributes:
-        stage: The stage.
-        attempt: 1-based attempt number.
-        error: What went wrong (the stage's exception, a timeout, or invalid output).
-        duration_seconds: How long the attempt ran.
-        next_wait_seconds: The backoff before the next attempt (0 for the last one).
-
-    """
-
-    stage: Stage
-    attempt: int
-    error: BaseException
-    duration_seconds: float
-    next_wait_seconds: float = 0.0
-
-    @property
-    def cost(self) -> float:
-        """What the failed attempt cost, when the stage said (a paid but unusable answer)."""
-        if not isinstance(self.error, InvalidStageOutputError):
-            return 0.0
-        # Checked like an answer's cost: a bad value is logged and counted as 0, never stored.
-        return readable_cost(getattr(self.error, "cost", None))
-
-    @property
-    def rejected_answer(self) -> object:
-        """The refused answer (JSON data) when the attempt failed on one, else None."""
-        if not isinstance(self.error, InvalidStageOutputError):
-            return None
-        answer = getattr(self.error, "answer", None)
-        # A stage's own answer= may be anything (an object, a NaN): the row's JSON must hold it.
-        return None if answer is None else kept_answer(answer)
-
-    @property
-    def error_text(self) -> str:
-        """``Type: message`` of the error, as stored in the history (storable as text)."""
-        return storable(error_text(self.error))
-
-
-@dataclass(frozen=True, slots=True)
-class StageSuccess(Generic[T]):
-    """The stage's normalized answer, and the attempt that produced it."""
-
-    value: T
-    attempt: int
-    duration_seconds: float
-
-
-class StageExhausted(Exception):
-    """Every attempt failed (internal: the engine turns it into the FAIL transition)."""
-
-    def __init__(self, failure: AttemptFailure) -> None:
-        super().__init__(failure.error_text)
-        self.failure = failure
-
-
-class StageStopped(Exception):
-    """The run was asked to stop before an attempt's call (internal).
-
-    While the attempt waited for the rate limit, for a retry's backoff, or just before a
-    retry: that attempt was not called, and the engine leaves the workflow where its last row
-    put it (the failed attempts before it are recorded).
-    """
-
-    #: Not the stage's failure: tenacity must not try it again.
-    retryable = False
-
-    def __init__(self, stage: Stage) -> None:
-        super().__init__(f"{stage.value}: stopped before the stage's next call")
-        self.stage = stage
-
-
-class _InFlight:
-    """One attempt in flight: its stage, number, start, deadline, and who settles it."""
-
-    __slots__ = ("_ticket", "attempt", "deadline", "stage", "started")
-
-    def __init__(self, stage: Stage, attempt: int, started: float, timeout: float) -> None:
-        self.stage = stage
-        self.attempt = attempt
-        self.started = started
-        self.deadline = started + timeout
-        self._ticket = [True]
-
-    def settle(self) -> bool:
-        """Return True to the first side that asks, False to the other.
-
-        The sides are the carrier (its call returned) and the waiter (the deadline passed).
-        ``list.pop`` is atomic, so the race needs no lock.
-        """
-        try:
-            self._ticket.pop()
-        except IndexError:
-            return False
-        return True
 
 
 #: The longest the waiting thread blocks at once (see :meth:`StageRunner.carry`), and the
 #: longest a backoff or a rate-limit wait goes without looking whether the run must stop.
 _SIGNAL_POLL_SECONDS = 0.5
-
-
-def _said(error: BaseException, name: str) -> object:
-    """The stage error's attribute *name*, or None when it has none or reading it raises.
-
-    A stage's own error class is read as it is printed (``AttemptFailure.error_text``): a
-    property that fails must not end the run unrecorded; the policy alone decides then.
-    """
-    try:
-        return getattr(error, name, None)
-    except Exception:
-        return None
-
-
-def _retryable(error: BaseException) -> bool:
-    """False for a stage error that says another attempt cannot succeed (``retryable=False``).
-
-    The OpenAI stages mark the client errors that way (a bad request, a wrong key, an unknown
-    model): retrying them only adds backoff before the same answer.
-    """
-    return isinstance(error, Exception) and _said(error, "retryable") is not False
 
 
 class StageRunner:
@@ -226,10 +105,10 @@ class StageRunner:
         self._timeout = config.stage_timeout_seconds
         # The policy is the config's, the same for every call: built once per runner.
         self._wait = wait_exponential(multiplier=config.retry_backoff_seconds, exp_base=2, min=0)
-        self._retry = retry_if_exception(_retryable)
+        self._retry = retry_if_exception(retryable)
         #: The attempt in flight on this run's carrier, published for the waiting thread: it
         #: reads it to know when a heartbeat is due and when the attempt is out of time.
-        self.in_flight: _InFlight | None = None
+        self.in_flight: InFlight | None = None
         #: Set when the waiting thread was interrupted: the run should stop at its next stage.
         self.interrupted = False
         #: When a heartbeat was last due (sent, or skipped behind one in flight), to either
@@ -302,7 +181,7 @@ class StageRunner:
             due = now + self._timeout
         return max(due - now, 0.0)
 
-    def _beat_due(self, current: _InFlight | None) -> float:
+    def _beat_due(self, current: InFlight | None) -> float:
         """When the next heartbeat is due: an interval after the last (or the attempt's start)."""
         since = self._beat_at if current is None else max(current.started, self._beat_at)
         return since + self._heartbeat_seconds
@@ -387,7 +266,7 @@ class StageRunner:
         (``retry_after_seconds``, as an HTTP ``Retry-After`` does), up to the stage timeout.
         """
         wait = float(self._wait(cast(RetryCallState, SimpleNamespace(attempt_number=attempt))))
-        asked = _said(error, "retry_after_seconds") if error is not None else None
+        asked = said(error, "retry_after_seconds") if error is not None else None
         if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > wait:
             # Longer, never shorter than the policy's own wait; NaN fails the comparison. Capped
             # before float(): an int past a float's range (10**400) would raise OverflowError.
@@ -420,7 +299,7 @@ class StageRunner:
             reraise=True,
         )
 
-    def _landed(self, flight: _InFlight) -> None:
+    def _landed(self, flight: InFlight) -> None:
         """The call returned or raised: withdraw the attempt, unless the waiter took it over."""
         if not flight.settle():
             raise RunAbandoned  # past its deadline: the run went on on another thread
@@ -460,7 +339,7 @@ class StageRunner:
         if on_start is not None:
             on_start()
         started = time.monotonic()
-        flight = _InFlight(stage, number, started, self._timeout)
+        flight = InFlight(stage, number, started, self._timeout)
         self.in_flight = flight
         try:
             deadline = attempt_deadline.set(flight.deadline)  # for stage_time_left()
@@ -515,7 +394,7 @@ class StageRunner:
             after = failures[-1]
         else:
             failures.append(after)
-        if after.attempt >= self._config.max_stage_retries or not _retryable(after.error):
+        if after.attempt >= self._config.max_stage_retries or not retryable(after.error):
             raise StageExhausted(after) from after.error
         done = after.attempt
         wait = self._backoff(done, after.error)

@@ -12,14 +12,9 @@ from typing import Any
 import pytest
 
 from story_fsm import Stage, StageTimeoutError, WorkflowConfig
+from story_fsm._attempts import AttemptFailure, StageExhausted, StageStopped, StageSuccess
 from story_fsm._executor import RunAbandoned, StageCall, StageExecutor
-from story_fsm.runner import (
-    AttemptFailure,
-    StageExhausted,
-    StageRunner,
-    StageStopped,
-    StageSuccess,
-)
+from story_fsm.runner import StageRunner
 
 
 def identity(value: object) -> object:
