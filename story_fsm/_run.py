@@ -119,7 +119,7 @@ class WorkflowRun(MachineModel):
 
     @property
     def holds_lease(self) -> bool:
-        """True while the stored workflow is held by this run's lease (its to release)."""
+        """True while the stored workflow is held by this run's lease (this run's to release)."""
         return self._holds and not self._freeing
 
     @property
@@ -369,7 +369,8 @@ class WorkflowRun(MachineModel):
     def _drain(self) -> NoReturn:
         """Stop the run at a stage boundary, with :class:`Drained`.
 
-        A worker's drain releases the lease once the run is back (``advance_claimed``). An
+        A run asked to stop (a draining worker, a cancelled await) has its lease released by
+        the thread that waits for it, once the run is back (the orchestrator's ``_drive``). An
         interrupted caller is not waiting any more: the run gives the lease up itself, for
         the case where its first write (a resume's takeover) landed after the caller's own
         release found nothing to release.
