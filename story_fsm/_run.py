@@ -379,35 +379,45 @@ class WorkflowRun(MachineModel):
             self.let_go()
         raise Drained
 
-    def let_go(self) -> None:
-        """Give the run's lease up at once: its caller was interrupted and stops waiting.
+    def release_lease(self, reason: str) -> bool:
+        """Give the run's lease up now; True if this run held it and the release took.
 
         Nothing else changes: the last committed row stays, and ``resume``, a worker or
         ``delete`` may take the story without waiting for the lease to lapse. A write of the
         run still under way lands first (the store's lock, or the row's, orders the two);
-        any later one is fenced off. A release that fails is logged: the lease then lapses
-        after ``lease_seconds``, as when a process dies.
+        any later one is fenced off. A second release, or one after a last write freed the
+        lease, finds no row holding the token and changes nothing.
+
+        Raises:
+            StoreError: The release could not be written (the lease then lapses after
+                ``lease_seconds``, as when a process dies).
         """
         if not self._holds:
-            return  # nothing of this run's on the row yet
+            return False  # nothing of this run's on the row yet
         # No check of _freeing: the caller's end of the run (ended()) sets it too, and this
-        # must still release then. A second release, or one after a last write freed the
-        # lease, finds no row holding the token and changes nothing.
+        # must still release then.
         self._freeing = True  # no heartbeat renews it after this
         lease = self.deps.lease
+        if not self.deps.store.release(self.story_id, lease):
+            return False
+        self.log.info(
+            "workflow_released",
+            owner=lease.owner,
+            state=self.row.summary.state.value,
+            seq=self.seq,
+            reason=reason,
+        )
+        return True
+
+    def let_go(self) -> None:
+        """Give the lease up for a caller that was interrupted and stops waiting.
+
+        Nobody is left to report an error to: a failed release is logged, not raised.
+        """
         try:
-            released = self.deps.store.release(self.story_id, lease)
+            self.release_lease("interrupted")
         except Exception as exc:
-            self.log.warning("lease_release_failed", owner=lease.owner, error=str(exc))
-            return
-        if released:
-            self.log.info(
-                "workflow_released",
-                owner=lease.owner,
-                state=self.row.summary.state.value,
-                seq=self.seq,
-                reason="interrupted",
-            )
+            self.log.warning("lease_release_failed", owner=self.deps.lease.owner, error=str(exc))
 
     # -- carriers ------------------------------------------------------------------------------
 

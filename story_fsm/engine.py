@@ -438,11 +438,7 @@ class StoryWorkflowOrchestrator:
         if not run.holds_lease:  # stopped before its first write: there is nothing to free
             run.log.info("workflow_stopped", owner=run.deps.lease.owner)
             return
-        self.state_manager.release(run.story_id, run.deps.lease)
-        summary = run.row.summary
-        run.log.info(
-            "workflow_released", owner=run.deps.lease.owner, state=summary.state.value, seq=run.seq
-        )
+        run.release_lease("stopped")
 
     def _drive(
         self,
