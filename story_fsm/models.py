@@ -74,7 +74,7 @@ def _rebuilding(cls: type[Any]) -> Iterator[None]:
         yield
     except InputValidationError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+    except (TypeError, ValueError) as exc:
         raise InputValidationError(f"{cls.__name__} data holds a bad value: {exc}") from exc
 
 
