@@ -38,6 +38,16 @@ class TestMachineDiagram:
             assert len(lines) == 1 and "cannot write the diagrams" in lines[0]
             assert "Traceback" not in result.output
 
+    def test_output_dir_failing_after_the_mmd_names_what_was_written(self, tmp_path: Path) -> None:
+        """A .dot that cannot be written: exit 2, one line naming it and the .mmd written."""
+        (tmp_path / "story_workflow.dot").mkdir()
+        result = cli_runner().invoke(app, ["diagram", "--output-dir", str(tmp_path)])
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert "story_workflow.dot" in lines[0]
+        assert f"({tmp_path / 'story_workflow.mmd'} written)" in lines[0]
+
     @pytest.mark.parametrize(
         ("extra", "named"),
         [(["-f", "dot"], "--format"), (["-o", "x.mmd"], "--output")],

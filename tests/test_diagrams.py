@@ -351,6 +351,20 @@ class TestSvg:
             f"{os.strerror(reason)}\n"
         )
 
+    def test_a_failure_after_the_mmd_says_the_mmd_was_written(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The .dot cannot be written: the line names it, and the new .mmd left beside it."""
+        out = tmp_path / "out"
+        (out / f"{DIAGRAM_NAME}.dot").mkdir(parents=True)
+        assert main([str(out)]) == 2
+        _, err = capsys.readouterr()
+        assert err == (
+            f"error: cannot write the diagrams to {str(out / DIAGRAM_NAME) + '.dot'!r}: "
+            f"{os.strerror(errno.EISDIR)} ({out / DIAGRAM_NAME}.mmd written)\n"
+        )
+        assert (out / f"{DIAGRAM_NAME}.mmd").read_text(encoding="utf-8") == committed("mmd")
+
     @pytest.mark.slow
     def test_python_dash_m_regenerates_the_files(self, tmp_path: Path) -> None:
         """`python -m story_fsm.diagrams OUTDIR` exits 0 and prints each file it wrote."""

@@ -283,6 +283,7 @@ def diagram(
 ) -> None:
     """Draw one workflow's path, or the state machine itself (svg needs Graphviz's dot)."""
     from story_fsm.diagrams import render_workflow_diagram, workflow_diagram, write_diagrams
+    from story_fsm.diagrams._files import unwritable
 
     if output_dir is not None:
         # It writes all three formats under their fixed names: a format, a file or a story
@@ -300,9 +301,7 @@ def diagram(
         try:
             written = write_diagrams(output_dir)
         except OSError as exc:
-            raise InputValidationError(
-                f"cannot write the diagrams to {str(output_dir)!r}: {exc.strerror}"
-            ) from None
+            raise InputValidationError(unwritable(output_dir, exc)) from None
         for path in written:
             stderr_console().print(f"wrote {path}")
         return

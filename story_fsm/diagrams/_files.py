@@ -20,13 +20,16 @@ from story_fsm.diagrams._common import SVG_SKIPPED_HINT
 from story_fsm.diagrams._workflow import render_workflow_diagram
 from story_fsm.errors import StoryFSMError
 
-__all__ = ["DEFAULT_OUTDIR", "DIAGRAM_NAME", "main", "write_diagrams"]
+__all__ = ["DEFAULT_OUTDIR", "DIAGRAM_NAME", "main", "unwritable", "write_diagrams"]
 
 #: Where the committed diagrams live, relative to the repository's top.
 DEFAULT_OUTDIR = Path("diagrams")
 
 #: The files' name without the extension: ``story_workflow.mmd`` / ``.dot`` / ``.svg``.
 DIAGRAM_NAME = "story_workflow"
+
+#: The formats in the order they are written (the SVG last: it needs Graphviz).
+_ORDER = ("mmd", "dot", "svg")
 
 
 def _write(path: Path, text: str) -> Path:
@@ -44,14 +47,27 @@ def write_diagrams(outdir: str | Path = DEFAULT_OUTDIR) -> list[Path]:
     folder = Path(outdir)
     folder.mkdir(parents=True, exist_ok=True)
     written = [
-        _write(folder / f"{DIAGRAM_NAME}.{fmt}", render_workflow_diagram(fmt))
-        for fmt in ("mmd", "dot")
+        _write(folder / f"{DIAGRAM_NAME}.{fmt}", render_workflow_diagram(fmt)) for fmt in _ORDER[:2]
     ]
     if shutil.which("dot") is None:
         get_logger().warning("diagram_svg_skipped", reason=SVG_SKIPPED_HINT)
     else:
         written.append(_write(folder / f"{DIAGRAM_NAME}.svg", render_workflow_diagram("svg")))
     return written
+
+
+def unwritable(outdir: str | Path, error: OSError) -> str:
+    """Say which path of *outdir* could not be written, why, and what was written before it.
+
+    The files are written one by one, so a failure on the ``.dot`` (a folder of that name, a
+    full disk) leaves a new ``.mmd`` behind: the message names it, lest it be taken for the old.
+    """
+    where = Path(outdir) if error.filename is None else Path(error.filename)
+    text = f"cannot write the diagrams to {str(where)!r}: {error.strerror or error}"
+    files = [Path(outdir) / f"{DIAGRAM_NAME}.{fmt}" for fmt in _ORDER]
+    if where in files and (done := files[: files.index(where)]):
+        text += f" ({' and '.join(str(path) for path in done)} written)"
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,11 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         # As ``story-fsm diagram --output-dir`` reports it: one line and exit 2, naming the
         # path that failed (the folder, or a file in it that a folder's name holds).
-        where = outdir if exc.filename is None else exc.filename
-        print(
-            f"error: cannot write the diagrams to {str(where)!r}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        print(f"error: {unwritable(outdir, exc)}", file=sys.stderr)
         return 2
     except StoryFSMError as exc:  # Graphviz's dot failed; the .mmd and .dot went first
         print(
