@@ -18,6 +18,13 @@ left of a story's time is the engine's own Python (and the hand-off to its carri
 The timers cost a little themselves, so the sum is above the benchmark's figure.
 Not a benchmark: nothing is compared, nothing written to ``results.json``.
 
+``--cpus K`` keeps the process (every thread of it) on K of the CPUs it may use, to ask
+where the carrier hand-off's cost goes: with ``--cpus 1`` the carrier and the waiting thread
+take turns on one core, so each hand-off is a switch on a core that is awake and warm instead
+of a wake-up of the other core (a halted virtual CPU on a VM) with the story's data in the
+first core's caches. A question for the profile, not a setting: the engine never pins threads
+(its runs would then share one core however many the machine has).
+
 ``--pause-after-commit US`` asks what a wait on the disk costs the code that runs after it.
 At ``synchronous=OFF`` (no fsync) the thread then blocks for US microseconds after each COMMIT
 (``--pause spin`` keeps the core busy instead), as it does in an fsync at FULL; the pause is
@@ -35,6 +42,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
+import os
 import tempfile
 import time
 from typing import Any
@@ -119,7 +127,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--pause-after-commit", type=float, default=0.0, metavar="US", help="see the docstring"
     )
     parser.add_argument("--pause", default="sleep", choices=("sleep", "spin"))
+    parser.add_argument("--cpus", type=int, default=0, metavar="K", help="see the docstring")
     args = parser.parse_args(argv)
+    if args.cpus > 0:
+        # Before any thread starts: threads inherit the affinity they are created with.
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[: args.cpus])
 
     from story_fsm import StoryWorkflowOrchestrator, WorkflowStateManager
 
@@ -180,6 +193,7 @@ def _profile(args: argparse.Namespace, work: Any, clock: _Clock) -> dict[str, An
     split = {
         "sync": args.sync,
         "stories": args.n,
+        "cpus": len(os.sched_getaffinity(0)),
         "story_us": round(story, 1),
         "commit_us": round(clock.commit / args.n * 1e6, 1),
         "statements_us": round(clock.execute / args.n * 1e6, 1),
@@ -191,8 +205,9 @@ def _profile(args: argparse.Namespace, work: Any, clock: _Clock) -> dict[str, An
         story - split["commit_us"] - split["statements_us"] - split["paused_us"], 1
     )
     paused = f" ({split['paused_us']:.0f} of it paused)" if clock.paused else ""
+    on = f" on {split['cpus']} CPU{'s' if split['cpus'] > 1 else ''}" if args.cpus else ""
     print(
-        f"synchronous={args.sync}, {args.n} stories: {split['story_us']:.0f} µs per story"
+        f"synchronous={args.sync}, {args.n} stories{on}: {split['story_us']:.0f} µs per story"
         f"{paused} = {split['commit_us']:.0f} in {split['commits_per_story']:g} COMMITs + "
         f"{split['statements_us']:.0f} in {split['statements_per_story']:g} statements + "
         f"{split['rest_us']:.0f} the engine's own (Python, the carrier hand-off)"

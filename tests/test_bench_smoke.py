@@ -112,6 +112,35 @@ class TestProfileSplit:
         assert split["rest_us"] == pytest.approx(split["story_us"] - parts, abs=0.2)
         assert 0 < split["rest_us"] < split["story_us"] - split["paused_us"]
 
+    def test_cpus_keeps_the_profile_and_its_carrier_on_one_cpu(self) -> None:
+        """--cpus 1 runs the split (the carrier included) on one CPU, in its own process."""
+        import subprocess
+        import sys
+
+        script = (
+            "import os, threading, sys\n"
+            "from bench import profile_loop\n"
+            "seen = set()\n"
+            "real = threading.Thread.run\n"
+            "def run(self):\n"
+            "    seen.add(len(os.sched_getaffinity(0)))\n"
+            "    real(self)\n"
+            "threading.Thread.run = run\n"
+            "split = profile_loop.main(['--sync', 'OFF', '--n', '2', '--cpus', '1'])\n"
+            "print('threads', sorted(seen), 'cpus', split['cpus'])\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "2 stories on 1 CPU:" in done.stdout
+        # The carrier is a pool thread started after the option took effect: it is on one CPU.
+        assert done.stdout.strip().splitlines()[-1] == "threads [1] cpus 1"
+
     def test_a_missing_pyinstrument_is_a_clear_exit(self, monkeypatch: pytest.MonkeyPatch) -> None:
         import sys
 
