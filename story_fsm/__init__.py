@@ -7,7 +7,7 @@ stage whose result was committed.
 
 from __future__ import annotations
 
-from story_fsm.api import resume
+from story_fsm.api import resume, resume_async
 from story_fsm.config import WorkflowConfig
 from story_fsm.engine import StoryWorkflowOrchestrator
 from story_fsm.errors import (
@@ -76,5 +76,6 @@ __all__ = [
     "build_schema",
     "metadata",
     "resume",
+    "resume_async",
     "stage_time_left",
 ]

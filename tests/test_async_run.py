@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+import story_fsm
 from story_fsm import (
     InputValidationError,
     StageFailedError,
@@ -437,3 +439,103 @@ class TestCancellation:
         assert store.list_workflows() == []
         assert reviewer.calls == [] and events.names == []
         assert "workflow_released" not in logs.events()
+
+
+class TestOneCallResumeAsync:
+    def test_it_resumes_as_the_blocking_one_call_does(
+        self, database_url: str, store: WorkflowStateManager
+    ) -> None:
+        """story_fsm.resume_async() opens the store, retries the FAILED review and returns."""
+        with pytest.raises(StageFailedError):
+            orchestrator(store, ScriptedReviewer(RuntimeError("down"))).run_story_workflow(
+                "s", "T", "S", {}
+            )
+        reviewer = ScriptedReviewer(review(99, "publish"))
+        result = asyncio.run(
+            story_fsm.resume_async(
+                "s",
+                reviewer=reviewer,
+                polisher=ScriptedPolisher(),
+                database_url=database_url,
+                config=CONFIG,
+            )
+        )
+        assert result.state is WorkflowState.COMPLETE and result.decision == "publish"
+        assert result == store.load_state("s") and len(reviewer.calls) == 1
+
+    @pytest.mark.parametrize("empty_file", [False, True], ids=["mistyped-path", "empty-file"])
+    def test_a_sqlite_file_holding_no_workflow_is_left_as_it_was(
+        self, tmp_path: Path, empty_file: bool
+    ) -> None:
+        """No database at the path: WorkflowNotFoundError from the await, no file made."""
+        path = tmp_path / "typo.db"
+        if empty_file:
+            path.touch()
+        with pytest.raises(WorkflowNotFoundError, match="story-42"):
+            asyncio.run(
+                story_fsm.resume_async(
+                    "story-42",
+                    reviewer=ScriptedReviewer(),
+                    polisher=ScriptedPolisher(),
+                    database_url=f"sqlite:///{path}",
+                )
+            )
+        assert [p.name for p in tmp_path.iterdir()] == (["typo.db"] if empty_file else [])
+        assert not empty_file or path.stat().st_size == 0
+
+    def test_a_bad_story_id_is_refused_before_anything_is_opened(self, tmp_path: Path) -> None:
+        """An empty id: InputValidationError, and no database is created."""
+        with pytest.raises(InputValidationError, match="story_id"):
+            asyncio.run(
+                story_fsm.resume_async(
+                    "",
+                    reviewer=ScriptedReviewer(),
+                    polisher=ScriptedPolisher(),
+                    database_url=f"sqlite:///{tmp_path / 'new.db'}",
+                )
+            )
+        assert list(tmp_path.iterdir()) == []
+
+    def test_a_cancel_keeps_the_store_open_until_the_run_has_stopped(
+        self,
+        database_url: str,
+        store: WorkflowStateManager,
+        logs: LogWatch,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """Cancelled in its review: the review lands after the await raised and the lease is
+        released, through the store the call opened, which is closed only after that."""
+        closes: list[list[str]] = []
+        closed = threading.Event()
+
+        class Watched(WorkflowStateManager):
+            def close(self) -> None:
+                closes.append(logs.events())
+                super().close()
+                closed.set()
+
+        monkeypatch.setattr(story_fsm.api, "WorkflowStateManager", Watched)
+        orchestrator(store, ScriptedReviewer()).submit("s", "T", "S", {})
+        gate = Gate(review(50))
+        reviewer, polisher = ScriptedReviewer(gate), ScriptedPolisher()
+        asyncio.run(
+            cancelled_mid_stage(
+                lambda: story_fsm.resume_async(
+                    "s",
+                    reviewer=reviewer,
+                    polisher=polisher,
+                    database_url=database_url,
+                    config=CONFIG,
+                ),
+                gate,
+            )
+        )
+        assert closes == []  # the run is still in its review: its store stays open
+        assert [r.trigger for r in store.history("s")][-1] is Trigger.START
+        gate.opened.set()
+        assert closed.wait(WAIT)
+        assert len(closes) == 1 and "workflow_released" in closes[0]
+        assert [r.trigger for r in store.history("s")][-1] is Trigger.REVIEWED
+        summary = stored(store, "s")
+        assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
+        assert polisher.calls == []
