@@ -29,6 +29,7 @@ from functools import partial
 from typing import TypeVar, cast
 
 from story_fsm._executor import default_executor
+from story_fsm._inprogress import RunsInProgress
 from story_fsm._log import get_logger
 from story_fsm._run import Drained
 from story_fsm._text import error_text
@@ -60,8 +61,13 @@ def _settle(
         done.set_result(cast(T, value))
 
 
-async def await_run(work: Callable[[Callable[[], bool]], T], story_id: str) -> T:
+async def await_run(
+    work: Callable[[Callable[[], bool]], T], story_id: str, runs: RunsInProgress | None = None
+) -> T:
     """Run ``work(should_stop)`` on a thread of the engine's pool and await what it returns.
+
+    With *runs*, the run is counted there from this call until *work* is over on its thread
+    (a cancel of the awaiting task does not end it: the run drains after).
 
     Raises:
         asyncio.CancelledError: The awaiting task was cancelled: *should_stop* turned true,
@@ -71,6 +77,7 @@ async def await_run(work: Callable[[Callable[[], bool]], T], story_id: str) -> T
     loop = asyncio.get_running_loop()
     done: asyncio.Future[T] = loop.create_future()
     stop = threading.Event()
+    counted = RunsInProgress() if runs is None else runs
 
     def wait() -> None:
         value: T | None = None
@@ -79,6 +86,8 @@ async def await_run(work: Callable[[Callable[[], bool]], T], story_id: str) -> T
             value = work(stop.is_set)
         except BaseException as exc:  # the awaiting task raises it, as the sync call would
             error = exc
+        finally:
+            counted.end()
         if stop.is_set():
             _unheard(story_id, error)
             return
@@ -87,8 +96,13 @@ async def await_run(work: Callable[[Callable[[], bool]], T], story_id: str) -> T
         except RuntimeError:  # the loop was closed without awaiting the run to its end
             _unheard(story_id, error)
 
-    # The run sees the awaiting task's context variables, as a sync run sees its caller's.
-    default_executor().submit(partial(contextvars.copy_context().run, wait))
+    counted.begin()  # now, not on the thread: a wait for the runs must see it at once
+    try:
+        # The run sees the awaiting task's context variables, as a sync run sees its caller's.
+        default_executor().submit(partial(contextvars.copy_context().run, wait))
+    except BaseException:  # no thread to run it (the process is out of threads)
+        counted.end()
+        raise
     try:
         return await done
     except asyncio.CancelledError:

@@ -13,12 +13,13 @@ import secrets
 import socket
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from transitions import EventData
 
 from story_fsm._awaited import await_run
 from story_fsm._executor import StageExecutor
+from story_fsm._inprogress import RunsInProgress, validate_timeout
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite, WorkflowRow
 from story_fsm._run import Drained, RunDeps, WorkflowRun
 from story_fsm.config import WorkflowConfig
@@ -46,6 +47,8 @@ from story_fsm.validation import (
 )
 
 __all__ = ["StoryWorkflowOrchestrator"]
+
+T = TypeVar("T")
 
 #: The edge a resume takes from each stored state (COMPLETE needs none).
 _RESUME_TRIGGERS: dict[WorkflowState, Trigger] = {
@@ -152,6 +155,7 @@ class StoryWorkflowOrchestrator:
         self.lease_seconds = validate_seconds("lease_seconds", lease_seconds)
         self._executor = executor
         self._throttle = StageRateLimiter(rate_limits) if rate_limits else None
+        self._runs = RunsInProgress()
 
     @property
     def config(self) -> WorkflowConfig:
@@ -241,7 +245,7 @@ class StoryWorkflowOrchestrator:
         new = self._validated(
             story_id, title, script, audience_context, original_idea, local_review_summary
         )
-        return self._start(new, progress_callback)
+        return self._counted(partial(self._start, new, progress_callback))
 
     async def run_story_workflow_async(
         self,
@@ -272,6 +276,7 @@ class StoryWorkflowOrchestrator:
         ``workflow_failed``, unless the stage in flight ended the workflow. A process that
         exits meanwhile takes the daemon threads with it: the call in flight is lost, as in
         a crash, and the lease lapses after ``lease_seconds`` (``resume`` needs no wait).
+        :meth:`wait_for_runs_async` waits for such runs, on shutdown.
 
         Raises:
             InputValidationError: Bad input; nothing was written.
@@ -282,7 +287,8 @@ class StoryWorkflowOrchestrator:
         new = self._validated(
             story_id, title, script, audience_context, original_idea, local_review_summary
         )
-        return await await_run(partial(self._start, new, progress_callback), new.story_id)
+        work = partial(self._start, new, progress_callback)
+        return await await_run(work, new.story_id, self._runs)
 
     def _start(
         self,
@@ -315,7 +321,7 @@ class StoryWorkflowOrchestrator:
                 no ``workflow_resumed`` was sent.
             StageFailedError: The stage failed on every attempt again.
         """
-        return self._resume(validate_story_id(story_id), progress_callback)
+        return self._counted(partial(self._resume, validate_story_id(story_id), progress_callback))
 
     async def resume_async(
         self, story_id: str, progress_callback: ProgressCallback | None = None
@@ -336,7 +342,8 @@ class StoryWorkflowOrchestrator:
             asyncio.CancelledError: The awaiting task was cancelled; the run stops as above.
         """
         story_id = validate_story_id(story_id)
-        return await await_run(partial(self._resume, story_id, progress_callback), story_id)
+        work = partial(self._resume, story_id, progress_callback)
+        return await await_run(work, story_id, self._runs)
 
     def _resume(
         self,
@@ -402,10 +409,11 @@ class StoryWorkflowOrchestrator:
         # have written (or know) the whole history and need not read it back at the end.
         known = [submitted_record(row)] if row.summary.seq == 0 else None
         deps = self._deps(config, lease, should_stop)
+        drive = partial(
+            self._drive, row, _RESUME_TRIGGERS[state], deps, emit, records=known, announce=announce
+        )
         try:
-            return self._drive(
-                row, _RESUME_TRIGGERS[state], deps, emit, records=known, announce=announce
-            )
+            return self._counted(drive)
         except Drained:  # released by _drive
             return None
 
@@ -432,6 +440,48 @@ class StoryWorkflowOrchestrator:
         if refreshed is None:  # deleted once re-queued (unfinished and unheld, it may be)
             raise WorkflowNotFoundError(story_id)
         return refreshed.summary
+
+    def _counted(self, run: Callable[[], T]) -> T:
+        """Call *run* counted as a run in progress (see :meth:`wait_for_runs`)."""
+        self._runs.begin()
+        try:
+            return run()
+        finally:
+            self._runs.end()
+
+    def wait_for_runs(self, timeout: float | None = None) -> bool:
+        """Wait until none of this orchestrator's runs is in progress, and say whether it is so.
+
+        A run is one of :meth:`run_story_workflow`, :meth:`resume`, their async forms, or a
+        worker's (:meth:`advance_claimed`), from the call until its thread is done with the
+        store. What this waits for that the callers do not: awaited runs whose task was
+        cancelled, which go on in the background to their next stage boundary (the stage
+        call in flight committed, the lease released). Call it on shutdown, once no new run
+        is being started, before closing the store or leaving the process; not from a run's
+        own progress callback (that run would wait for itself until *timeout*).
+
+        Args:
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            True once no run is in progress; False if *timeout* passed first.
+
+        Raises:
+            InputValidationError: *timeout* is not None nor a number of seconds >= 0.
+        """
+        return self._runs.wait(validate_timeout(timeout))
+
+    async def wait_for_runs_async(self, timeout: float | None = None) -> bool:
+        """Await what :meth:`wait_for_runs` waits for, without blocking the event loop.
+
+        The graceful end of an asyncio application: cancel the tasks that await runs, then
+        ``await orchestrator.wait_for_runs_async(30)`` before closing the store, so that the
+        stage calls in flight are committed rather than lost at exit.
+
+        Raises:
+            InputValidationError: *timeout* is not None nor a number of seconds >= 0.
+        """
+        return await self._runs.wait_async(validate_timeout(timeout))
 
     def _release(self, run: WorkflowRun) -> None:
         """Give up the lease of a run that stopped (another holder may go on at once)."""

@@ -539,3 +539,86 @@ class TestOneCallResumeAsync:
         summary = stored(store, "s")
         assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
         assert polisher.calls == []
+
+
+class TestWaitingForRuns:
+    def test_a_cancelled_run_is_waited_for_until_its_stage_is_committed(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """wait_for_runs: False while the cancelled run is in its review, True once it has
+        committed the review and released the lease."""
+        gate = Gate(review(50))
+        live = orchestrator(store, ScriptedReviewer(gate))
+        asyncio.run(
+            cancelled_mid_stage(lambda: live.run_story_workflow_async("s", "T", "S", {}), gate)
+        )
+        assert live.wait_for_runs(0) is False
+        assert live.wait_for_runs(0.05) is False
+        gate.opened.set()
+        assert live.wait_for_runs(WAIT) is True
+        summary = stored(store, "s")
+        assert (summary.state, summary.lease_owner) == (WorkflowState.POLISHING, None)
+
+    def test_the_awaited_wait_lets_the_loop_run_and_ends_with_the_run(
+        self, store: WorkflowStateManager
+    ) -> None:
+        """wait_for_runs_async times out while the drained run's stage is held, and returns
+        True once it ends; the gate is opened from the loop meanwhile."""
+        gate = Gate(review(50))
+        live = orchestrator(store, ScriptedReviewer(gate))
+
+        async def main() -> tuple[bool, bool]:
+            await cancelled_mid_stage(
+                lambda: live.run_story_workflow_async("s", "T", "S", {}), gate
+            )
+            early = await live.wait_for_runs_async(0.05)
+            asyncio.get_running_loop().call_later(0.05, gate.opened.set)
+            return early, await live.wait_for_runs_async(WAIT)
+
+        assert asyncio.run(main()) == (False, True)
+        assert [r.trigger for r in store.history("s")][-1] is Trigger.REVIEWED
+        assert stored(store, "s").lease_owner is None
+
+    def test_a_blocking_run_in_another_thread_is_counted(self, store: WorkflowStateManager) -> None:
+        """A run_story_workflow on another thread counts from its call to its return."""
+        gate = Gate(review(99, "publish"))
+        live = orchestrator(store, ScriptedReviewer(gate))
+        results: list[WorkflowResult] = []
+        caller = threading.Thread(
+            target=lambda: results.append(live.run_story_workflow("s", "T", "S", {}))
+        )
+        caller.start()
+        assert gate.entered.wait(WAIT)
+        assert live.wait_for_runs(0) is False
+        gate.opened.set()
+        assert live.wait_for_runs(WAIT) is True
+        caller.join(WAIT)
+        assert results and results[0].state is WorkflowState.COMPLETE
+
+    def test_with_no_run_both_return_true_at_once(self, store: WorkflowStateManager) -> None:
+        """No run was started, or every run has returned: True, with no wait."""
+        live = orchestrator(store, ScriptedReviewer(review(99, "publish")))
+        assert live.wait_for_runs(0) is True
+        live.run_story_workflow("s", "T", "S", {})
+        assert live.wait_for_runs(0) is True
+        assert asyncio.run(live.wait_for_runs_async(0)) is True
+
+    def test_a_failed_or_refused_run_is_not_left_counted(self, store: WorkflowStateManager) -> None:
+        """A run that raised (its stage failed; the story existed already) counts no more."""
+        live = orchestrator(store, ScriptedReviewer(RuntimeError("down")))
+        with pytest.raises(StageFailedError):
+            live.run_story_workflow("s", "T", "S", {})
+        with pytest.raises(StageFailedError):
+            asyncio.run(live.resume_async("s"))
+        with pytest.raises(WorkflowNotFoundError):
+            live.resume("nobody")
+        assert live.wait_for_runs(0) is True
+
+    @pytest.mark.parametrize("timeout", [-1, float("nan"), float("inf"), "5", True])
+    def test_a_bad_timeout_is_refused(self, store: WorkflowStateManager, timeout: object) -> None:
+        """A timeout that is not None nor seconds >= 0: InputValidationError, from both."""
+        live = orchestrator(store, ScriptedReviewer())
+        with pytest.raises(InputValidationError, match="timeout"):
+            live.wait_for_runs(timeout)  # type: ignore[arg-type]
+        with pytest.raises(InputValidationError, match="timeout"):
+            asyncio.run(live.wait_for_runs_async(timeout))  # type: ignore[arg-type]
