@@ -332,7 +332,7 @@ def _postgres_engine(url: sa.URL, given: str | sa.URL) -> sa.Engine:
     _check_postgres_options(url, given)
     # No ping before each checkout: it would cost a round trip per transition. A connection
     # the server dropped fails at its first statement instead, and the store then renews
-    # the pool and runs that transaction again (sql._reconnecting).
+    # the pool and runs that transaction again (_connections.reconnecting).
     connect_args = {}
     if "connect_timeout" not in url.query:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
