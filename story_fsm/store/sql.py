@@ -9,7 +9,7 @@ and the ``(story_id, seq)`` primary key refuses a duplicate step.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,8 +26,9 @@ from story_fsm.errors import (
 from story_fsm.models import TransitionRecord
 from story_fsm.states import WorkflowState
 from story_fsm.store._connections import reconnecting
+from story_fsm.store._leases import Leases, lease_end, utcnow
 from story_fsm.store._prepared import RawTransaction
-from story_fsm.store._reads import Reads, wanted_state
+from story_fsm.store._reads import wanted_state
 from story_fsm.store._rows import (
     SUBMIT_WRITE,
     advance_params,
@@ -48,15 +49,10 @@ from story_fsm.store.migrate import ensure_schema
 from story_fsm.store.schema import DEFAULT_TABLE_PREFIX, build_schema, check_prefix_fits
 from story_fsm.validation import validate_story_id
 
-__all__ = ["WorkflowStateManager"]
+__all__ = ["WorkflowStateManager", "utcnow"]
 
 
-def utcnow() -> datetime:
-    """Return the current time, aware, in UTC."""
-    return datetime.now(UTC)
-
-
-class WorkflowStateManager(Reads):
+class WorkflowStateManager(Leases):
     """The SQL store of story workflows.
 
     Args:
@@ -164,7 +160,7 @@ class WorkflowStateManager(Reads):
 
         def insert_again() -> bool:
             if lease is not None:
-                values["lease_expires_at"] = _lease_end(lease)
+                values["lease_expires_at"] = lease_end(lease)
             return insert()
 
         try:
@@ -230,7 +226,7 @@ class WorkflowStateManager(Reads):
 
         def advance_again() -> bool:
             if params["p_lease_expires_at"] is not None:  # None: the write frees the lease
-                params["p_lease_expires_at"] = _lease_end(lease)
+                params["p_lease_expires_at"] = lease_end(lease)
             return advance()
 
         try:
@@ -286,22 +282,6 @@ class WorkflowStateManager(Reads):
         with self._read(story_id) as conn:
             written = conn.execute(self._sql.written_at, key).scalar()
         return True if written == now else None
-
-    @reconnecting
-    def heartbeat(self, story_id: str, lease: Lease) -> bool:
-        """Extend *lease* on the story; False when it was taken over (stop writing then)."""
-        with self._write_lock, translated(story_id), self._begin() as conn:
-            # The expiry is reckoned once the lock is held: a beat queued behind the run's own
-            # write must not set it earlier than that write just did.
-            params = _beat_params(story_id, lease)
-            return bool(conn.execute(self._sql.heartbeat, params).rowcount == 1)
-
-    @reconnecting
-    def release(self, story_id: str, lease: Lease) -> bool:
-        """Give up *lease* so another worker can claim the story at once (False if not held)."""
-        with self._write_lock, translated(story_id), self._begin() as conn:
-            params = {"p_story_id": story_id, "p_token": lease.token}
-            return bool(conn.execute(self._sql.release, params).rowcount == 1)
 
     def delete_workflow(self, story_id: str) -> None:
         """Delete the workflow of *story_id*: its summary row, its inputs and its history.
@@ -430,76 +410,6 @@ class WorkflowStateManager(Reads):
         conn.execute(sa.delete(inputs).where(inputs.c.story_id.in_(doomed)))
         gone = conn.execute(sa.delete(wf).where(wf.c.story_id.in_(story_ids), where))
         return int(gone.rowcount)
-
-    def claim_next(self, lease: Lease, *, scan: int = 8) -> WorkflowRow | None:
-        """Take *lease* on the oldest runnable workflow whose lease is free or expired.
-
-        On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent
-        workers never wait on each other's picks; on SQLite the single writer serializes the
-        claims. Either way the claiming UPDATE re-checks the lease, so a workflow is held by one
-        worker at a time. Returns the claimed workflow's row, or None when nothing is runnable.
-
-        The lease counts from the moment the claim is written, not from the call: a claim
-        that waited (for the file's lock, for a server that restarts) holds it in full.
-        """
-        claim_one = self._fast.claim_one
-        # PostgreSQL: one statement, committed on its own; a lost reply is settled by the
-        # claim's token. (SQLite has no server to drop the connection under a claim.)
-        if claim_one is not None:
-
-            def claim() -> list[str]:
-                with self._write_lock, self._raw(None, autocommit=True) as tx:
-                    # Reckoned at each try: one run again once the server is back must not
-                    # write a lease that lapsed while it waited.
-                    picked = tx.first(claim_one, _claim_params(lease))
-                return [] if picked is None else [picked[0]]
-
-            def landed() -> list[str] | None:
-                with self._read() as conn:
-                    held = conn.execute(self._sql.held_by, {"p_token": lease.token}).first()
-                return None if held is None else [held[0]]
-
-            claimed = self._settled(None, claim, landed)
-            return self._load_row(claimed[0]) if claimed else None
-        query = self._sql.candidates
-        with self._write_lock, translated(), self._begin() as conn:
-            params = _claim_params(lease)
-            found = conn.execute(query, {"p_now": params["p_now"], "p_limit": scan}).all()
-            for story_id, _state in found:
-                if conn.execute(self._sql.claim, {**params, "p_story_id": story_id}).rowcount:
-                    break
-            else:
-                return None
-            # The claim may have waited for another process's write (SQLite's busy handler):
-            # its lease counts from now, the file's lock held.
-            conn.execute(self._sql.heartbeat, _beat_params(story_id, lease))
-        return self._load_row(story_id)
-
-
-def _claim_params(lease: Lease) -> dict[str, Any]:
-    """A claim's values: *lease*, expiring ``lease.seconds`` from now (and now, to test)."""
-    now = utcnow()
-    return {
-        "p_owner": lease.owner,
-        "p_token": lease.token,
-        "p_expires": now + timedelta(seconds=lease.seconds),
-        "p_now": now,
-    }
-
-
-def _lease_end(lease: Lease) -> datetime:
-    """When *lease* ends if written now.
-
-    Reckoned again for a write run again once a lost server answers: its first try's end
-    may have passed while it waited (an outage longer than the lease), and a lease written
-    expired would let another worker claim the story this run goes on with.
-    """
-    return utcnow() + timedelta(seconds=lease.seconds)
-
-
-def _beat_params(story_id: str, lease: Lease) -> dict[str, Any]:
-    """A heartbeat's values: *lease* on the story, expiring ``lease.seconds`` from now."""
-    return {"p_story_id": story_id, "p_token": lease.token, "p_expires": _lease_end(lease)}
 
 
 #: Workflows deleted per transaction by :meth:`WorkflowStateManager.prune_workflows`.
