@@ -31,7 +31,7 @@ from story_fsm import (
 )
 from story_fsm._records import Lease, NewWorkflow, TransitionWrite
 from story_fsm.cli._store import open_store
-from story_fsm.store import sql as sql_module
+from story_fsm.store import _cleanup as cleanup_module
 from story_fsm.store.engine import make_engine, missing_sqlite_file, sqlite_path, writer_lock
 from tests.stages import ScriptedPolisher, ScriptedReviewer, finish_workflow, review
 
@@ -506,7 +506,7 @@ class TestPruning:
     ) -> None:
         """COMPLETE and FAILED ones finished before the time go (in batches); one finished
         after it, and unfinished ones, stay; dry_run and state count and choose."""
-        monkeypatch.setattr(sql_module, "_PRUNE_BATCH", 2)  # five stories: three batches
+        monkeypatch.setattr(cleanup_module, "_PRUNE_BATCH", 2)  # five stories: three batches
         for n in range(3):
             finish_workflow(store, f"done-{n}")
         finish_workflow(store, "failed-0", fail=True)
