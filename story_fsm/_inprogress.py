@@ -52,9 +52,6 @@ class RunsInProgress:
         #: The futures of coroutines waiting for none, each with the loop it belongs to.
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
-    def __len__(self) -> int:
-        return self._count
-
     def begin(self) -> None:
         """Count one more run in progress."""
         with self._idle:

@@ -60,7 +60,9 @@ async def resume_async(
     pool, as :meth:`StoryWorkflowOrchestrator.resume_async` runs a resume. A cancel of the
     awaiting task raises ``CancelledError`` at once and stops the run at its next stage
     boundary (the stage call in flight is committed, the lease released); the store stays
-    open until then, and is closed by the run's thread once the run has stopped.
+    open until then, and is closed by the run's thread once the run has stopped. Nothing
+    waits for that drain on shutdown: an application that must not lose the call in flight
+    then uses an orchestrator's ``resume_async`` and its ``wait_for_runs_async``.
 
     Raises:
         WorkflowNotFoundError: No workflow for *story_id* there (a SQLite file that does not
