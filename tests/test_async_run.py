@@ -441,6 +441,23 @@ class TestCancellation:
         assert "workflow_released" not in logs.events()
 
 
+def one_call(
+    story_id: str,
+    database_url: str,
+    reviewer: Any = None,
+    polisher: Any = None,
+    config: WorkflowConfig | None = None,
+) -> Coroutine[Any, Any, WorkflowResult]:
+    """``story_fsm.resume_async`` with scripted stages (none called unless given)."""
+    return story_fsm.resume_async(
+        story_id,
+        reviewer=reviewer or ScriptedReviewer(),
+        polisher=polisher or ScriptedPolisher(),
+        database_url=database_url,
+        config=config,
+    )
+
+
 class TestOneCallResumeAsync:
     def test_it_resumes_as_the_blocking_one_call_does(
         self, database_url: str, store: WorkflowStateManager
@@ -451,15 +468,7 @@ class TestOneCallResumeAsync:
                 "s", "T", "S", {}
             )
         reviewer = ScriptedReviewer(review(99, "publish"))
-        result = asyncio.run(
-            story_fsm.resume_async(
-                "s",
-                reviewer=reviewer,
-                polisher=ScriptedPolisher(),
-                database_url=database_url,
-                config=CONFIG,
-            )
-        )
+        result = asyncio.run(one_call("s", database_url, reviewer, config=CONFIG))
         assert result.state is WorkflowState.COMPLETE and result.decision == "publish"
         assert result == store.load_state("s") and len(reviewer.calls) == 1
 
@@ -472,28 +481,14 @@ class TestOneCallResumeAsync:
         if empty_file:
             path.touch()
         with pytest.raises(WorkflowNotFoundError, match="story-42"):
-            asyncio.run(
-                story_fsm.resume_async(
-                    "story-42",
-                    reviewer=ScriptedReviewer(),
-                    polisher=ScriptedPolisher(),
-                    database_url=f"sqlite:///{path}",
-                )
-            )
+            asyncio.run(one_call("story-42", f"sqlite:///{path}"))
         assert [p.name for p in tmp_path.iterdir()] == (["typo.db"] if empty_file else [])
         assert not empty_file or path.stat().st_size == 0
 
     def test_a_bad_story_id_is_refused_before_anything_is_opened(self, tmp_path: Path) -> None:
         """An empty id: InputValidationError, and no database is created."""
         with pytest.raises(InputValidationError, match="story_id"):
-            asyncio.run(
-                story_fsm.resume_async(
-                    "",
-                    reviewer=ScriptedReviewer(),
-                    polisher=ScriptedPolisher(),
-                    database_url=f"sqlite:///{tmp_path / 'new.db'}",
-                )
-            )
+            asyncio.run(one_call("", f"sqlite:///{tmp_path / 'new.db'}"))
         assert list(tmp_path.iterdir()) == []
 
     def test_a_cancel_keeps_the_store_open_until_the_run_has_stopped(
@@ -520,14 +515,7 @@ class TestOneCallResumeAsync:
         reviewer, polisher = ScriptedReviewer(gate), ScriptedPolisher()
         asyncio.run(
             cancelled_mid_stage(
-                lambda: story_fsm.resume_async(
-                    "s",
-                    reviewer=reviewer,
-                    polisher=polisher,
-                    database_url=database_url,
-                    config=CONFIG,
-                ),
-                gate,
+                lambda: one_call("s", database_url, reviewer, polisher, CONFIG), gate
             )
         )
         assert closes == []  # the run is still in its review: its store stays open
