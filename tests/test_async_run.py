@@ -31,6 +31,7 @@ from story_fsm import (
     WorkflowStateManager,
 )
 from story_fsm._executor import StageExecutor
+from story_fsm._records import Lease
 from tests.stages import ScriptedPolisher, ScriptedReviewer, review
 
 CONFIG = WorkflowConfig(max_iterations=3, retry_backoff_seconds=0)
@@ -582,6 +583,23 @@ class TestWaitingForRuns:
         assert live.wait_for_runs(WAIT) is True
         caller.join(WAIT)
         assert results and results[0].state is WorkflowState.COMPLETE
+
+    def test_a_claimed_run_is_counted(self, store: WorkflowStateManager) -> None:
+        """advance_claimed (a worker's run) counts from its call to its return."""
+        orchestrator(store, ScriptedReviewer()).submit("s", "T", "S", {})
+        lease = Lease("worker-1", "token", 60)
+        row = store.claim_next(lease)
+        assert row is not None
+        gate = Gate(review(99, "publish"))
+        live = orchestrator(store, ScriptedReviewer(gate))
+        worker = threading.Thread(target=live.advance_claimed, args=(row, lease))
+        worker.start()
+        assert gate.entered.wait(WAIT)
+        assert live.wait_for_runs(0) is False
+        gate.opened.set()
+        assert live.wait_for_runs(WAIT) is True
+        worker.join(WAIT)
+        assert stored(store, "s").state is WorkflowState.COMPLETE
 
     def test_with_no_run_both_return_true_at_once(self, store: WorkflowStateManager) -> None:
         """No run was started, or every run has returned: True, with no wait."""
