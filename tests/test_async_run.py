@@ -530,6 +530,20 @@ class TestOneCallResumeAsync:
         assert polisher.calls == []
 
 
+def counted_while_in_its_stage(
+    live: StoryWorkflowOrchestrator, gate: Gate, run: Callable[[], object]
+) -> None:
+    """Start *run* on a thread: it counts while *gate*'s stage holds it, not once it is over."""
+    caller = threading.Thread(target=run)
+    caller.start()
+    assert gate.entered.wait(WAIT)
+    assert live.wait_for_runs(0) is False
+    gate.opened.set()
+    assert live.wait_for_runs(WAIT) is True
+    caller.join(WAIT)
+    assert not caller.is_alive()
+
+
 class TestWaitingForRuns:
     def test_a_cancelled_run_is_waited_for_until_its_stage_is_committed(
         self, store: WorkflowStateManager
@@ -573,15 +587,9 @@ class TestWaitingForRuns:
         gate = Gate(review(99, "publish"))
         live = orchestrator(store, ScriptedReviewer(gate))
         results: list[WorkflowResult] = []
-        caller = threading.Thread(
-            target=lambda: results.append(live.run_story_workflow("s", "T", "S", {}))
+        counted_while_in_its_stage(
+            live, gate, lambda: results.append(live.run_story_workflow("s", "T", "S", {}))
         )
-        caller.start()
-        assert gate.entered.wait(WAIT)
-        assert live.wait_for_runs(0) is False
-        gate.opened.set()
-        assert live.wait_for_runs(WAIT) is True
-        caller.join(WAIT)
         assert results and results[0].state is WorkflowState.COMPLETE
 
     def test_a_claimed_run_is_counted(self, store: WorkflowStateManager) -> None:
@@ -592,13 +600,7 @@ class TestWaitingForRuns:
         assert row is not None
         gate = Gate(review(99, "publish"))
         live = orchestrator(store, ScriptedReviewer(gate))
-        worker = threading.Thread(target=live.advance_claimed, args=(row, lease))
-        worker.start()
-        assert gate.entered.wait(WAIT)
-        assert live.wait_for_runs(0) is False
-        gate.opened.set()
-        assert live.wait_for_runs(WAIT) is True
-        worker.join(WAIT)
+        counted_while_in_its_stage(live, gate, lambda: live.advance_claimed(row, lease))
         assert stored(store, "s").state is WorkflowState.COMPLETE
 
     def test_with_no_run_both_return_true_at_once(self, store: WorkflowStateManager) -> None:
